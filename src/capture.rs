@@ -1,0 +1,565 @@
+//! Reading capture files: classic pcap (µs and ns magic, either byte order)
+//! and pcapng (every section and interface, any `if_tsresol`, either byte
+//! order), from a file or a stream (`-` = stdin).
+//!
+//! In: bytes. Out: [`Record`]s borrowing one reused buffer: link type,
+//! timestamp in nanoseconds, captured bytes and original length.
+//! Blocks that hold no packet (statistics, name resolution, custom) are
+//! skipped. A record longer than [`MAX_RECORD`] or a malformed header is an
+//! error naming the input and the byte offset; a file that ends inside a
+//! record is [`CaptureError::Truncated`], after every whole record before it
+//! has been returned.
+//!
+//! Written here instead of using pcap-file 2: its reader rejects records
+//! with `orig_len > snaplen` and then repeats the error forever, and it
+//! allocates per packet.
+
+use std::io::{self, Read};
+
+/// Largest record or block accepted (libpcap's own limit is 256 KiB for
+/// most link types; pcapng blocks with options can be a little larger).
+pub const MAX_RECORD: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{input}: cannot read: {source}")]
+    Io { input: String, source: io::Error },
+    #[error(
+        "{input}: not a pcap or pcapng file (first bytes {magic:02x?}; expected a pcap magic a1b2c3d4/a1b23c4d or a pcapng section header 0a0d0d0a)"
+    )]
+    NotACapture { input: String, magic: Vec<u8> },
+    #[error(
+        "{input}: truncated at byte {offset}: the file ends inside a {what} ({need} bytes needed, {got} present); every record before it was read"
+    )]
+    Truncated {
+        input: String,
+        offset: u64,
+        what: &'static str,
+        need: usize,
+        got: usize,
+    },
+    #[error("{input}: malformed at byte {offset}: {why}")]
+    Malformed {
+        input: String,
+        offset: u64,
+        why: String,
+    },
+}
+
+/// One captured packet.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub linktype: u16,
+    pub ts_ns: u64,
+    pub data: &'a [u8],
+    pub orig_len: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    linktype: u16,
+    /// Timestamp units per second as (base 10 or 2, exponent).
+    tsresol: (bool, u8),
+    tsoffset_s: i64,
+}
+
+enum Format {
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        linktype: u16,
+    },
+    Pcapng {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+}
+
+/// A streaming reader over pcap or pcapng.
+pub struct CaptureReader<R: Read> {
+    input: String,
+    r: R,
+    format: Format,
+    /// Bytes consumed so far, for error messages.
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> CaptureReader<R> {
+    /// Reads the file header. `input` names the source in errors.
+    pub fn new(mut r: R, input: &str) -> Result<Self, CaptureError> {
+        let input = input.to_string();
+        let mut magic = [0u8; 4];
+        let got = read_full(&mut r, &mut magic).map_err(|source| CaptureError::Io {
+            input: input.clone(),
+            source,
+        })?;
+        if got < 4 {
+            return Err(CaptureError::NotACapture {
+                input,
+                magic: magic[..got].to_vec(),
+            });
+        }
+        let mut me = CaptureReader {
+            input,
+            r,
+            format: Format::Pcap {
+                big_endian: false,
+                nanos: false,
+                linktype: 0,
+            },
+            offset: 4,
+            buf: Vec::with_capacity(65_536),
+        };
+        let le = u32::from_le_bytes(magic);
+        let be = u32::from_be_bytes(magic);
+        me.format = match (le, be) {
+            (0xa1b2_c3d4, _) => me.pcap_header(false, false)?,
+            (0xa1b2_3c4d, _) => me.pcap_header(false, true)?,
+            (_, 0xa1b2_c3d4) => me.pcap_header(true, false)?,
+            (_, 0xa1b2_3c4d) => me.pcap_header(true, true)?,
+            (0x0a0d_0d0a, _) => {
+                let big_endian = me.section_header()?;
+                Format::Pcapng {
+                    big_endian,
+                    interfaces: Vec::new(),
+                }
+            }
+            _ => {
+                return Err(CaptureError::NotACapture {
+                    input: me.input,
+                    magic: magic.to_vec(),
+                });
+            }
+        };
+        Ok(me)
+    }
+
+    fn pcap_header(&mut self, big_endian: bool, nanos: bool) -> Result<Format, CaptureError> {
+        let mut h = [0u8; 20];
+        self.fill(&mut h, "pcap file header")?;
+        let linktype = u32_at(&h, 16, big_endian);
+        Ok(Format::Pcap {
+            big_endian,
+            nanos,
+            linktype: (linktype & 0xffff) as u16,
+        })
+    }
+
+    /// Reads the rest of a section header block after its block type; returns
+    /// the section's byte order.
+    fn section_header(&mut self) -> Result<bool, CaptureError> {
+        let mut h = [0u8; 8];
+        self.fill(&mut h, "pcapng section header")?;
+        let big_endian = match u32::from_le_bytes([h[4], h[5], h[6], h[7]]) {
+            0x1A2B_3C4D => false,
+            0x4D3C_2B1A => true,
+            _ => return Err(self.malformed("pcapng section header has no valid byte-order magic")),
+        };
+        let len = u32_at(&h, 0, big_endian) as usize;
+        if !(28..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+            return Err(self.malformed(format!("pcapng section header length {len}")));
+        }
+        self.skip(len - 12, "pcapng section header")?;
+        Ok(big_endian)
+    }
+
+    /// The next record, `Ok(None)` at a clean end of input.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+        match self.format {
+            Format::Pcap {
+                big_endian,
+                nanos,
+                linktype,
+            } => {
+                let mut h = [0u8; 16];
+                if !self.fill_or_eof(&mut h, "pcap record header")? {
+                    return Ok(None);
+                }
+                let sec = u64::from(u32_at(&h, 0, big_endian));
+                let frac = u64::from(u32_at(&h, 4, big_endian));
+                let caplen = u32_at(&h, 8, big_endian) as usize;
+                let orig_len = u32_at(&h, 12, big_endian);
+                if caplen > MAX_RECORD {
+                    return Err(self.malformed(format!(
+                        "record length {caplen} is larger than {MAX_RECORD}"
+                    )));
+                }
+                self.buf.resize(caplen, 0);
+                let mut data = std::mem::take(&mut self.buf);
+                let r = self.fill(&mut data, "pcap record");
+                self.buf = data;
+                r?;
+                let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
+                Ok(Some(Record {
+                    linktype,
+                    ts_ns,
+                    data: &self.buf,
+                    orig_len: orig_len.max(caplen as u32),
+                }))
+            }
+            Format::Pcapng { .. } => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+        loop {
+            let Format::Pcapng { big_endian, .. } = self.format else {
+                unreachable!()
+            };
+            let mut h = [0u8; 8];
+            if !self.fill_or_eof(&mut h[..4], "pcapng block header")? {
+                return Ok(None);
+            }
+            let block_type = u32_at(&h, 0, big_endian);
+            if block_type == 0x0A0D_0D0A {
+                let be = self.section_header()?;
+                self.format = Format::Pcapng {
+                    big_endian: be,
+                    interfaces: Vec::new(),
+                };
+                continue;
+            }
+            let mut l = [0u8; 4];
+            self.fill(&mut l, "pcapng block header")?;
+            let len = u32_at(&l, 0, big_endian) as usize;
+            if !(12..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+                return Err(self.malformed(format!(
+                    "pcapng block type {block_type:#x} has length {len}"
+                )));
+            }
+            let body_len = len - 12;
+            self.buf.resize(body_len + 4, 0);
+            let mut body = std::mem::take(&mut self.buf);
+            let r = self.fill(&mut body, "pcapng block");
+            self.buf = body;
+            r?;
+            let b = &self.buf[..body_len];
+            let Format::Pcapng { interfaces, .. } = &mut self.format else {
+                unreachable!()
+            };
+            match block_type {
+                1 => {
+                    if b.len() < 8 {
+                        return Err(self.malformed("pcapng interface block too short"));
+                    }
+                    let linktype = u16_at(b, 0, big_endian);
+                    let mut iface = Interface {
+                        linktype,
+                        tsresol: (true, 6),
+                        tsoffset_s: 0,
+                    };
+                    for (code, val) in Options::new(&b[8..], big_endian) {
+                        match (code, val.len()) {
+                            (9, 1..) => iface.tsresol = (val[0] & 0x80 == 0, val[0] & 0x7f),
+                            (14, 8..) => iface.tsoffset_s = u64_at(val, 0, big_endian) as i64,
+                            _ => {}
+                        }
+                    }
+                    interfaces.push(iface);
+                }
+                6 | 2 => {
+                    // Enhanced packet block, or the obsolete packet block
+                    // (interface id is 16 bits there, followed by drops).
+                    if b.len() < 20 {
+                        return Err(self.malformed("pcapng packet block too short"));
+                    }
+                    let if_id = if block_type == 6 {
+                        u32_at(b, 0, big_endian) as usize
+                    } else {
+                        usize::from(u16_at(b, 0, big_endian))
+                    };
+                    let n_ifaces = interfaces.len();
+                    let Some(iface) = interfaces.get(if_id).copied() else {
+                        return Err(self.malformed(format!(
+                            "packet block names interface {if_id}, but the section has {n_ifaces}"
+                        )));
+                    };
+                    let ts = (u64::from(u32_at(b, 4, big_endian)) << 32)
+                        | u64::from(u32_at(b, 8, big_endian));
+                    let caplen = u32_at(b, 12, big_endian) as usize;
+                    let orig_len = u32_at(b, 16, big_endian);
+                    if 20 + caplen > b.len() {
+                        return Err(self.malformed(format!(
+                            "packet block claims {caplen} captured bytes in a {len}-byte block"
+                        )));
+                    }
+                    let ts_ns = to_ns(ts, iface.tsresol, iface.tsoffset_s);
+                    return Ok(Some(Record {
+                        linktype: iface.linktype,
+                        ts_ns,
+                        data: &self.buf[20..20 + caplen],
+                        orig_len: orig_len.max(caplen as u32),
+                    }));
+                }
+                3 => {
+                    // Simple packet block: interface 0, no timestamp.
+                    if b.len() < 4 {
+                        return Err(self.malformed("pcapng simple packet block too short"));
+                    }
+                    let Some(iface) = interfaces.first().copied() else {
+                        return Err(
+                            self.malformed("simple packet block before any interface block")
+                        );
+                    };
+                    let orig_len = u32_at(b, 0, big_endian);
+                    let caplen = (orig_len as usize).min(b.len() - 4);
+                    return Ok(Some(Record {
+                        linktype: iface.linktype,
+                        ts_ns: 0,
+                        data: &self.buf[4..4 + caplen],
+                        orig_len: orig_len.max(caplen as u32),
+                    }));
+                }
+                _ => {} // statistics, name resolution, custom, …: no packets
+            }
+        }
+    }
+
+    fn malformed(&self, why: impl Into<String>) -> CaptureError {
+        CaptureError::Malformed {
+            input: self.input.clone(),
+            offset: self.offset,
+            why: why.into(),
+        }
+    }
+
+    /// Fills `buf` completely, or fails with `Truncated`.
+    fn fill(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), CaptureError> {
+        let got = read_full(&mut self.r, buf).map_err(|source| CaptureError::Io {
+            input: self.input.clone(),
+            source,
+        })?;
+        self.offset += got as u64;
+        if got < buf.len() {
+            return Err(CaptureError::Truncated {
+                input: self.input.clone(),
+                offset: self.offset - got as u64,
+                what,
+                need: buf.len(),
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Like `fill`, but a clean end of input before the first byte is `false`.
+    fn fill_or_eof(&mut self, buf: &mut [u8], what: &'static str) -> Result<bool, CaptureError> {
+        let got = read_full(&mut self.r, &mut buf[..1]).map_err(|source| CaptureError::Io {
+            input: self.input.clone(),
+            source,
+        })?;
+        if got == 0 {
+            return Ok(false);
+        }
+        self.offset += 1;
+        match self.fill(&mut buf[1..], what) {
+            Err(CaptureError::Truncated {
+                input,
+                offset,
+                what,
+                need,
+                got,
+            }) => Err(CaptureError::Truncated {
+                input,
+                offset: offset - 1,
+                what,
+                need: need + 1,
+                got: got + 1,
+            }),
+            r => r.map(|_| true),
+        }
+    }
+
+    fn skip(&mut self, n: usize, what: &'static str) -> Result<(), CaptureError> {
+        let mut left = n;
+        let mut tmp = [0u8; 512];
+        while left > 0 {
+            let k = left.min(tmp.len());
+            self.fill(&mut tmp[..k], what)?;
+            left -= k;
+        }
+        Ok(())
+    }
+}
+
+/// Converts a pcapng timestamp to nanoseconds.
+fn to_ns(ts: u64, (decimal, exp): (bool, u8), offset_s: i64) -> u64 {
+    let ns: u128 = if decimal {
+        if exp <= 9 {
+            u128::from(ts) * 10u128.pow(u32::from(9 - exp))
+        } else {
+            u128::from(ts) / 10u128.pow(u32::from(exp.min(38) - 9))
+        }
+    } else {
+        (u128::from(ts) * 1_000_000_000) >> exp.min(127)
+    };
+    let ns = ns as i128 + i128::from(offset_s) * 1_000_000_000;
+    ns.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
+    let x = [b[at], b[at + 1]];
+    if be {
+        u16::from_be_bytes(x)
+    } else {
+        u16::from_le_bytes(x)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
+    let x = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if be {
+        u32::from_be_bytes(x)
+    } else {
+        u32::from_le_bytes(x)
+    }
+}
+
+fn u64_at(b: &[u8], at: usize, be: bool) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    if be {
+        u64::from_be_bytes(x)
+    } else {
+        u64::from_le_bytes(x)
+    }
+}
+
+/// Iterator over pcapng options (code, value) until `opt_endofopt` or the end.
+struct Options<'a> {
+    b: &'a [u8],
+    be: bool,
+}
+
+impl<'a> Options<'a> {
+    fn new(b: &'a [u8], be: bool) -> Self {
+        Options { b, be }
+    }
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = (u16, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.b.len() < 4 {
+            return None;
+        }
+        let code = u16_at(self.b, 0, self.be);
+        let len = usize::from(u16_at(self.b, 2, self.be));
+        if code == 0 || 4 + len > self.b.len() {
+            return None;
+        }
+        let val = &self.b[4..4 + len];
+        let adv = (4 + len + 3) & !3;
+        self.b = &self.b[adv.min(self.b.len())..];
+        Some((code, val))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcap(big_endian: bool, nanos: bool, recs: &[(u32, u32, &[u8], u32)]) -> Vec<u8> {
+        let w32 = |v: &mut Vec<u8>, x: u32| {
+            v.extend_from_slice(&if big_endian {
+                x.to_be_bytes()
+            } else {
+                x.to_le_bytes()
+            })
+        };
+        let w16 = |v: &mut Vec<u8>, x: u16| {
+            v.extend_from_slice(&if big_endian {
+                x.to_be_bytes()
+            } else {
+                x.to_le_bytes()
+            })
+        };
+        let mut v = Vec::new();
+        w32(&mut v, if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
+        w16(&mut v, 2);
+        w16(&mut v, 4);
+        w32(&mut v, 0);
+        w32(&mut v, 0);
+        w32(&mut v, 65535);
+        w32(&mut v, 1);
+        for (s, f, d, orig) in recs {
+            w32(&mut v, *s);
+            w32(&mut v, *f);
+            w32(&mut v, d.len() as u32);
+            w32(&mut v, *orig);
+            v.extend_from_slice(d);
+        }
+        v
+    }
+
+    #[test]
+    fn pcap_all_magics() {
+        for be in [false, true] {
+            for nanos in [false, true] {
+                let f = pcap(be, nanos, &[(10, 5, b"abcdef", 100), (11, 0, b"xy", 2)]);
+                let mut r = CaptureReader::new(&f[..], "t").unwrap();
+                let a = r.next_record().unwrap().unwrap();
+                assert_eq!(a.ts_ns, 10_000_000_000 + if nanos { 5 } else { 5000 });
+                assert_eq!((a.data, a.orig_len, a.linktype), (&b"abcdef"[..], 100, 1));
+                let b = r.next_record().unwrap().unwrap();
+                assert_eq!(b.data, b"xy");
+                assert!(r.next_record().unwrap().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_file_reports_after_whole_records() {
+        let f = pcap(false, false, &[(1, 0, b"abcdef", 6), (2, 0, b"ghijkl", 6)]);
+        for cut in [f.len() - 1, f.len() - 6, f.len() - 10, f.len() - 22 + 1] {
+            let mut r = CaptureReader::new(&f[..cut], "t.pcap").unwrap();
+            assert!(r.next_record().unwrap().is_some());
+            let e = r.next_record().unwrap_err();
+            assert!(matches!(e, CaptureError::Truncated { .. }), "{e}");
+            assert!(
+                e.to_string().starts_with("t.pcap: truncated at byte "),
+                "{e}"
+            );
+        }
+        assert!(CaptureReader::new(&f[..10], "t").is_err());
+        assert!(matches!(
+            CaptureReader::new(&b"GET / HTTP/1.1"[..], "t"),
+            Err(CaptureError::NotACapture { .. })
+        ));
+        assert!(CaptureReader::new(&b""[..], "t").is_err());
+    }
+
+    #[test]
+    fn huge_record_is_an_error_not_an_allocation() {
+        let mut f = pcap(false, false, &[]);
+        f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]);
+        let mut r = CaptureReader::new(&f[..], "t").unwrap();
+        assert!(matches!(
+            r.next_record(),
+            Err(CaptureError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn pcapng_timestamp_resolutions() {
+        assert_eq!(to_ns(1_500_000, (true, 6), 0), 1_500_000_000);
+        assert_eq!(to_ns(7, (true, 9), 0), 7);
+        assert_eq!(to_ns(1 << 20, (false, 20), 0), 1_000_000_000);
+        assert_eq!(to_ns(1000, (true, 12), 1), 1_000_000_001);
+    }
+}

@@ -1,0 +1,459 @@
+//! The configuration: TOML in, a validated [`Config`] out.
+//!
+//! Two steps, as ripgrep does with flags: serde reads the file into raw
+//! structs that reject unknown keys, then one conversion checks every value
+//! (VNI ranges, sizes, durations, the output template), so a bad config
+//! fails before any socket is bound or file written. Every error names the
+//! file, the line, the key and the value at fault, and says what would be
+//! accepted.
+//!
+//! Sizes are a whole number of bytes or a string with a unit: `B`, binary
+//! `KiB MiB GiB TiB` (powers of 1024) or decimal `kB MB GB TB` (powers of
+//! 1000). A bare `K`/`M`/`G` is rejected as ambiguous. Durations use
+//! humantime's syntax: `"500ms"`, `"30s"`, `"15min"`, `"1h"`, `"1h 30min"`.
+//! For every optional limit, absent or 0 means "off".
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::writer::{OutputFormat, OutputTemplate};
+
+/// The configuration the daemon runs on when no file is given.
+pub const DEFAULT_CONFIG: &str = r#"
+listen = "0.0.0.0:4789"
+dir = "./captures"
+"#;
+
+/// Largest VNI: 24 bits.
+pub const MAX_VNI: u32 = 0xff_ffff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {key}{message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        /// `table.key: ` when known, else empty.
+        key: String,
+        message: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Address and port the live receiver binds.
+    pub listen: SocketAddr,
+    /// Root of every output file.
+    pub dir: PathBuf,
+    /// UDP destination ports that carry VXLAN in replayed captures.
+    pub vxlan_ports: Vec<u16>,
+    /// Which VNIs are kept.
+    pub vnis: VniFilter,
+    pub output: OutputConfig,
+}
+
+/// `vnis` (allow list; empty = all) and `exclude_vnis` (deny list, wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VniFilter {
+    pub allow: BTreeSet<u32>,
+    pub deny: BTreeSet<u32>,
+}
+
+impl VniFilter {
+    pub fn accepts(&self, vni: u32) -> bool {
+        (self.allow.is_empty() || self.allow.contains(&vni)) && !self.deny.contains(&vni)
+    }
+}
+
+/// The `[output]` table, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputConfig {
+    pub template: OutputTemplate,
+    pub format: OutputFormat,
+    /// Frames longer than this are cut; the record keeps the original length.
+    pub snaplen: u32,
+    pub rotate_size: Option<u64>,
+    pub rotate_interval: Option<Duration>,
+    pub rotate_packets: Option<u64>,
+    pub max_files: Option<u32>,
+    pub max_total_bytes: Option<u64>,
+    pub idle_timeout: Duration,
+}
+
+/// Largest snap length accepted (libpcap's maximum for Ethernet).
+pub const MAX_SNAPLEN: u32 = 262_144;
+/// Smallest snap length accepted: an Ethernet header.
+pub const MIN_SNAPLEN: u32 = 14;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    dir: Option<PathBuf>,
+    vxlan_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    vnis: Vec<Spanned<u32>>,
+    #[serde(default)]
+    exclude_vnis: Vec<Spanned<u32>>,
+    #[serde(default)]
+    output: RawOutput,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    template: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    snaplen: Option<Spanned<u32>>,
+    rotate_size: Option<Spanned<SizeValue>>,
+    rotate_interval: Option<Spanned<String>>,
+    rotate_packets: Option<u64>,
+    max_files: Option<u32>,
+    max_total_bytes: Option<Spanned<SizeValue>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+type Spanned<T> = toml::Spanned<T>;
+
+/// A size as written: a number of bytes or a string with a unit.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// The embedded default configuration.
+    pub fn default_config() -> Config {
+        Config::parse(DEFAULT_CONFIG, Path::new("<default config>"))
+            .expect("the embedded default config is valid")
+    }
+
+    /// Validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, key) = locate(text, e.span());
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                key,
+                message: e.message().to_string(),
+            }
+        })?;
+        let bad = |span: std::ops::Range<usize>, message: String| {
+            let (line, key) = locate(text, Some(span));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                key,
+                message,
+            }
+        };
+
+        let listen = match raw.listen {
+            None => "0.0.0.0:4789".parse().unwrap(),
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                bad(
+                    s.span(),
+                    format!(
+                        "{:?} is not an address and port: expected e.g. \"0.0.0.0:4789\" or \"[::]:4789\"",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let vni_set = |list: &[Spanned<u32>]| -> Result<BTreeSet<u32>, ConfigError> {
+            let mut set = BTreeSet::new();
+            for v in list {
+                if *v.get_ref() > MAX_VNI {
+                    return Err(bad(
+                        v.span(),
+                        format!(
+                            "VNI {} is out of range: a VNI is 24 bits, 0 to {MAX_VNI}",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                set.insert(*v.get_ref());
+            }
+            Ok(set)
+        };
+        let vnis = VniFilter {
+            allow: vni_set(&raw.vnis)?,
+            deny: vni_set(&raw.exclude_vnis)?,
+        };
+        let vxlan_ports = raw.vxlan_ports.unwrap_or_else(|| vec![4789]);
+
+        let o = raw.output;
+        let format = match &o.format {
+            None => OutputFormat::Pcap,
+            Some(s) => match s.get_ref().as_str() {
+                "pcap" => OutputFormat::Pcap,
+                "pcapng" => OutputFormat::Pcapng,
+                other => {
+                    return Err(bad(
+                        s.span(),
+                        format!(
+                            "{other:?} is not an output format: expected \"pcap\" or \"pcapng\""
+                        ),
+                    ));
+                }
+            },
+        };
+        let template = match &o.template {
+            None => OutputTemplate::default(),
+            Some(s) => OutputTemplate::parse(s.get_ref())
+                .map_err(|why| bad(s.span(), format!("{:?}: {why}", s.get_ref())))?,
+        };
+        let snaplen = match &o.snaplen {
+            None => MAX_SNAPLEN,
+            Some(s) => {
+                let v = *s.get_ref();
+                if !(MIN_SNAPLEN..=MAX_SNAPLEN).contains(&v) {
+                    return Err(bad(
+                        s.span(),
+                        format!(
+                            "{v} is out of range: expected {MIN_SNAPLEN} to {MAX_SNAPLEN} bytes"
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        let size = |v: &Option<Spanned<SizeValue>>| -> Result<Option<u64>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(s) => parse_size(s.get_ref())
+                    .map(|n| (n > 0).then_some(n))
+                    .map_err(|m| bad(s.span(), m)),
+            }
+        };
+        let duration = |v: &Option<Spanned<String>>| -> Result<Option<Duration>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(s) => parse_duration(s.get_ref())
+                    .map(|d| (!d.is_zero()).then_some(d))
+                    .map_err(|m| bad(s.span(), m)),
+            }
+        };
+        let output = OutputConfig {
+            template,
+            format,
+            snaplen,
+            rotate_size: size(&o.rotate_size)?,
+            rotate_interval: duration(&o.rotate_interval)?,
+            rotate_packets: o.rotate_packets.filter(|&n| n > 0),
+            max_files: o.max_files.filter(|&n| n > 0),
+            max_total_bytes: size(&o.max_total_bytes)?,
+            idle_timeout: duration(&o.idle_timeout)?.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        };
+        Ok(Config {
+            listen,
+            dir: raw.dir.unwrap_or_else(|| PathBuf::from("./captures")),
+            vxlan_ports,
+            vnis,
+            output,
+        })
+    }
+}
+
+/// A session with no packet for this long closes its file.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Parses a size: bytes, or a number with a unit (see the module doc).
+pub fn parse_size_str(s: &str) -> Result<u64, String> {
+    parse_size(&SizeValue::Text(s.to_string()))
+}
+
+fn parse_size(v: &SizeValue) -> Result<u64, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("B", 1),
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("TiB", 1 << 40),
+        ("kB", 1_000),
+        ("KB", 1_000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("TB", 1_000_000_000_000),
+    ];
+    let s = match v {
+        SizeValue::Bytes(n) => return Ok(*n),
+        SizeValue::Text(s) => s.trim(),
+    };
+    let accepted = "expected a number of bytes, or a number with a unit B, KiB, MiB, GiB, TiB (1024-based) or kB, MB, GB, TB (1000-based), e.g. \"512MiB\"";
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = (s[..split].trim(), s[split..].trim());
+    let Some(&(_, mult)) = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .or(if unit.is_empty() {
+            Some(&("", 1))
+        } else {
+            None
+        })
+    else {
+        return Err(format!("{s:?} has an unknown unit {unit:?}: {accepted}"));
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: {accepted}"))?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range: {accepted}"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration in humantime's syntax.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!(
+            "{s:?} is not a duration ({e}): expected e.g. \"500ms\", \"30s\", \"15min\", \"1h\""
+        )
+    })
+}
+
+/// The 1-based line of `span`'s start, and `table.key: ` for the key
+/// written on that line (or above it, for a value spread over lines).
+fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
+    let Some(span) = span else {
+        return (1, String::new());
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let mut table = String::new();
+    let mut key = String::new();
+    for (i, l) in text.lines().enumerate() {
+        if i + 1 > line {
+            break;
+        }
+        let l = l.trim();
+        if l.starts_with('[') {
+            table = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = l.split_once('=') {
+            if !l.starts_with('#') {
+                key = k.trim().to_string();
+            }
+        }
+    }
+    let full = match (table.is_empty(), key.is_empty()) {
+        (_, true) if table.is_empty() => return (line, String::new()),
+        (_, true) => table,
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
+    };
+    (line, format!("`{full}`: "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn default_config() {
+        let c = Config::default_config();
+        assert_eq!(c.listen, "0.0.0.0:4789".parse().unwrap());
+        assert_eq!(c.dir, PathBuf::from("./captures"));
+        assert_eq!(c.vxlan_ports, vec![4789]);
+        assert_eq!(c.output.snaplen, 262_144);
+        assert_eq!(c.output.format, OutputFormat::Pcap);
+        assert!(c.vnis.accepts(123));
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:14789"
+dir = "/tmp/x"
+vxlan_ports = [4789, 8472]
+vnis = [1, 2, 3]
+exclude_vnis = [3]
+[output]
+template = "{vni}/{source}/{start}-{seq}.{ext}"
+format = "pcapng"
+snaplen = 1500
+rotate_size = "512MiB"
+rotate_interval = "1h"
+rotate_packets = 1000
+max_files = 10
+max_total_bytes = "2GB"
+idle_timeout = "30s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.output.rotate_size, Some(512 << 20));
+        assert_eq!(c.output.max_total_bytes, Some(2_000_000_000));
+        assert_eq!(c.output.rotate_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.output.idle_timeout, Duration::from_secs(30));
+        assert!(c.vnis.accepts(1) && !c.vnis.accepts(3) && !c.vnis.accepts(4));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("listen = \"0.0.0.0:4789\"\n\n[output]\nrotate_sise = 5\n").unwrap_err();
+        assert!(e.starts_with("t.toml:4: "), "{e}");
+        assert!(e.contains("rotate_sise"), "{e}");
+        assert!(e.contains("rotate_size"), "should list accepted keys: {e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_what_is_accepted() {
+        let e = parse("[output]\nrotate_size = \"12M\"\n").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:2: `output.rotate_size`: \"12M\""),
+            "{e}"
+        );
+        assert!(e.contains("MiB"), "{e}");
+        let e = parse("vnis = [1, 16777216]\n").unwrap_err();
+        assert!(e.contains("t.toml:1: `vnis`: VNI 16777216"), "{e}");
+        let e = parse("[output]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("`output.idle_timeout`: \"soon\""), "{e}");
+        let e = parse("[output]\nformat = \"erf\"\n").unwrap_err();
+        assert!(e.contains("\"pcap\" or \"pcapng\""), "{e}");
+        let e = parse("listen = \"localhost\"\n").unwrap_err();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = parse("[output]\ntemplate = \"../{vni}/{source}-{seq}.{ext}\"\n").unwrap_err();
+        assert!(e.contains("`output.template`"), "{e}");
+        let e = parse("[output]\nsnaplen = 5\n").unwrap_err();
+        assert!(e.contains("14 to 262144"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_str("100"), Ok(100));
+        assert_eq!(parse_size_str("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size_str("1 GB"), Ok(1_000_000_000));
+        assert!(parse_size_str("5 parsecs").is_err());
+        assert!(parse_size_str("-1MiB").is_err());
+    }
+}

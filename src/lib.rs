@@ -1,0 +1,24 @@
+//! mirrorcap: AWS VPC Traffic Mirroring (VXLAN, UDP 4789) in, per-session
+//! rotating pcap files out, live from a socket or replayed from a capture.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! socket (live) ─┐
+//!                ├─> vxlan -> filter (VNIs) -> decode -> session -> writer
+//! replay (file) ─┘
+//! ```
+//!
+//! [`pipeline::Pipeline::push`] is the single entry both feeds call.
+
+pub mod capture;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod session;
+pub mod socket;
+pub mod vxlan;
+pub mod writer;

@@ -1,0 +1,201 @@
+//! The `mirrorcap` binary: parses the command line, loads the config, picks
+//! a feed (socket or capture files) and maps errors to exit codes.
+//!
+//! Exit codes: 0 success; 1 an input could not be read to its end (every
+//! file written is still complete); 2 a usage, config, bind or output error.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use mirrorcap::capture::CaptureReader;
+use mirrorcap::config::Config;
+use mirrorcap::metrics::Counters;
+use mirrorcap::pipeline::Pipeline;
+use mirrorcap::socket::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER, Receiver};
+
+#[derive(Parser)]
+#[command(
+    name = "mirrorcap",
+    version,
+    about = "AWS VPC Traffic Mirroring (VXLAN, UDP 4789) to per-session pcap files",
+    long_about = "Receives AWS VPC Traffic Mirroring datagrams (VXLAN over UDP 4789), \
+                  removes the VXLAN wrapping and writes each mirror session \
+                  (source ENI address, VNI) to its own rotating pcap files. \
+                  Needs no root and no capability."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the capture daemon: listen for VXLAN datagrams and write capture files.
+    Run {
+        /// TOML config file (default: the embedded default, listen 0.0.0.0:4789, dir ./captures).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address and port to listen on, e.g. 0.0.0.0:4789 (overrides `listen`).
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+        /// Output directory (overrides `dir`).
+        #[arg(long, short)]
+        dir: Option<PathBuf>,
+    },
+    /// Replay captures of the encapsulated traffic (pcap or pcapng; `-` = stdin)
+    /// through the same pipeline, e.g. `tcpdump -i eth0 -U -w - udp port 4789 | mirrorcap replay -`.
+    Replay {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output directory (overrides `dir`).
+        #[arg(long, short)]
+        dir: Option<PathBuf>,
+        /// Capture files to read, in order; `-` reads standard input.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mirrorcap: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default_config(),
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            listen,
+            dir,
+        } => {
+            init_logging("info");
+            let mut cfg = load(config.as_ref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = dir {
+                cfg.dir = d;
+            }
+            run_daemon(cfg)
+        }
+        Command::Replay {
+            config,
+            dir,
+            inputs,
+        } => {
+            init_logging("warn");
+            let mut cfg = load(config.as_ref())?;
+            if let Some(d) = dir {
+                cfg.dir = d;
+            }
+            run_replay(cfg, &inputs)
+        }
+    }
+}
+
+fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+    let rx = Receiver::bind(cfg.listen, DEFAULT_RECV_BUFFER, DEFAULT_BATCH)?;
+    let addr = rx.local_addr().context("reading the bound address")?;
+    let counters = Arc::new(Counters::default());
+    let pipeline = Pipeline::new(&cfg, counters);
+    tracing::info!("listening on {addr}, writing under {}", cfg.dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let summary = rt.block_on(async {
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        };
+        mirrorcap::daemon::serve(rx, pipeline, stop).await
+    })?;
+    eprint!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
+    let counters = Arc::new(Counters::default());
+    let mut pipeline = Pipeline::new(&cfg, counters);
+    let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
+    let mut failed = false;
+    for input in inputs {
+        let reader: Box<dyn Read> = if input == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            match std::fs::File::open(input) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    eprintln!("mirrorcap: {input}: cannot open: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
+        };
+        let name = if input == "-" {
+            "<stdin>"
+        } else {
+            input.as_str()
+        };
+        let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+        let result = CaptureReader::new(reader, name)
+            .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports));
+        if let Err(e) = result {
+            eprintln!("mirrorcap: {e}");
+            failed = true;
+        }
+    }
+    let summary = pipeline.finish();
+    eprint!("{summary}");
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

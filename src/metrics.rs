@@ -1,0 +1,339 @@
+//! Counters for the whole pipeline: what was received, what was written,
+//! and every datagram that was dropped, by reason.
+//!
+//! In: `Counters::drop(reason)` / `add_*` calls from every stage.
+//! Out: a [`Summary`] printed at shutdown (and, later, the metrics endpoint).
+//! Every path that discards a datagram ends in [`Counters::drop`], so the books
+//! balance: `datagrams_received = frames_written + sum(drops)` (replay also
+//! counts the capture records it skipped before they became datagrams).
+//!
+//! Counters are relaxed atomics so that a metrics reader on another thread can
+//! read them while the receive loop adds; the hot path only does `fetch_add`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a datagram (or, in replay, a capture record) was not written.
+///
+/// `stage` and `intentional` label the reason for metrics: an intentional drop
+/// is the operator's choice (a VNI excluded, a port that is not VXLAN); the
+/// others are losses or malformed input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Replay: a record whose link type or EtherType is not IPv4/IPv6.
+    NotIp,
+    /// Replay: an IP packet that is not UDP.
+    NotUdp,
+    /// Replay: a UDP datagram to a port not in `vxlan_ports`.
+    NotVxlanPort,
+    /// Replay: the outer IP/UDP headers are malformed or cut by the capture's
+    /// snap length before the end of the VXLAN header.
+    OuterMalformed,
+    /// Replay: an outer IP fragment that could not be reassembled.
+    OuterFragment,
+    /// Live: the kernel cut the datagram (larger than the receive buffer).
+    DatagramTruncated,
+    /// Shorter than the 8-byte VXLAN header.
+    VxlanTooShort,
+    /// The VXLAN I flag (0x08) is not set.
+    VxlanNoIFlag,
+    /// The inner frame is shorter than an Ethernet header (14 bytes).
+    InnerTooShort,
+    /// The VNI is not in `vnis` or is in `exclude_vnis`.
+    VniExcluded,
+    /// Writing the frame failed (I/O error other than disk full).
+    WriteError,
+    /// The output file system is full.
+    DiskFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::NotIp,
+        DropReason::NotUdp,
+        DropReason::NotVxlanPort,
+        DropReason::OuterMalformed,
+        DropReason::OuterFragment,
+        DropReason::DatagramTruncated,
+        DropReason::VxlanTooShort,
+        DropReason::VxlanNoIFlag,
+        DropReason::InnerTooShort,
+        DropReason::VniExcluded,
+        DropReason::WriteError,
+        DropReason::DiskFull,
+    ];
+
+    /// The `reason` label: lowercase, stable, used in metrics and the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NotIp => "not_ip",
+            DropReason::NotUdp => "not_udp",
+            DropReason::NotVxlanPort => "not_vxlan_port",
+            DropReason::OuterMalformed => "outer_malformed",
+            DropReason::OuterFragment => "outer_fragment",
+            DropReason::DatagramTruncated => "datagram_truncated",
+            DropReason::VxlanTooShort => "vxlan_too_short",
+            DropReason::VxlanNoIFlag => "vxlan_no_i_flag",
+            DropReason::InnerTooShort => "inner_too_short",
+            DropReason::VniExcluded => "vni_excluded",
+            DropReason::WriteError => "write_error",
+            DropReason::DiskFull => "disk_full",
+        }
+    }
+
+    /// The `stage` label: which pipeline stage dropped it.
+    pub fn stage(self) -> &'static str {
+        match self {
+            DropReason::NotIp
+            | DropReason::NotUdp
+            | DropReason::NotVxlanPort
+            | DropReason::OuterMalformed
+            | DropReason::OuterFragment => "replay",
+            DropReason::DatagramTruncated => "socket",
+            DropReason::VxlanTooShort | DropReason::VxlanNoIFlag | DropReason::InnerTooShort => {
+                "vxlan"
+            }
+            DropReason::VniExcluded => "filter",
+            DropReason::WriteError | DropReason::DiskFull => "writer",
+        }
+    }
+
+    /// Whether the drop is the operator's choice rather than a loss.
+    pub fn intentional(self) -> bool {
+        matches!(
+            self,
+            DropReason::NotIp
+                | DropReason::NotUdp
+                | DropReason::NotVxlanPort
+                | DropReason::VniExcluded
+        )
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const N_REASONS: usize = DropReason::ALL.len();
+
+/// Process-wide counters, shared by reference between the stages.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Datagrams handed to the pipeline (live: received on the socket;
+    /// replay: capture records read).
+    pub datagrams_received: AtomicU64,
+    /// Bytes of those datagrams (UDP payload for live, record for replay).
+    pub bytes_received: AtomicU64,
+    /// Inner frames written to a capture file.
+    pub frames_written: AtomicU64,
+    /// Bytes of inner frames written (captured length).
+    pub frame_bytes_written: AtomicU64,
+    /// Datagrams the kernel dropped because the socket buffer was full
+    /// (SO_RXQ_OVFL): never seen by the pipeline, so not in `drops`.
+    pub kernel_drops: AtomicU64,
+    /// Capture files opened, rotated (closed and renamed), deleted by retention.
+    pub files_opened: AtomicU64,
+    pub files_closed: AtomicU64,
+    pub files_deleted: AtomicU64,
+    drops: [AtomicU64; N_REASONS],
+}
+
+impl Counters {
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(|d| d.load(Relaxed)).sum()
+    }
+
+    #[inline]
+    pub fn received(&self, bytes: usize) {
+        self.datagrams_received.fetch_add(1, Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Relaxed);
+    }
+
+    #[inline]
+    pub fn written(&self, bytes: usize) {
+        self.frames_written.fetch_add(1, Relaxed);
+        self.frame_bytes_written.fetch_add(bytes as u64, Relaxed);
+    }
+}
+
+/// Per-session figures for the summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub vni: u32,
+    pub source: std::net::IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub tcp: u64,
+    pub udp: u64,
+    pub other: u64,
+    pub files: u64,
+}
+
+/// What `run` and `replay` print when they stop, like tcpdump's
+/// "N packets captured / N dropped by kernel".
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Files the run left complete on disk (closed and renamed).
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    pub frames_written: u64,
+    pub kernel_drops: u64,
+    pub drops: Vec<(DropReason, u64)>,
+    pub sessions: Vec<SessionSummary>,
+    pub files_written: u64,
+    pub files_deleted: u64,
+}
+
+impl Summary {
+    pub fn from_counters(c: &Counters, sessions: Vec<SessionSummary>) -> Summary {
+        Summary {
+            datagrams_received: c.datagrams_received.load(Relaxed),
+            bytes_received: c.bytes_received.load(Relaxed),
+            frames_written: c.frames_written.load(Relaxed),
+            kernel_drops: c.kernel_drops.load(Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|&r| (r, c.drops(r)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+            sessions,
+            files_written: c.files_closed.load(Relaxed),
+            files_deleted: c.files_deleted.load(Relaxed),
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} datagrams received ({} bytes)",
+            self.datagrams_received, self.bytes_received
+        )?;
+        writeln!(f, "{} frames written", self.frames_written)?;
+        writeln!(f, "{} datagrams dropped by kernel", self.kernel_drops)?;
+        let dropped: u64 = self.drops.iter().map(|d| d.1).sum();
+        writeln!(f, "{dropped} datagrams dropped by mirrorcap")?;
+        for (reason, n) in &self.drops {
+            let kind = if reason.intentional() {
+                "skipped"
+            } else {
+                "dropped"
+            };
+            writeln!(f, "  {n:>10} {kind} {reason} (stage {})", reason.stage())?;
+        }
+        writeln!(
+            f,
+            "{} sessions, {} files written, {} files deleted by retention",
+            self.sessions.len(),
+            self.files_written,
+            self.files_deleted
+        )?;
+        for s in &self.sessions {
+            writeln!(
+                f,
+                "  vni {} source {}: {} packets, {} bytes (ipv4 {}, ipv6 {}, tcp {}, udp {}, other {}), {} files",
+                s.vni, s.source, s.packets, s.bytes, s.ipv4, s.ipv6, s.tcp, s.udp, s.other, s.files
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Lets a log line through at most once per `every`, and says how many were
+/// held back in between: per-packet problems become periodic summaries.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub const fn new(every: std::time::Duration) -> LogLimiter {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now (`n` lines were held back
+    /// since the last one), `None` when this one is held back.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Logs, at most once per interval, how many datagrams were dropped since
+/// the last report, by reason.
+#[derive(Debug)]
+pub struct DropReport {
+    every: std::time::Duration,
+    last: std::time::Instant,
+    seen: [u64; N_REASONS],
+    kernel_seen: u64,
+}
+
+impl DropReport {
+    pub fn new(every: std::time::Duration) -> DropReport {
+        DropReport {
+            every,
+            last: std::time::Instant::now(),
+            seen: [0; N_REASONS],
+            kernel_seen: 0,
+        }
+    }
+
+    pub fn maybe_log(&mut self, c: &Counters) {
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let mut parts = Vec::new();
+        for r in DropReason::ALL {
+            let now = c.drops(r);
+            let new = now - self.seen[r as usize];
+            self.seen[r as usize] = now;
+            if new > 0 && !r.intentional() {
+                parts.push(format!("{r}={new}"));
+            }
+        }
+        let k = c.kernel_drops.load(Relaxed);
+        if k > self.kernel_seen {
+            parts.push(format!("kernel_overflow={}", k - self.kernel_seen));
+            self.kernel_seen = k;
+        }
+        if !parts.is_empty() {
+            tracing::warn!(
+                "datagrams dropped in the last {:?}: {}",
+                self.every,
+                parts.join(" ")
+            );
+        }
+    }
+}

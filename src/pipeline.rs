@@ -1,0 +1,130 @@
+//! The pipeline: stages 2-6 behind one call, [`Pipeline::push`].
+//!
+//! Both feeds use it: the live socket (`socket.rs`, `daemon.rs`) and the
+//! offline reader (`replay.rs`). Each datagram is a UDP payload plus a
+//! [`RecvMeta`] (outer source address, receive time); it flows
+//! VXLAN check -> VNI filter -> inner decode -> session -> capture file, and
+//! wherever it stops it is counted by reason. No stage allocates per packet:
+//! the frame is borrowed from the caller's buffer and copied once, into the
+//! file's write buffer.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, OutputConfig, VniFilter};
+use crate::decode::decode;
+use crate::metrics::{Counters, Summary};
+use crate::session::{SessionKey, SessionTable};
+use crate::vxlan::{HEADER_LEN, Vxlan};
+use crate::writer::Retention;
+
+/// What the feed knows about a datagram besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvMeta {
+    /// Outer source address: the mirrored ENI's.
+    pub source: IpAddr,
+    /// Receive time, nanoseconds since the Unix epoch (the kernel's
+    /// SO_TIMESTAMPNS live; the record's timestamp in replay).
+    pub timestamp_ns: u64,
+    /// Length of the UDP payload as sent, when more than the bytes given
+    /// (a replayed record cut by the capture's snap length); else 0.
+    pub orig_len: usize,
+}
+
+/// Nanoseconds in a second.
+const NS: u64 = 1_000_000_000;
+
+pub struct Pipeline {
+    vnis: VniFilter,
+    output: OutputConfig,
+    dir: PathBuf,
+    sessions: SessionTable,
+    counters: Arc<Counters>,
+    /// Packet time after which idle sessions and ended time slots are next
+    /// looked for (once a second of packet time).
+    next_sweep_ns: u64,
+}
+
+impl Pipeline {
+    /// A pipeline writing under `cfg.dir`. Files already there count toward
+    /// `max_total_bytes`.
+    pub fn new(cfg: &Config, counters: Arc<Counters>) -> Pipeline {
+        let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
+        retention.scan_existing(&cfg.dir);
+        Pipeline {
+            vnis: cfg.vnis.clone(),
+            output: cfg.output.clone(),
+            dir: cfg.dir.clone(),
+            sessions: SessionTable::new(retention),
+            counters,
+            next_sweep_ns: 0,
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Takes one VXLAN datagram (UDP payload) through every stage.
+    #[inline]
+    pub fn push(&mut self, datagram: &[u8], meta: &RecvMeta) {
+        self.counters.received(datagram.len());
+        let ts = meta.timestamp_ns;
+        if ts >= self.next_sweep_ns {
+            self.sweep(ts);
+        }
+        let vxlan = match Vxlan::new_checked(datagram) {
+            Ok(v) => v,
+            Err(reason) => return self.counters.count_drop(reason),
+        };
+        let vni = vxlan.vni();
+        if !self.vnis.accepts(vni) {
+            return self
+                .counters
+                .count_drop(crate::metrics::DropReason::VniExcluded);
+        }
+        let frame = vxlan.inner();
+        let decoded = decode(frame);
+        let mut wire_len = decoded.wire_len(frame.len());
+        if meta.orig_len > datagram.len() {
+            wire_len = wire_len.max(meta.orig_len - HEADER_LEN);
+        }
+        let i = self.sessions.lookup(SessionKey {
+            source: meta.source,
+            vni,
+        });
+        self.sessions.get_mut(i).count(&decoded, wire_len, ts);
+        let cap = frame.len().min(self.output.snaplen as usize);
+        self.sessions.write(
+            i,
+            ts,
+            &frame[..cap],
+            wire_len,
+            &self.output,
+            &self.dir,
+            &self.counters,
+        );
+    }
+
+    /// Closes idle sessions' files and ended time slots, as of `now_ns`.
+    /// The live daemon calls it once a second with the wall clock; replay
+    /// relies on the sweeps `push` makes as packet time advances.
+    pub fn tick(&mut self, now_ns: u64) {
+        if now_ns >= self.next_sweep_ns {
+            self.sweep(now_ns);
+        }
+    }
+
+    fn sweep(&mut self, now_ns: u64) {
+        self.sessions
+            .close_idle(now_ns, &self.output, &self.counters);
+        self.next_sweep_ns = now_ns.saturating_add(NS);
+    }
+
+    /// Flushes, closes and renames every file; returns the summary.
+    pub fn finish(mut self) -> Summary {
+        self.sessions.close_all(&self.counters);
+        Summary::from_counters(&self.counters, self.sessions.summaries())
+    }
+}

@@ -1,0 +1,282 @@
+//! Stage 1, live: the UDP socket on port 4789 and batched receive.
+//!
+//! In: datagrams from the kernel. Out: `(payload, RecvMeta)` pairs handed to
+//! a callback, a batch per `recvmmsg` call. Receive buffers (batch ×
+//! [`SLOT_LEN`]) and control-message space are allocated once, at bind, and
+//! reused; a batch allocates nothing.
+//!
+//! Kernel features used: `SO_TIMESTAMPNS` (each datagram's receive time, so
+//! records carry the time the kernel got the packet, not the time the daemon
+//! got to it), `SO_RXQ_OVFL` (the kernel's count of datagrams dropped because
+//! the socket buffer was full, reported in the summary), and a large
+//! `SO_RCVBUF` (raised with `SO_RCVBUFFORCE` when `net.core.rmem_max` caps it
+//! and the process may; otherwise the size obtained and the sysctl that would
+//! lift it are logged). A datagram larger than a slot (it cannot be: a slot
+//! holds the largest UDP payload) would be counted as `datagram_truncated`.
+//! A plain UDP socket: no root and no capability.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::pipeline::RecvMeta;
+
+/// Bytes per receive slot: more than the largest UDP payload (65,527).
+pub const SLOT_LEN: usize = 65_536;
+/// Datagrams per `recvmmsg` call.
+pub const DEFAULT_BATCH: usize = 64;
+/// Socket receive buffer asked for.
+pub const DEFAULT_RECV_BUFFER: usize = 32 << 20;
+/// Control-message space per slot (timestamp + overflow counter, padded).
+const CMSG_LEN: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot set socket option {option} on UDP {addr}: {source}")]
+    Option {
+        addr: SocketAddr,
+        option: &'static str,
+        source: io::Error,
+    },
+}
+
+/// A bound, non-blocking UDP socket with its receive buffers.
+pub struct Receiver {
+    sock: UdpSocket,
+    batch: usize,
+    bufs: Vec<u8>,
+    cmsgs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    /// One iovec and header per slot, pointing into `bufs`, `cmsgs` and
+    /// `addrs` (heap memory that never moves): built once at bind.
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// Last SO_RXQ_OVFL value the kernel reported (cumulative).
+    kernel_drops: u32,
+}
+
+impl Receiver {
+    /// Binds `addr` and sets the socket options. `recv_buffer` is the
+    /// SO_RCVBUF size wanted.
+    pub fn bind(
+        addr: SocketAddr,
+        recv_buffer: usize,
+        batch: usize,
+    ) -> Result<Receiver, SocketError> {
+        let domain = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let bind_err = |source| SocketError::Bind { addr, source };
+        let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(bind_err)?;
+        let opt = |option, source| SocketError::Option {
+            addr,
+            option,
+            source,
+        };
+        set_int(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+            .map_err(|e| opt("SO_TIMESTAMPNS", e))?;
+        if let Err(e) = set_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1) {
+            tracing::debug!(error = %e, "SO_RXQ_OVFL not available; kernel drops are not counted");
+        }
+        set_recv_buffer(&sock, recv_buffer);
+        sock.set_nonblocking(true)
+            .map_err(|e| opt("O_NONBLOCK", e))?;
+        sock.bind(&addr.into()).map_err(bind_err)?;
+        let batch = batch.clamp(1, 1024);
+        let mut r = Receiver {
+            sock: sock.into(),
+            batch,
+            bufs: vec![0u8; batch * SLOT_LEN],
+            cmsgs: vec![0u8; batch * CMSG_LEN],
+            // SAFETY: all-zero is a valid sockaddr_storage, iovec, mmsghdr.
+            addrs: vec![unsafe { zeroed() }; batch],
+            iovs: vec![unsafe { zeroed() }; batch],
+            hdrs: vec![unsafe { zeroed() }; batch],
+            kernel_drops: 0,
+        };
+        for i in 0..batch {
+            r.iovs[i] = libc::iovec {
+                iov_base: r.bufs[i * SLOT_LEN..].as_mut_ptr().cast(),
+                iov_len: SLOT_LEN,
+            };
+            let h = &mut r.hdrs[i].msg_hdr;
+            h.msg_name = (&mut r.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut r.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = r.cmsgs[i * CMSG_LEN..].as_mut_ptr().cast();
+        }
+        Ok(r)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// The kernel's cumulative count of datagrams dropped for this socket
+    /// because its buffer was full, as last reported.
+    pub fn kernel_drops(&self) -> u64 {
+        u64::from(self.kernel_drops)
+    }
+
+    /// One `recvmmsg` call without blocking. Calls `f` for each datagram;
+    /// returns how many there were, or `WouldBlock` when there were none.
+    pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8], &RecvMeta, bool)) -> io::Result<usize> {
+        let n = self.batch;
+        for h in &mut self.hdrs {
+            // The kernel shortens these to what it filled: reset them.
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_controllen = CMSG_LEN as _;
+        }
+        // SAFETY: every header points into buffers owned by self (built in
+        // `bind`) with the lengths given.
+        let got = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = got as usize;
+        for (i, h) in self.hdrs.iter().enumerate().take(got) {
+            let len = h.msg_len as usize;
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let (ts, ovfl) = unsafe { parse_cmsgs(&h.msg_hdr) };
+            if let Some(d) = ovfl {
+                self.kernel_drops = d;
+            }
+            let meta = RecvMeta {
+                source: sockaddr_ip(&self.addrs[i]),
+                timestamp_ns: ts.unwrap_or_else(now_ns),
+                orig_len: 0,
+            };
+            let data = &self.bufs[i * SLOT_LEN..i * SLOT_LEN + len.min(SLOT_LEN)];
+            f(data, &meta, truncated);
+        }
+        Ok(got)
+    }
+}
+
+impl AsRawFd for Receiver {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into heap
+// buffers owned by the same Receiver, so moving it to another thread moves
+// them together.
+unsafe impl Send for Receiver {}
+
+/// The wall clock in nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received message.
+///
+/// # Safety
+/// `h` must be a header filled by the kernel in `recvmmsg`.
+unsafe fn parse_cmsgs(h: &libc::msghdr) -> (Option<u64>, Option<u32>) {
+    let mut ts = None;
+    let mut ovfl = None;
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let cm = &*c;
+            if cm.cmsg_level == libc::SOL_SOCKET {
+                if cm.cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    ts = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+                } else if cm.cmsg_type == libc::SO_RXQ_OVFL {
+                    ovfl = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    (ts, ovfl)
+}
+
+fn sockaddr_ip(a: &libc::sockaddr_storage) -> IpAddr {
+    match i32::from(a.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(a as *const _ as *const libc::sockaddr_in) };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            let v6 = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            // A dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+fn set_int(sock: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: a plain int option on an open socket.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks for `want` bytes of receive buffer; logs what was obtained.
+fn set_recv_buffer(sock: &Socket, want: usize) {
+    let _ = sock.set_recv_buffer_size(want);
+    // Linux doubles the value asked for (bookkeeping overhead) and reports
+    // the doubled figure.
+    let got = sock.recv_buffer_size().unwrap_or(0) / 2;
+    if got >= want {
+        tracing::info!(bytes = got, "socket receive buffer");
+        return;
+    }
+    let forced = set_int(
+        sock,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        want.min(i32::MAX as usize) as i32,
+    )
+    .is_ok();
+    let got = sock.recv_buffer_size().unwrap_or(0) / 2;
+    if forced && got >= want {
+        tracing::info!(bytes = got, "socket receive buffer (SO_RCVBUFFORCE)");
+    } else {
+        tracing::warn!(
+            wanted = want,
+            obtained = got,
+            "socket receive buffer capped by net.core.rmem_max; to lift it: sysctl -w net.core.rmem_max={want}"
+        );
+    }
+}
