@@ -1,0 +1,375 @@
+//! Helpers shared by the integration tests: the built binary, the real
+//! tshark/capinfos (required: the README's test command installs them), and
+//! builders for VXLAN datagrams and pcap files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use md5::{Digest, Md5};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mirrorcap")
+}
+
+pub fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+}
+
+/// Files of a testdata folder, sorted.
+pub fn testdata_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(testdata(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs a Wireshark tool; panics (never skips) when it is missing.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {name} ({e}): install it (Debian/Ubuntu: apt-get install -y tshark), or run ./scripts/test which does")
+    });
+    out
+}
+
+/// stderr without tshark's warning about running as root.
+pub fn clean_stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("Running as user \"root\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `tshark ARGS`, asserting success and an empty stderr (no warning).
+pub fn tshark(args: &[&str]) -> String {
+    let out = tool("tshark", args);
+    let err = clean_stderr(&out);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "tshark {args:?}: {err}"
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `capinfos` must read the file with no error or warning.
+pub fn capinfos_ok(file: &Path) -> String {
+    let f = file.to_str().unwrap();
+    let out = tool("capinfos", &["-c", "-M", f]);
+    let err = clean_stderr(&out);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "capinfos {f}: {err}"
+    );
+    let so = String::from_utf8(out.stdout).unwrap();
+    assert!(!so.to_lowercase().contains("warning"), "capinfos {f}: {so}");
+    so
+}
+
+/// One frame as tshark sees it: (epoch time with 9 decimals, frame.len,
+/// frame.cap_len, md5 of the captured bytes).
+pub type FrameRow = (String, u64, u64, String);
+
+/// Every frame of a capture file, in order, read by tshark.
+pub fn tshark_frames(file: &Path) -> Vec<FrameRow> {
+    let f = file.to_str().unwrap();
+    let text = tshark(&[
+        "-r",
+        f,
+        "-o",
+        "frame.generate_md5_hash:TRUE",
+        "-T",
+        "fields",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "frame.len",
+        "-e",
+        "frame.cap_len",
+        "-e",
+        "frame.md5_hash",
+    ]);
+    text.lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            assert_eq!(c.len(), 4, "{l}");
+            (
+                norm_time(c[0]),
+                c[1].parse().unwrap(),
+                c[2].parse().unwrap(),
+                c[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// tshark prints epoch times with 9 decimals; make sure of it.
+pub fn norm_time(t: &str) -> String {
+    let (s, f) = t.split_once('.').unwrap_or((t, ""));
+    format!("{s}.{f:0<9}")
+}
+
+pub fn md5_hex(b: &[u8]) -> String {
+    let d = Md5::digest(b);
+    d.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every `*.pcap`/`*.pcapng` under `dir`, sorted by path.
+pub fn output_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The session of an output file under the default template:
+/// `DIR/<vni>/<source>/<file>`.
+pub fn session_of(dir: &Path, file: &Path) -> (u32, String) {
+    let rel = file.strip_prefix(dir).unwrap();
+    let parts: Vec<_> = rel
+        .iter()
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(parts.len(), 3, "{rel:?}");
+    (parts[0].parse().unwrap(), parts[1].clone())
+}
+
+/// Output frames per session (vni, source as spelled in the path), files in
+/// name order (start time, then sequence number).
+pub fn output_by_session(dir: &Path) -> BTreeMap<(u32, String), Vec<FrameRow>> {
+    let mut m: BTreeMap<(u32, String), Vec<FrameRow>> = BTreeMap::new();
+    for f in output_files(dir) {
+        let name = f.to_str().unwrap();
+        assert!(
+            name.ends_with(".pcap") || name.ends_with(".pcapng"),
+            "unexpected file {name}"
+        );
+        capinfos_ok(&f);
+        m.entry(session_of(dir, &f))
+            .or_default()
+            .extend(tshark_frames(&f));
+    }
+    m
+}
+
+/// Runs `mirrorcap ARGS`, returning (exit code, stdout, stderr).
+pub fn mirrorcap(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A VXLAN header for `vni` with the I flag.
+pub fn vxlan_header(vni: u32) -> [u8; 8] {
+    [
+        0x08,
+        0,
+        0,
+        0,
+        (vni >> 16) as u8,
+        (vni >> 8) as u8,
+        vni as u8,
+        0,
+    ]
+}
+
+/// An Ethernet/IPv4/UDP frame of `len` bytes (at least 42) whose payload
+/// starts with `seq`.
+pub fn inner_frame(seq: u64, len: usize) -> Vec<u8> {
+    let len = len.max(50);
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let ip_len = (len - 14) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (ip_len >> 8) as u8,
+        ip_len as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    let udp_len = ip_len - 20;
+    f.extend_from_slice(&[
+        0x9c,
+        0x40,
+        0x00,
+        0x35,
+        (udp_len >> 8) as u8,
+        udp_len as u8,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    while f.len() < len {
+        f.push((f.len() % 251) as u8);
+    }
+    f
+}
+
+/// Outer Ethernet + IPv4/IPv6 + UDP headers around `payload`, as a mirror
+/// target's NIC would capture them.
+pub fn outer_packet(
+    src: IpAddr,
+    dst_port: u16,
+    payload: &[u8],
+    wire_payload_len: usize,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(payload.len() + 70);
+    let udp_len = (8 + wire_payload_len) as u16;
+    match src {
+        IpAddr::V4(s) => {
+            p.extend_from_slice(&[0x0a, 0, 0, 0, 0, 0x02, 0x0a, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+            let tot = 20 + udp_len;
+            p.extend_from_slice(&[
+                0x45,
+                0,
+                (tot >> 8) as u8,
+                tot as u8,
+                0,
+                0,
+                0,
+                0,
+                255,
+                17,
+                0,
+                0,
+            ]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&[172, 31, 17, 188]);
+        }
+        IpAddr::V6(s) => {
+            p.extend_from_slice(&[0x0a, 0, 0, 0, 0, 0x02, 0x0a, 0, 0, 0, 0, 0x01, 0x86, 0xdd]);
+            p.extend_from_slice(&[0x60, 0, 0, 0, (udp_len >> 8) as u8, udp_len as u8, 17, 255]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(
+                &"2001:db8::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
+        }
+    }
+    p.extend_from_slice(&[0xff, 0x00, (dst_port >> 8) as u8, dst_port as u8]);
+    p.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Bytes of outer headers `outer_packet` adds.
+pub fn outer_len(src: IpAddr) -> usize {
+    if src.is_ipv4() {
+        14 + 20 + 8
+    } else {
+        14 + 40 + 8
+    }
+}
+
+/// A nanosecond pcap of (timestamp ns, bytes, original length) records.
+pub fn write_pcap(path: &Path, linktype: u32, recs: &[(u64, Vec<u8>, u32)]) {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&262_144u32.to_le_bytes());
+    v.extend_from_slice(&linktype.to_le_bytes());
+    for (ts, data, orig) in recs {
+        v.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
+        v.extend_from_slice(&((ts % 1_000_000_000) as u32).to_le_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&orig.to_le_bytes());
+        v.extend_from_slice(data);
+    }
+    std::fs::write(path, v).unwrap();
+}
+
+/// The frames of an input capture as tshark decodes their VXLAN on `port`:
+/// per (VNI, outer source as spelled in output paths), in order, rows of
+/// (time, inner frame length on the wire, captured length, md5).
+pub fn tshark_vxlan(file: &Path, port: u16) -> BTreeMap<(u32, String), Vec<FrameRow>> {
+    let f = file.to_str().unwrap();
+    let decode = format!("udp.port=={port},vxlan");
+    let filter = format!("udp.dstport == {port} && vxlan");
+    let text = tshark(&[
+        "-r",
+        f,
+        "-d",
+        &decode,
+        "-Y",
+        &filter,
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=f",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "vxlan.vni",
+        "-e",
+        "ip.src",
+        "-e",
+        "ipv6.src",
+        "-e",
+        "udp.payload",
+        "-e",
+        "frame.len",
+        "-e",
+        "frame.cap_len",
+        "-e",
+        "frame.protocols",
+    ]);
+    let mut m: BTreeMap<(u32, String), Vec<FrameRow>> = BTreeMap::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        // The outer source: whichever IP layer comes first.
+        let outer_v6 = c[7].split(':').find(|p| *p == "ip" || *p == "ipv6") == Some("ipv6");
+        let src = if outer_v6 { c[3] } else { c[2] };
+        let payload = unhex(c[4]);
+        let inner = &payload[8..];
+        // Bytes the record lost to the capture's snap length.
+        let lost: u64 = c[5].parse::<u64>().unwrap() - c[6].parse::<u64>().unwrap();
+        let key = (c[1].parse().unwrap(), src.replace(':', "_"));
+        m.entry(key).or_default().push((
+            norm_time(c[0]),
+            inner.len() as u64 + lost,
+            inner.len() as u64,
+            md5_hex(inner),
+        ));
+    }
+    m
+}
