@@ -373,3 +373,85 @@ pub fn tshark_vxlan(file: &Path, port: u16) -> BTreeMap<(u32, String), Vec<Frame
     }
     m
 }
+
+/// A running `mirrorcap run`, its stderr collected as it comes.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `mirrorcap run --listen 127.0.0.1:0 ARGS` and waits for its
+    /// `listening on` line.
+    pub fn start(args: &[&str]) -> Daemon {
+        use std::io::BufRead;
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on ") {
+                    let a = line[i + 13..].split([',', ' ']).next().unwrap().to_string();
+                    let _ = tx.send(a);
+                }
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no `listening on` line: {}", stderr.lock().unwrap()));
+        Daemon {
+            child,
+            addr: addr.parse().unwrap(),
+            stderr,
+        }
+    }
+
+    /// SIGTERM, then wait; returns (exit code, seconds it took, stderr).
+    pub fn stop(mut self) -> (i32, f64, String) {
+        let t = std::time::Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t.elapsed().as_secs() > 20 {
+                let _ = self.child.kill();
+                panic!("daemon did not exit on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let secs = t.elapsed().as_secs_f64();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let err = self.stderr.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), secs, err)
+    }
+}
+
+/// A number from the summary line that ends in `suffix`, e.g.
+/// `summary_count(err, "frames written")`.
+pub fn summary_count(stderr: &str, suffix: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_suffix(suffix)
+                .and_then(|n| n.trim().parse().ok())
+                .or_else(|| {
+                    l.contains(suffix)
+                        .then(|| l.split_whitespace().next()?.parse().ok())
+                        .flatten()
+                })
+        })
+        .unwrap_or_else(|| panic!("no `{suffix}` in summary: {stderr}"))
+}

@@ -1,0 +1,163 @@
+//! The daemon, live on loopback: real UDP datagrams from two source
+//! addresses, SIGTERM, then the files checked with tshark and capinfos.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+
+/// 100,000 datagrams over 4 VNIs from 127.0.0.2 and 127.0.0.3: 8 sessions,
+/// every frame exactly once, in order, in its session's files.
+#[test]
+fn live_100k_datagrams_8_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
+    let sources = ["127.0.0.2", "127.0.0.3"];
+    let socks: Vec<UdpSocket> = sources
+        .iter()
+        .map(|s| UdpSocket::bind((*s, 0)).unwrap())
+        .collect();
+    let vnis = [7u32, 100, 5_569_041, 0xff_ffff];
+    let mut want: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
+    const N: u64 = 100_000;
+    for seq in 0..N {
+        let src = (seq % 2) as usize;
+        let vni = vnis[(seq / 2 % 4) as usize];
+        let len = 60 + (seq as usize * 37) % 1400;
+        let frame = inner_frame(seq, len);
+        let mut dgram = vxlan_header(vni).to_vec();
+        dgram.extend_from_slice(&frame);
+        socks[src].send_to(&dgram, d.addr).unwrap();
+        want.entry((vni, sources[src].to_string()))
+            .or_default()
+            .push(md5_hex(&frame));
+        // Bounded pace (about 100k/s at most): the test is about
+        // correctness, not speed; the benchmarks measure speed.
+        if seq % 500 == 499 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, secs, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(secs < 2.0, "took {secs:.2}s to stop");
+    assert_eq!(
+        summary_count(&err, "datagrams dropped by kernel"),
+        0,
+        "{err}"
+    );
+    assert_eq!(summary_count(&err, "frames written"), N, "{err}");
+    assert!(err.contains("8 sessions"), "{err}");
+
+    let got = output_by_session(&dir);
+    assert_eq!(got.len(), 8);
+    for (key, frames) in &want {
+        let rows = &got[key];
+        let md5s: Vec<&String> = rows.iter().map(|r| &r.3).collect();
+        assert_eq!(md5s.len(), frames.len(), "{key:?}");
+        assert!(
+            md5s.iter().zip(frames).all(|(a, b)| *a == b),
+            "{key:?}: frames differ"
+        );
+        // Timestamps are the kernel's receive times: near now, not zero.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let t: f64 = rows[0].0.parse().unwrap();
+        assert!((now - t).abs() < 120.0, "timestamp {t} vs now {now}");
+    }
+}
+
+/// Hostile datagrams never crash the daemon nor lose what was written:
+/// empty, 1-byte, 65,507-byte, wrong flags, garbage after a valid header.
+#[test]
+fn bad_datagrams_are_counted_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let good = |seq| {
+        let mut g = vxlan_header(42).to_vec();
+        g.extend_from_slice(&inner_frame(seq, 100));
+        g
+    };
+    s.send_to(&good(1), d.addr).unwrap();
+    s.send_to(&[], d.addr).unwrap();
+    s.send_to(&[0x08], d.addr).unwrap();
+    let mut noflag = good(2);
+    noflag[0] = 0x00;
+    s.send_to(&noflag, d.addr).unwrap();
+    s.send_to(&vxlan_header(42)[..], d.addr).unwrap(); // header, no inner frame
+    let mut garbage = vxlan_header(42).to_vec();
+    garbage.extend((0..3000u32).map(|i| (i * 7919 % 256) as u8));
+    s.send_to(&garbage, d.addr).unwrap();
+    let mut huge = vxlan_header(42).to_vec();
+    huge.extend(std::iter::repeat_n(0xab, 65_507 - 8));
+    s.send_to(&huge, d.addr).unwrap();
+    s.send_to(&good(3), d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "datagrams received"), 8, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 4, "{err}");
+    assert_eq!(summary_count(&err, "dropped vxlan_too_short"), 2, "{err}");
+    assert_eq!(summary_count(&err, "dropped vxlan_no_i_flag"), 1, "{err}");
+    assert_eq!(summary_count(&err, "dropped inner_too_short"), 1, "{err}");
+    let got = output_by_session(&dir);
+    let rows = &got[&(42, "127.0.0.2".to_string())];
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].3, md5_hex(&inner_frame(1, 100)));
+    assert_eq!(rows[1].2, 3000);
+    assert_eq!(rows[2].2, 65_499);
+    assert_eq!(rows[3].3, md5_hex(&inner_frame(3, 100)));
+}
+
+/// An idle session's file is closed and renamed while the daemon runs; the
+/// next packet opens a new file.
+#[test]
+fn idle_session_closes_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[output]\nidle_timeout = \"1s\"\n").unwrap();
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let s = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let mut g = vxlan_header(9).to_vec();
+    g.extend_from_slice(&inner_frame(1, 80));
+    s.send_to(&g, d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].to_str().unwrap().ends_with(".pcap.part"),
+        "{files:?}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].to_str().unwrap().ends_with("-000000.pcap"),
+        "{files:?}"
+    );
+    assert_eq!(tshark_frames(&files[0]).len(), 1);
+    s.send_to(&g, d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[1].to_str().unwrap().ends_with("-000001.pcap"),
+        "{files:?}"
+    );
+}
