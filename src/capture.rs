@@ -157,7 +157,7 @@ impl<R: Read> CaptureReader<R> {
             _ => return Err(self.malformed("pcapng section header has no valid byte-order magic")),
         };
         let len = u32_at(&h, 0, big_endian) as usize;
-        if !(28..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+        if !(28..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
             return Err(self.malformed(format!("pcapng section header length {len}")));
         }
         self.skip(len - 12, "pcapng section header")?;
@@ -223,7 +223,7 @@ impl<R: Read> CaptureReader<R> {
             let mut l = [0u8; 4];
             self.fill(&mut l, "pcapng block header")?;
             let len = u32_at(&l, 0, big_endian) as usize;
-            if !(12..=MAX_RECORD).contains(&len) || len % 4 != 0 {
+            if !(12..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
                 return Err(self.malformed(format!(
                     "pcapng block type {block_type:#x} has length {len}"
                 )));

@@ -157,7 +157,7 @@ impl Config {
                 path: path.to_path_buf(),
                 line,
                 key,
-                message: e.message().to_string(),
+                message: e.message().replace("unknown field", "unknown key"),
             }
         })?;
         let bad = |span: std::ops::Range<usize>, message: String| {
@@ -355,10 +355,10 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
         if l.starts_with('[') {
             table = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
             key.clear();
-        } else if let Some((k, _)) = l.split_once('=') {
-            if !l.starts_with('#') {
-                key = k.trim().to_string();
-            }
+        } else if let Some((k, _)) = l.split_once('=')
+            && !l.starts_with('#')
+        {
+            key = k.trim().to_string();
         }
     }
     let full = match (table.is_empty(), key.is_empty()) {

@@ -227,7 +227,7 @@ impl fmt::Display for Summary {
         writeln!(f, "{} frames written", self.frames_written)?;
         writeln!(f, "{} datagrams dropped by kernel", self.kernel_drops)?;
         let dropped: u64 = self.drops.iter().map(|d| d.1).sum();
-        writeln!(f, "{dropped} datagrams dropped by mirrorcap")?;
+        writeln!(f, "{dropped} datagrams dropped or skipped by mirrorcap")?;
         for (reason, n) in &self.drops {
             let kind = if reason.intentional() {
                 "skipped"

@@ -308,7 +308,7 @@ impl SessionTable {
 
     pub fn summaries(&self) -> Vec<SessionSummary> {
         let mut v: Vec<_> = self.sessions.iter().map(Session::summary).collect();
-        v.sort_by(|a, b| (a.vni, a.source).cmp(&(b.vni, b.source)));
+        v.sort_by_key(|s| (s.vni, s.source));
         v
     }
 }

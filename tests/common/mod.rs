@@ -32,10 +32,9 @@ pub fn testdata_files(dir: &str) -> Vec<PathBuf> {
 
 /// Runs a Wireshark tool; panics (never skips) when it is missing.
 pub fn tool(name: &str, args: &[&str]) -> Output {
-    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
         panic!("cannot run {name} ({e}): install it (Debian/Ubuntu: apt-get install -y tshark), or run ./scripts/test which does")
-    });
-    out
+    })
 }
 
 /// stderr without tshark's warning about running as root.

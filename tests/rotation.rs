@@ -1,0 +1,206 @@
+//! Rotation (size, time, packet count), retention (per session, total
+//! bytes, files of earlier runs) and the `.part` rename, on real files
+//! produced by replaying real captures.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const AWS: &str = "vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap";
+
+/// Replays `input` with `config` (the `[output]` table body) into a fresh
+/// dir; returns the dir's guard, the dir and stderr.
+fn replay_with(output: &str, input: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, format!("[output]\n{output}\n")).unwrap();
+    let dir = tmp.path().join("out");
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+        testdata(input).to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    (tmp, dir, err)
+}
+
+fn frames_of(files: &[PathBuf]) -> Vec<Vec<FrameRow>> {
+    files
+        .iter()
+        .map(|f| {
+            capinfos_ok(f);
+            tshark_frames(f)
+        })
+        .collect()
+}
+
+fn all_frames(input: &str) -> Vec<FrameRow> {
+    tshark_vxlan(&testdata(input), 4789)
+        .into_values()
+        .next()
+        .unwrap()
+}
+
+fn seq_of(f: &Path) -> u32 {
+    let name = f.file_stem().unwrap().to_str().unwrap();
+    name.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn rotate_by_packet_count() {
+    let (_t, dir, _) = replay_with("rotate_packets = 3", "vxlan/tcpdump-vxlan.pcap");
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 4, "{files:?}");
+    let want = tshark_vxlan(&testdata("vxlan/tcpdump-vxlan.pcap"), 4789);
+    for (key, frames) in &want {
+        let mine: Vec<_> = files
+            .iter()
+            .filter(|f| session_of(&dir, f) == *key)
+            .cloned()
+            .collect();
+        assert_eq!(
+            mine.iter().map(|f| seq_of(f)).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        let got = frames_of(&mine);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(&got.concat(), frames);
+    }
+}
+
+#[test]
+fn rotate_by_size() {
+    let (_t, dir, _) = replay_with("rotate_size = \"4KiB\"", AWS);
+    let files = output_files(&dir);
+    assert!(files.len() >= 5, "{files:?}");
+    let got = frames_of(&files);
+    for (f, frames) in files.iter().zip(&got) {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(size <= 4096 || frames.len() == 1, "{f:?}: {size} bytes");
+    }
+    assert_eq!(got.concat(), all_frames(AWS));
+    let seqs: Vec<u32> = files.iter().map(|f| seq_of(f)).collect();
+    assert_eq!(seqs, (0..files.len() as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn rotate_by_time_aligned_to_the_clock() {
+    let (_t, dir, _) = replay_with("rotate_interval = \"5s\"", AWS);
+    let files = output_files(&dir);
+    let got = frames_of(&files);
+    let slot = |t: &str| t.split('.').next().unwrap().parse::<u64>().unwrap() / 5;
+    let mut slots = Vec::new();
+    for frames in &got {
+        let s = slot(&frames[0].0);
+        assert!(
+            frames.iter().all(|r| slot(&r.0) == s),
+            "a file spans two 5 s slots"
+        );
+        slots.push(s);
+    }
+    let mut distinct = slots.clone();
+    distinct.dedup();
+    assert_eq!(slots, distinct);
+    let all = all_frames(AWS);
+    let mut want_slots: Vec<u64> = all.iter().map(|r| slot(&r.0)).collect();
+    want_slots.dedup();
+    assert_eq!(slots, want_slots);
+    assert_eq!(got.concat(), all);
+    // The file name carries the UTC time of its first packet.
+    let first = files[0].file_name().unwrap().to_str().unwrap();
+    assert!(first.starts_with("20190627T1401"), "{first}");
+}
+
+#[test]
+fn retention_keeps_newest_files_per_session() {
+    let (_t, dir, err) = replay_with("rotate_packets = 10\nmax_files = 2", AWS);
+    let files = output_files(&dir);
+    assert_eq!(
+        files.iter().map(|f| seq_of(f)).collect::<Vec<_>>(),
+        vec![8, 9]
+    );
+    let all = all_frames(AWS);
+    assert_eq!(frames_of(&files).concat(), all[80..].to_vec());
+    assert!(err.contains("8 files deleted by retention"), "{err}");
+}
+
+#[test]
+fn retention_by_total_bytes_counts_earlier_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let d = dir.to_str().unwrap();
+    let (code, _, _) = mirrorcap(&["replay", "--dir", d, testdata(AWS).to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let earlier = output_files(&dir);
+    assert_eq!(earlier.len(), 1);
+    let big = std::fs::metadata(&earlier[0]).unwrap().len();
+    assert!(big > 20_000);
+
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[output]\nrotate_packets = 2\nmax_total_bytes = \"10KiB\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        d,
+        testdata("vxlan/tcpdump-vxlan.pcap").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let files = output_files(&dir);
+    assert!(
+        !files.contains(&earlier[0]),
+        "the oldest (earlier run's) file was kept"
+    );
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= 10 * 1024, "{total}");
+    assert_eq!(frames_of(&files).concat().len(), 10);
+
+    // A tight limit deletes the oldest of this run's files too.
+    let (code, _, _) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        d,
+        testdata(AWS).to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let files = output_files(&dir);
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= 10 * 1024, "{total}");
+    let all = all_frames(AWS);
+    let kept = frames_of(&files).concat();
+    assert!(kept.len() < all.len() && !kept.is_empty());
+    assert_eq!(
+        kept,
+        all[all.len() - kept.len()..].to_vec(),
+        "not the newest frames"
+    );
+}
+
+#[test]
+fn part_files_are_renamed_and_never_left() {
+    let (_t, dir, _) = replay_with("rotate_packets = 7", AWS);
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 15);
+    assert!(
+        files.iter().all(|f| f.extension().unwrap() == "pcap"),
+        "{files:?}"
+    );
+}
