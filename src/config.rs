@@ -20,7 +20,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::filter::{MirrorFilter, PortRange, Rule, RuleAction, VniFilter, vpc_resolver};
 use crate::writer::{OutputFormat, OutputTemplate};
+
+mod aws;
 
 /// The configuration the daemon runs on when no file is given.
 pub const DEFAULT_CONFIG: &str = r#"
@@ -49,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// A validated configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Address and port the live receiver binds.
     pub listen: SocketAddr,
@@ -60,19 +67,23 @@ pub struct Config {
     /// Which VNIs are kept.
     pub vnis: VniFilter,
     pub output: OutputConfig,
+    /// `[filter]`: rules and expression for every session without its own.
+    pub filter: Option<Arc<MirrorFilter>>,
+    /// `[[session]]` entries.
+    pub sessions: Vec<SessionConfig>,
 }
 
-/// `vnis` (allow list; empty = all) and `exclude_vnis` (deny list, wins).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VniFilter {
-    pub allow: BTreeSet<u32>,
-    pub deny: BTreeSet<u32>,
-}
-
-impl VniFilter {
-    pub fn accepts(&self, vni: u32) -> bool {
-        (self.allow.is_empty() || self.allow.contains(&vni)) && !self.deny.contains(&vni)
-    }
+/// A `[[session]]` entry: what is known about one mirror session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub vni: u32,
+    /// The outer source address; `None` = any source with this VNI.
+    pub source: Option<std::net::IpAddr>,
+    /// The ENI's addresses besides the outer source (secondary IPs,
+    /// prefixes), for direction.
+    pub addresses: Vec<IpNet>,
+    /// Replaces `[filter]` for this session when present.
+    pub filter: Option<Arc<MirrorFilter>>,
 }
 
 /// The `[output]` table, validated.
@@ -107,6 +118,62 @@ struct RawConfig {
     exclude_vnis: Vec<Spanned<u32>>,
     #[serde(default)]
     output: RawOutput,
+    filter: Option<RawFilter>,
+    #[serde(default)]
+    session: Vec<RawSession>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    ingress: Vec<RawRule>,
+    #[serde(default)]
+    egress: Vec<RawRule>,
+    #[serde(default)]
+    network_services: Vec<Spanned<String>>,
+    #[serde(default)]
+    vpc_cidrs: Vec<Spanned<String>>,
+    aws_json: Option<Spanned<PathBuf>>,
+    aws_filter_id: Option<Spanned<String>>,
+    bpf: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    rule_number: Spanned<u32>,
+    rule_action: Spanned<String>,
+    protocol: Option<Spanned<ProtocolValue>>,
+    source_cidr_block: Spanned<String>,
+    destination_cidr_block: Spanned<String>,
+    source_port_range: Option<Spanned<RawPortRange>>,
+    destination_port_range: Option<Spanned<RawPortRange>>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawPortRange {
+    from_port: u16,
+    to_port: u16,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum ProtocolValue {
+    Number(i64),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    vni: Spanned<u32>,
+    source: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    filter: Option<RawFilter>,
 }
 
 #[derive(Deserialize, Default)]
@@ -267,13 +334,316 @@ impl Config {
             max_total_bytes: size(&o.max_total_bytes)?,
             idle_timeout: duration(&o.idle_timeout)?.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         };
+        let mut ctx = FilterCtx {
+            text,
+            path,
+            base_dir: path.parent().unwrap_or(Path::new(".")),
+        };
+        let filter = match raw.filter {
+            Some(f) => Some(Arc::new(ctx.build(f, "filter", "filter".into())?)),
+            None => None,
+        };
+        let mut sessions: Vec<SessionConfig> = Vec::new();
+        for rs in raw.session {
+            let vni = *rs.vni.get_ref();
+            if vni > MAX_VNI {
+                return Err(bad(
+                    rs.vni.span(),
+                    format!("VNI {vni} is out of range: a VNI is 24 bits, 0 to {MAX_VNI}"),
+                ));
+            }
+            let source = match &rs.source {
+                None => None,
+                Some(s) => Some(s.get_ref().parse().map_err(|_| {
+                    bad(
+                        s.span(),
+                        format!("{:?} is not an IP address: expected e.g. \"10.0.1.5\" or \"2001:db8::5\"", s.get_ref()),
+                    )
+                })?),
+            };
+            if let Some(dup) = sessions.iter().find(|x| x.vni == vni && x.source == source) {
+                return Err(bad(
+                    rs.vni.span(),
+                    format!(
+                        "a second [[session]] for VNI {vni}{}: each (vni, source) may appear once",
+                        dup.source
+                            .map(|s| format!(" and source {s}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+            let mut addresses = Vec::new();
+            for a in &rs.addresses {
+                addresses.push(parse_net_or_ip(a.get_ref()).map_err(|m| bad(a.span(), m))?);
+            }
+            let name = match source {
+                Some(s) => format!("session vni={vni} source={s}"),
+                None => format!("session vni={vni}"),
+            };
+            let filter = match rs.filter {
+                Some(f) => Some(Arc::new(ctx.build(f, "session.filter", name)?)),
+                None => None,
+            };
+            sessions.push(SessionConfig {
+                vni,
+                source,
+                addresses,
+                filter,
+            });
+        }
         Ok(Config {
             listen,
             dir: raw.dir.unwrap_or_else(|| PathBuf::from("./captures")),
             vxlan_ports,
             vnis,
             output,
+            filter,
+            sessions,
         })
+    }
+}
+
+/// A CIDR block (host bits cleared) or a single address (/32, /128).
+fn parse_net_or_ip(s: &str) -> Result<IpNet, String> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+        format!(
+            "{s:?} is not an address or CIDR block: expected e.g. \"10.0.1.7\" or \"10.0.2.0/28\""
+        )
+    })
+}
+
+/// A CIDR block as a rule needs it (host bits cleared, as AWS does).
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+        format!(
+            "{s:?} is not a CIDR block: expected e.g. \"10.0.0.0/8\", \"0.0.0.0/0\" or \"::/0\""
+        )
+    })
+}
+
+/// A protocol as a rule gives it: an IANA number, or a name.
+fn parse_protocol(v: &ProtocolValue) -> Result<Option<u8>, String> {
+    let accepted =
+        "expected an IANA protocol number 0-255 (0 = all) or tcp, udp, icmp, icmpv6, all";
+    match v {
+        ProtocolValue::Number(0) | ProtocolValue::Number(-1) => Ok(None),
+        ProtocolValue::Number(n) => u8::try_from(*n)
+            .map(Some)
+            .map_err(|_| format!("protocol {n} is out of range: {accepted}")),
+        ProtocolValue::Name(s) => match s.to_ascii_lowercase().as_str() {
+            "all" | "-1" | "0" => Ok(None),
+            "tcp" => Ok(Some(6)),
+            "udp" => Ok(Some(17)),
+            "icmp" => Ok(Some(1)),
+            "icmpv6" | "ipv6-icmp" => Ok(Some(58)),
+            other => other
+                .parse::<u8>()
+                .map(|n| (n != 0).then_some(n))
+                .map_err(|_| format!("{s:?} is not a protocol: {accepted}")),
+        },
+    }
+}
+
+/// A rule as read from TOML or AWS JSON, before checks.
+struct RuleInput {
+    number: u32,
+    action: String,
+    protocol: Option<ProtocolValue>,
+    source: String,
+    destination: String,
+    source_ports: Option<RawPortRange>,
+    destination_ports: Option<RawPortRange>,
+    description: String,
+}
+
+/// Checks one rule; the error is the message only (the caller places it).
+fn check_rule(r: RuleInput) -> Result<Rule, String> {
+    let action = match r.action.to_ascii_lowercase().as_str() {
+        "accept" => RuleAction::Accept,
+        "reject" => RuleAction::Reject,
+        _ => {
+            return Err(format!(
+                "rule {}: rule_action {:?} is not an action: expected \"accept\" or \"reject\"",
+                r.number, r.action
+            ));
+        }
+    };
+    let protocol = match &r.protocol {
+        None => None,
+        Some(p) => parse_protocol(p).map_err(|m| format!("rule {}: {m}", r.number))?,
+    };
+    let source =
+        parse_cidr(&r.source).map_err(|m| format!("rule {}: source_cidr_block {m}", r.number))?;
+    let destination = parse_cidr(&r.destination)
+        .map_err(|m| format!("rule {}: destination_cidr_block {m}", r.number))?;
+    if source.addr().is_ipv4() != destination.addr().is_ipv4() {
+        return Err(format!(
+            "rule {}: source_cidr_block {source} and destination_cidr_block {destination} are of different IP families: both must be IPv4 or both IPv6",
+            r.number
+        ));
+    }
+    let range = |p: Option<RawPortRange>, which: &str| -> Result<Option<PortRange>, String> {
+        match p {
+            None => Ok(None),
+            Some(p) if p.from_port <= p.to_port => Ok(Some(PortRange {
+                from: p.from_port,
+                to: p.to_port,
+            })),
+            Some(p) => Err(format!(
+                "rule {}: {which} from_port {} is above to_port {}: a range is inclusive, from_port <= to_port",
+                r.number, p.from_port, p.to_port
+            )),
+        }
+    };
+    Ok(Rule {
+        number: r.number,
+        action,
+        protocol,
+        source,
+        destination,
+        source_ports: range(r.source_ports, "source_port_range")?,
+        destination_ports: range(r.destination_ports, "destination_port_range")?,
+        description: r.description,
+        hits: Default::default(),
+    })
+}
+
+/// Builds filters from `[filter]` / `[session.filter]` tables.
+struct FilterCtx<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base_dir: &'a Path,
+}
+
+impl FilterCtx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        let (line, key) = locate(self.text, Some(span));
+        ConfigError::Parse {
+            path: self.path.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    }
+
+    fn build(
+        &mut self,
+        raw: RawFilter,
+        table: &str,
+        name: String,
+    ) -> Result<MirrorFilter, ConfigError> {
+        let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+        // Rules from TOML, each placed at its own line for errors.
+        let mut spans: Vec<(crate::filter::Direction, u32, std::ops::Range<usize>)> = Vec::new();
+        for (dir, list) in [
+            (crate::filter::Direction::Ingress, raw.ingress),
+            (crate::filter::Direction::Egress, raw.egress),
+        ] {
+            for r in list {
+                let span = r.rule_number.span();
+                let number = *r.rule_number.get_ref();
+                let rule = check_rule(RuleInput {
+                    number,
+                    action: r.rule_action.get_ref().clone(),
+                    protocol: r.protocol.map(|p| p.into_inner()),
+                    source: r.source_cidr_block.into_inner(),
+                    destination: r.destination_cidr_block.into_inner(),
+                    source_ports: r.source_port_range.map(|p| p.into_inner()),
+                    destination_ports: r.destination_port_range.map(|p| p.into_inner()),
+                    description: r.description.unwrap_or_default(),
+                })
+                .map_err(|m| self.err(span.clone(), m))?;
+                if let Some((_, _, first)) =
+                    spans.iter().find(|(d, n, _)| *d == dir && *n == number)
+                {
+                    let (l1, _) = locate(self.text, Some(first.clone()));
+                    let (l2, _) = locate(self.text, Some(span.clone()));
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "rule_number {number} is used by two {} rules (lines {l1} and {l2}): rule numbers must be unique per direction",
+                            dir.name()
+                        ),
+                    ));
+                }
+                spans.push((dir, number, span));
+                match dir {
+                    crate::filter::Direction::Ingress => ingress.push(rule),
+                    crate::filter::Direction::Egress => egress.push(rule),
+                }
+            }
+        }
+        let mut services: Vec<(String, std::ops::Range<usize>)> = raw
+            .network_services
+            .iter()
+            .map(|s| (s.get_ref().clone(), s.span()))
+            .collect();
+        if let Some(json) = &raw.aws_json {
+            if !spans.is_empty() {
+                return Err(self.err(
+                    json.span(),
+                    format!("{table}: aws_json and [[{table}.ingress]]/[[{table}.egress]] rules are both given: use one source of rules"),
+                ));
+            }
+            let file = self.base_dir.join(json.get_ref());
+            let aws = crate::config::aws::load(
+                &file,
+                raw.aws_filter_id.as_ref().map(|s| s.get_ref().as_str()),
+            )
+            .map_err(|m| self.err(json.span(), m))?;
+            for (dir, r) in aws.rules {
+                let number = r.number;
+                let rule = check_rule(r)
+                    .map_err(|m| self.err(json.span(), format!("{}: {m}", file.display())))?;
+                let list = match dir {
+                    crate::filter::Direction::Ingress => &mut ingress,
+                    crate::filter::Direction::Egress => &mut egress,
+                };
+                if list.iter().any(|x| x.number == number) {
+                    return Err(self.err(
+                        json.span(),
+                        format!(
+                            "{}: rule number {number} appears twice in {} rules",
+                            file.display(),
+                            dir.name()
+                        ),
+                    ));
+                }
+                list.push(rule);
+            }
+            services.extend(aws.network_services.into_iter().map(|s| (s, json.span())));
+        } else if let Some(id) = &raw.aws_filter_id {
+            return Err(self.err(
+                id.span(),
+                "aws_filter_id needs aws_json (the file to select from)".into(),
+            ));
+        }
+        let mut f = MirrorFilter::with_rules(name, ingress, egress);
+        for (s, span) in services {
+            match s.as_str() {
+                "amazon-dns" => f.amazon_dns = true,
+                other => {
+                    return Err(self.err(
+                        span,
+                        format!("network service {other:?} is not known: expected \"amazon-dns\""),
+                    ));
+                }
+            }
+        }
+        for c in &raw.vpc_cidrs {
+            let n = parse_cidr(c.get_ref()).map_err(|m| self.err(c.span(), m))?;
+            f.resolvers.push(vpc_resolver(n));
+        }
+        if let Some(b) = &raw.bpf {
+            f.bpf = Some(
+                crate::bpf::Bpf::compile(b.get_ref())
+                    .map_err(|e| self.err(b.span(), e.to_string()))?,
+            );
+        }
+        Ok(f)
     }
 }
 

@@ -5,16 +5,18 @@
 //!
 //! ```text
 //! socket (live) ─┐
-//!                ├─> vxlan -> filter (VNIs) -> decode -> session -> writer
+//!                ├─> vxlan -> filter (VNIs) -> decode -> filter (rules, bpf) -> session -> writer
 //! replay (file) ─┘
 //! ```
 //!
 //! [`pipeline::Pipeline::push`] is the single entry both feeds call.
 
+pub mod bpf;
 pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod filter;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;

@@ -42,6 +42,12 @@ pub enum DropReason {
     InnerTooShort,
     /// The VNI is not in `vnis` or is in `exclude_vnis`.
     VniExcluded,
+    /// Mirror-filter rules exist and none of the packet's direction accepts it.
+    NoRuleMatched,
+    /// The first matching mirror-filter rule rejects it.
+    RuleRejected,
+    /// The session's tcpdump expression does not accept it.
+    Bpf,
     /// Writing the frame failed (I/O error other than disk full).
     WriteError,
     /// The output file system is full.
@@ -49,7 +55,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -60,6 +66,9 @@ impl DropReason {
         DropReason::VxlanNoIFlag,
         DropReason::InnerTooShort,
         DropReason::VniExcluded,
+        DropReason::NoRuleMatched,
+        DropReason::RuleRejected,
+        DropReason::Bpf,
         DropReason::WriteError,
         DropReason::DiskFull,
     ];
@@ -77,6 +86,9 @@ impl DropReason {
             DropReason::VxlanNoIFlag => "vxlan_no_i_flag",
             DropReason::InnerTooShort => "inner_too_short",
             DropReason::VniExcluded => "vni_excluded",
+            DropReason::NoRuleMatched => "no_rule_matched",
+            DropReason::RuleRejected => "rule_rejected",
+            DropReason::Bpf => "bpf",
             DropReason::WriteError => "write_error",
             DropReason::DiskFull => "disk_full",
         }
@@ -94,7 +106,10 @@ impl DropReason {
             DropReason::VxlanTooShort | DropReason::VxlanNoIFlag | DropReason::InnerTooShort => {
                 "vxlan"
             }
-            DropReason::VniExcluded => "filter",
+            DropReason::VniExcluded
+            | DropReason::NoRuleMatched
+            | DropReason::RuleRejected
+            | DropReason::Bpf => "filter",
             DropReason::WriteError | DropReason::DiskFull => "writer",
         }
     }
@@ -107,6 +122,9 @@ impl DropReason {
                 | DropReason::NotUdp
                 | DropReason::NotVxlanPort
                 | DropReason::VniExcluded
+                | DropReason::NoRuleMatched
+                | DropReason::RuleRejected
+                | DropReason::Bpf
         )
     }
 }
@@ -194,12 +212,18 @@ pub struct Summary {
     pub kernel_drops: u64,
     pub drops: Vec<(DropReason, u64)>,
     pub sessions: Vec<SessionSummary>,
+    /// Packets each mirror-filter rule decided.
+    pub rules: Vec<crate::filter::RuleCount>,
     pub files_written: u64,
     pub files_deleted: u64,
 }
 
 impl Summary {
-    pub fn from_counters(c: &Counters, sessions: Vec<SessionSummary>) -> Summary {
+    pub fn from_counters(
+        c: &Counters,
+        sessions: Vec<SessionSummary>,
+        rules: Vec<crate::filter::RuleCount>,
+    ) -> Summary {
         Summary {
             datagrams_received: c.datagrams_received.load(Relaxed),
             bytes_received: c.bytes_received.load(Relaxed),
@@ -211,6 +235,7 @@ impl Summary {
                 .filter(|&(_, n)| n > 0)
                 .collect(),
             sessions,
+            rules,
             files_written: c.files_closed.load(Relaxed),
             files_deleted: c.files_deleted.load(Relaxed),
         }
@@ -235,6 +260,22 @@ impl fmt::Display for Summary {
                 "dropped"
             };
             writeln!(f, "  {n:>10} {kind} {reason} (stage {})", reason.stage())?;
+        }
+        for r in &self.rules {
+            writeln!(
+                f,
+                "  {:>10} {} by {} {} rule {} ({})",
+                r.packets,
+                if r.action == "accept" {
+                    "kept"
+                } else {
+                    "dropped"
+                },
+                r.filter,
+                r.direction,
+                r.rule,
+                r.action
+            )?;
         }
         writeln!(
             f,

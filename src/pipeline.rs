@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, OutputConfig, VniFilter};
+use crate::config::{Config, OutputConfig, SessionConfig};
 use crate::decode::decode;
+use crate::filter::{MirrorFilter, VniFilter};
 use crate::metrics::{Counters, Summary};
 use crate::session::{SessionKey, SessionTable};
 use crate::vxlan::{HEADER_LEN, Vxlan};
@@ -37,6 +38,9 @@ const NS: u64 = 1_000_000_000;
 
 pub struct Pipeline {
     vnis: VniFilter,
+    /// `[filter]`, for sessions without a `[[session]]` filter.
+    filter: Option<Arc<MirrorFilter>>,
+    session_configs: Vec<SessionConfig>,
     output: OutputConfig,
     dir: PathBuf,
     sessions: SessionTable,
@@ -54,6 +58,8 @@ impl Pipeline {
         retention.scan_existing(&cfg.dir);
         Pipeline {
             vnis: cfg.vnis.clone(),
+            filter: cfg.filter.clone(),
+            session_configs: cfg.sessions.clone(),
             output: cfg.output.clone(),
             dir: cfg.dir.clone(),
             sessions: SessionTable::new(retention),
@@ -90,11 +96,31 @@ impl Pipeline {
         if meta.orig_len > datagram.len() {
             wire_len = wire_len.max(meta.orig_len - HEADER_LEN);
         }
-        let i = self.sessions.lookup(SessionKey {
+        let key = SessionKey {
             source: meta.source,
             vni,
+        };
+        let (global, configs) = (&self.filter, &self.session_configs);
+        let i = self.sessions.lookup(key, || {
+            match configs
+                .iter()
+                .find(|s| s.vni == vni && s.source == Some(key.source))
+                .or_else(|| configs.iter().find(|s| s.vni == vni && s.source.is_none()))
+            {
+                Some(sc) => (
+                    sc.filter.clone().or_else(|| global.clone()),
+                    sc.addresses.clone(),
+                ),
+                None => (global.clone(), Vec::new()),
+            }
         });
-        self.sessions.get_mut(i).count(&decoded, wire_len, ts);
+        let session = self.sessions.get_mut(i);
+        if let Some(f) = &session.filter
+            && let Err(reason) = f.evaluate(&decoded, frame, wire_len, &session.own)
+        {
+            return self.counters.count_drop(reason);
+        }
+        session.count(&decoded, wire_len, ts);
         let cap = frame.len().min(self.output.snaplen as usize);
         self.sessions.write(
             i,
@@ -125,6 +151,15 @@ impl Pipeline {
     /// Flushes, closes and renames every file; returns the summary.
     pub fn finish(mut self) -> Summary {
         self.sessions.close_all(&self.counters);
-        Summary::from_counters(&self.counters, self.sessions.summaries())
+        let mut rules = Vec::new();
+        let filters = self.filter.iter().chain(
+            self.session_configs
+                .iter()
+                .filter_map(|s| s.filter.as_ref()),
+        );
+        for f in filters {
+            rules.extend(f.rule_counts());
+        }
+        Summary::from_counters(&self.counters, self.sessions.summaries(), rules)
     }
 }

@@ -12,9 +12,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
+
+use ipnet::IpNet;
 
 use crate::config::OutputConfig;
 use crate::decode::Decoded;
+use crate::filter::{MirrorFilter, OwnAddresses};
 use crate::metrics::{Counters, DropReason, LogLimiter, SessionSummary};
 use crate::writer::{OpenFile, PathFields, Retention, WriterError};
 
@@ -37,6 +41,10 @@ pub struct Session {
     pub other: u64,
     /// Files this session has closed.
     pub files: u64,
+    /// The filter that applies to this session (`[[session]]`'s, else
+    /// `[filter]`'s), and the ENI's addresses, for direction.
+    pub filter: Option<Arc<MirrorFilter>>,
+    pub own: OwnAddresses,
     /// Number of the next file (`{seq}`).
     seq: u32,
     file: Option<OpenFile>,
@@ -48,9 +56,14 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(key: SessionKey) -> Session {
+    fn new(key: SessionKey, filter: Option<Arc<MirrorFilter>>, extra: Vec<IpNet>) -> Session {
         Session {
             key,
+            filter,
+            own: OwnAddresses {
+                outer: key.source,
+                extra,
+            },
             packets: 0,
             bytes: 0,
             ipv4: 0,
@@ -134,9 +147,14 @@ impl SessionTable {
         }
     }
 
-    /// The index of the session for `key`, created when new.
+    /// The index of the session for `key`; when new, it is created with
+    /// the filter and addresses `config` gives.
     #[inline]
-    pub fn lookup(&mut self, key: SessionKey) -> usize {
+    pub fn lookup(
+        &mut self,
+        key: SessionKey,
+        config: impl FnOnce() -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
+    ) -> usize {
         if let Some((k, i)) = self.last
             && k == key
         {
@@ -145,7 +163,8 @@ impl SessionTable {
         let next = self.sessions.len();
         let i = *self.index.entry(key).or_insert(next);
         if i == next {
-            self.sessions.push(Session::new(key));
+            let (filter, extra) = config();
+            self.sessions.push(Session::new(key, filter, extra));
             tracing::info!(vni = key.vni, source = %key.source, "new mirror session");
         }
         self.last = Some((key, i));
