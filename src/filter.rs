@@ -426,7 +426,8 @@ mod tests {
         let any4 = "0.0.0.0/0";
         let any6 = "::/0";
         let accept_ssh_in = || rule(100, Accept, Some(6), any4, any4, None, Some((22, 22)));
-        let cases: Vec<(&str, MirrorFilter, &Vec<u8>, Result<(), DropReason>)> = vec![
+        type Case<'a> = (&'a str, MirrorFilter, &'a Vec<u8>, Result<(), DropReason>);
+        let cases: Vec<Case> = vec![
             (
                 "empty filter keeps all",
                 filter(vec![], vec![]),

@@ -77,10 +77,22 @@ pub type FrameRow = (String, u64, u64, String);
 
 /// Every frame of a capture file, in order, read by tshark.
 pub fn tshark_frames(file: &Path) -> Vec<FrameRow> {
+    tshark_frames_filtered(file, "frame")
+}
+
+/// The frames of a capture file that the display filter `expr` selects
+/// (IP reassembly off, so a fragment stands alone as mirrorcap sees it).
+pub fn tshark_frames_filtered(file: &Path, expr: &str) -> Vec<FrameRow> {
     let f = file.to_str().unwrap();
     let text = tshark(&[
         "-r",
         f,
+        "-o",
+        "ip.defragment:FALSE",
+        "-o",
+        "ipv6.defragment:FALSE",
+        "-Y",
+        expr,
         "-o",
         "frame.generate_md5_hash:TRUE",
         "-T",
@@ -321,9 +333,18 @@ pub fn write_pcap(path: &Path, linktype: u32, recs: &[(u64, Vec<u8>, u32)]) {
 /// per (VNI, outer source as spelled in output paths), in order, rows of
 /// (time, inner frame length on the wire, captured length, md5).
 pub fn tshark_vxlan(file: &Path, port: u16) -> BTreeMap<(u32, String), Vec<FrameRow>> {
+    tshark_vxlan_filtered(file, port, "frame")
+}
+
+/// Like [`tshark_vxlan`], only the frames the display filter `expr` selects.
+pub fn tshark_vxlan_filtered(
+    file: &Path,
+    port: u16,
+    expr: &str,
+) -> BTreeMap<(u32, String), Vec<FrameRow>> {
     let f = file.to_str().unwrap();
     let decode = format!("udp.port=={port},vxlan");
-    let filter = format!("udp.dstport == {port} && vxlan");
+    let filter = format!("udp.dstport == {port} && vxlan && ({expr})");
     let text = tshark(&[
         "-r",
         f,
@@ -453,4 +474,45 @@ pub fn summary_count(stderr: &str, suffix: &str) -> u64 {
                 })
         })
         .unwrap_or_else(|| panic!("no `{suffix}` in summary: {stderr}"))
+}
+
+/// Wraps every frame of an Ethernet capture in VXLAN (`vni`, outer source
+/// `src`), keeping timestamps and original lengths; writes `out`.
+pub fn wrap_ethernet_capture(input: &Path, out: &Path, vni: u32, src: IpAddr) {
+    let f = std::fs::File::open(input).unwrap();
+    let mut r = mirrorcap::capture::CaptureReader::new(f, "x").unwrap();
+    let mut recs = Vec::new();
+    while let Some(rec) = r.next_record().unwrap() {
+        assert_eq!(rec.linktype, 1);
+        let mut payload = vxlan_header(vni).to_vec();
+        payload.extend_from_slice(rec.data);
+        let wire_payload = 8 + rec.orig_len as usize;
+        let pkt = outer_packet(src, 4789, &payload, wire_payload);
+        let orig = (outer_len(src) + wire_payload) as u32;
+        recs.push((rec.ts_ns, pkt, orig));
+    }
+    write_pcap(out, 1, &recs);
+}
+
+/// `mirrorcap replay --config CFG --dir DIR INPUT` with the config text
+/// given; returns the output frames of every session, concatenated in
+/// session order, and stderr.
+pub fn replay_config(config: &str, input: &Path) -> (Vec<FrameRow>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let dir = tmp.path().join("out");
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{config}\n{err}");
+    (
+        output_by_session(&dir).into_values().flatten().collect(),
+        err,
+    )
 }
