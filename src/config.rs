@@ -25,7 +25,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::filter::{MirrorFilter, PortRange, Rule, RuleAction, VniFilter, vpc_resolver};
-use crate::writer::{OutputFormat, OutputTemplate};
+use crate::format::OutputFormat;
+use crate::writer::OutputTemplate;
 
 mod aws;
 

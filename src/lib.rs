@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod filter;
+pub mod format;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;

@@ -19,6 +19,7 @@ use mirrorcap::config::Config;
 use mirrorcap::metrics::Counters;
 use mirrorcap::pipeline::Pipeline;
 use mirrorcap::socket::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER, Receiver};
+use mirrorcap::writer::Backlog;
 
 #[derive(Parser)]
 #[command(
@@ -138,7 +139,7 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
     let rx = Receiver::bind(cfg.listen, DEFAULT_RECV_BUFFER, DEFAULT_BATCH)?;
     let addr = rx.local_addr().context("reading the bound address")?;
     let counters = Arc::new(Counters::default());
-    let pipeline = Pipeline::new(&cfg, counters);
+    let pipeline = Pipeline::new(&cfg, counters, Backlog::Drop);
     tracing::info!("listening on {addr}, writing under {}", cfg.dir.display());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,7 +163,7 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     let counters = Arc::new(Counters::default());
-    let mut pipeline = Pipeline::new(&cfg, counters);
+    let mut pipeline = Pipeline::new(&cfg, counters, Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
     let mut failed = false;
     for input in inputs {

@@ -52,10 +52,13 @@ pub enum DropReason {
     WriteError,
     /// The output file system is full.
     DiskFull,
+    /// Live: the writer thread is behind (disk slower than the traffic)
+    /// and no buffer was free.
+    WriteBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -71,6 +74,7 @@ impl DropReason {
         DropReason::Bpf,
         DropReason::WriteError,
         DropReason::DiskFull,
+        DropReason::WriteBacklog,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -91,6 +95,7 @@ impl DropReason {
             DropReason::Bpf => "bpf",
             DropReason::WriteError => "write_error",
             DropReason::DiskFull => "disk_full",
+            DropReason::WriteBacklog => "write_backlog",
         }
     }
 
@@ -110,7 +115,7 @@ impl DropReason {
             | DropReason::NoRuleMatched
             | DropReason::RuleRejected
             | DropReason::Bpf => "filter",
-            DropReason::WriteError | DropReason::DiskFull => "writer",
+            DropReason::WriteError | DropReason::DiskFull | DropReason::WriteBacklog => "writer",
         }
     }
 
@@ -163,6 +168,13 @@ impl Counters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason as usize].fetch_add(n, Relaxed);
+        }
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {

@@ -9,7 +9,6 @@
 //! file's write buffer.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, OutputConfig, SessionConfig};
@@ -18,7 +17,7 @@ use crate::filter::{MirrorFilter, VniFilter};
 use crate::metrics::{Counters, Summary};
 use crate::session::{SessionKey, SessionTable};
 use crate::vxlan::{HEADER_LEN, Vxlan};
-use crate::writer::Retention;
+use crate::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
 
 /// What the feed knows about a datagram besides its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +41,6 @@ pub struct Pipeline {
     filter: Option<Arc<MirrorFilter>>,
     session_configs: Vec<SessionConfig>,
     output: OutputConfig,
-    dir: PathBuf,
     sessions: SessionTable,
     counters: Arc<Counters>,
     /// Packet time after which idle sessions and ended time slots are next
@@ -52,17 +50,25 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline writing under `cfg.dir`. Files already there count toward
-    /// `max_total_bytes`.
-    pub fn new(cfg: &Config, counters: Arc<Counters>) -> Pipeline {
+    /// `max_total_bytes`. `backlog` says what to do when the disk is
+    /// behind: drop and count (live) or wait (replay).
+    pub fn new(cfg: &Config, counters: Arc<Counters>, backlog: Backlog) -> Pipeline {
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
         retention.scan_existing(&cfg.dir);
+        let output = Output::spawn(
+            &cfg.dir,
+            cfg.output.template.clone(),
+            retention,
+            counters.clone(),
+            DEFAULT_CHUNKS,
+            backlog,
+        );
         Pipeline {
             vnis: cfg.vnis.clone(),
             filter: cfg.filter.clone(),
             session_configs: cfg.sessions.clone(),
             output: cfg.output.clone(),
-            dir: cfg.dir.clone(),
-            sessions: SessionTable::new(retention),
+            sessions: SessionTable::new(output),
             counters,
             next_sweep_ns: 0,
         }
@@ -122,15 +128,8 @@ impl Pipeline {
         }
         session.count(&decoded, wire_len, ts);
         let cap = frame.len().min(self.output.snaplen as usize);
-        self.sessions.write(
-            i,
-            ts,
-            &frame[..cap],
-            wire_len,
-            &self.output,
-            &self.dir,
-            &self.counters,
-        );
+        self.sessions
+            .write(i, ts, &frame[..cap], wire_len, &self.output, &self.counters);
     }
 
     /// Closes idle sessions' files and ended time slots, as of `now_ns`.
@@ -143,14 +142,12 @@ impl Pipeline {
     }
 
     fn sweep(&mut self, now_ns: u64) {
-        self.sessions
-            .close_idle(now_ns, &self.output, &self.counters);
+        self.sessions.close_idle(now_ns, &self.output);
         self.next_sweep_ns = now_ns.saturating_add(NS);
     }
 
     /// Flushes, closes and renames every file; returns the summary.
-    pub fn finish(mut self) -> Summary {
-        self.sessions.close_all(&self.counters);
+    pub fn finish(self) -> Summary {
         let mut rules = Vec::new();
         let filters = self.filter.iter().chain(
             self.session_configs
@@ -160,6 +157,7 @@ impl Pipeline {
         for f in filters {
             rules.extend(f.rule_counts());
         }
-        Summary::from_counters(&self.counters, self.sessions.summaries(), rules)
+        let sessions = self.sessions.finish();
+        Summary::from_counters(&self.counters, sessions, rules)
     }
 }

@@ -6,12 +6,12 @@
 //! In: a decoded inner frame and the session key. Out: the frame in the
 //! session's current capture file (opened, rotated and closed here, per the
 //! `[output]` rules), and per-session counters for the summary.
-//! Dropped and counted: frames that could not be written (`write_error`,
-//! `disk_full`). State is created per session, never per packet.
+//! Dropped and counted: frames the writer could not take (`write_backlog`;
+//! `write_error` and `disk_full` are counted by the writer thread). State
+//! is created per session, never per packet.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -19,8 +19,9 @@ use ipnet::IpNet;
 use crate::config::OutputConfig;
 use crate::decode::Decoded;
 use crate::filter::{MirrorFilter, OwnAddresses};
-use crate::metrics::{Counters, DropReason, LogLimiter, SessionSummary};
-use crate::writer::{OpenFile, PathFields, Retention, WriterError};
+use crate::format::{RecordHeader, pcap_file_header, pcapng_file_header, record_len};
+use crate::metrics::{Counters, SessionSummary};
+use crate::writer::{FileId, Output, PathFields};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionKey {
@@ -47,12 +48,19 @@ pub struct Session {
     pub own: OwnAddresses,
     /// Number of the next file (`{seq}`).
     seq: u32,
-    file: Option<OpenFile>,
+    file: Option<CurrentFile>,
     /// Timestamp of the last packet, for the idle timeout.
     pub last_ns: u64,
-    /// After a failed open, no new attempt before this packet time, so a
-    /// broken output costs one syscall per second, not one per packet.
-    retry_after_ns: u64,
+}
+
+/// The session's open file, as the receive side tracks it for rotation.
+struct CurrentFile {
+    id: FileId,
+    /// Bytes queued for it, header included.
+    bytes: u64,
+    packets: u64,
+    /// Time slot (`ts / rotate_interval`) of its first packet.
+    slot: u64,
 }
 
 impl Session {
@@ -75,7 +83,6 @@ impl Session {
             seq: 0,
             file: None,
             last_ns: 0,
-            retry_after_ns: 0,
         }
     }
 
@@ -100,10 +107,6 @@ impl Session {
         }
     }
 
-    pub fn open_bytes(&self) -> u64 {
-        self.file.as_ref().map_or(0, |f| f.bytes)
-    }
-
     pub fn summary(&self) -> SessionSummary {
         SessionSummary {
             vni: self.key.vni,
@@ -126,24 +129,16 @@ pub struct SessionTable {
     sessions: Vec<Session>,
     /// The last key looked up: mirrored traffic comes in runs of one session.
     last: Option<(SessionKey, usize)>,
-    pub retention: Retention,
-    /// Sum of the sizes of every open file, for `max_total_bytes`.
-    open_bytes: u64,
-    error_log: LogLimiter,
+    output: Output,
 }
 
-/// Nanoseconds in a second.
-const NS: u64 = 1_000_000_000;
-
 impl SessionTable {
-    pub fn new(retention: Retention) -> SessionTable {
+    pub fn new(output: Output) -> SessionTable {
         SessionTable {
             index: HashMap::new(),
             sessions: Vec::new(),
             last: None,
-            retention,
-            open_bytes: 0,
-            error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
+            output,
         }
     }
 
@@ -183,8 +178,7 @@ impl SessionTable {
         self.sessions.is_empty()
     }
 
-    /// Writes one frame of session `i`, rotating first when a rule says so.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues one frame of session `i`, rotating first when a rule says so.
     pub fn write(
         &mut self,
         i: usize,
@@ -192,119 +186,87 @@ impl SessionTable {
         frame: &[u8],
         orig_len: usize,
         out: &OutputConfig,
-        dir: &Path,
         counters: &Counters,
     ) {
         let slot = out
             .rotate_interval
             .map_or(0, |d| ts_ns / (d.as_nanos() as u64).max(1));
-        let rec = crate::writer::record_len(out.format, frame.len());
-        let rotate = match &self.sessions[i].file {
-            None => false,
-            Some(f) => {
-                f.packets > 0
-                    && (out.rotate_packets.is_some_and(|n| f.packets >= n)
-                        || out.rotate_size.is_some_and(|n| f.bytes + rec > n)
-                        || (out.rotate_interval.is_some() && slot != f.slot))
-            }
-        };
+        let rec = record_len(out.format, frame.len());
+        let rotate = self.sessions[i].file.as_ref().is_some_and(|f| {
+            f.packets > 0
+                && (out.rotate_packets.is_some_and(|n| f.packets >= n)
+                    || out.rotate_size.is_some_and(|n| f.bytes + rec > n)
+                    || (out.rotate_interval.is_some() && slot != f.slot))
+        });
         if rotate {
-            self.close(i, counters);
+            self.close(i);
         }
         if self.sessions[i].file.is_none() {
             let s = &mut self.sessions[i];
-            if ts_ns < s.retry_after_ns {
-                counters.count_drop(DropReason::WriteError);
-                return;
-            }
-            let mut fields = PathFields {
+            let fields = PathFields {
                 vni: s.key.vni,
                 source: s.key.source,
                 start_ns: ts_ns,
                 seq: s.seq,
                 format: out.format,
             };
-            match OpenFile::create(dir, &out.template, &mut fields, out.snaplen, slot) {
-                Ok(f) => {
-                    s.seq = fields.seq + 1;
-                    tracing::debug!(path = %f.final_path().display(), "opened");
-                    self.open_bytes += f.bytes;
-                    s.file = Some(f);
-                    counters
-                        .files_opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => {
-                    s.retry_after_ns = ts_ns.saturating_add(NS);
-                    self.fail(e, counters);
-                    return;
-                }
+            let mut header = Vec::with_capacity(256);
+            match out.format {
+                crate::format::OutputFormat::Pcap => pcap_file_header(&mut header, out.snaplen),
+                crate::format::OutputFormat::Pcapng => pcapng_file_header(
+                    &mut header,
+                    out.snaplen,
+                    &format!("vxlan-{}-{}", s.key.vni, s.key.source),
+                    &format!(
+                        "mirror session: VXLAN VNI {} from {}",
+                        s.key.vni, s.key.source
+                    ),
+                ),
             }
+            s.seq += 1;
+            let bytes = header.len() as u64;
+            let id = self.output.open(i, fields, header);
+            s.file = Some(CurrentFile {
+                id,
+                bytes,
+                packets: 0,
+                slot,
+            });
         }
         let s = &mut self.sessions[i];
         let f = s.file.as_mut().expect("opened above");
-        let before = f.bytes;
-        match f.write_record(ts_ns, frame, orig_len.min(u32::MAX as usize) as u32) {
+        let h = RecordHeader::new(
+            out.format,
+            ts_ns,
+            frame.len() as u32,
+            orig_len.min(u32::MAX as usize) as u32,
+        );
+        let (tail, tail_len) = h.tail();
+        match self
+            .output
+            .append(f.id, [h.header(), frame, &tail[..tail_len]], frame.len())
+        {
             Ok(()) => {
-                self.open_bytes += f.bytes - before;
-                counters.written(frame.len());
-                if self.retention.max_total_bytes_set() {
-                    let deleted = self.retention.enforce_total(self.open_bytes);
-                    counters
-                        .files_deleted
-                        .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
-                }
+                f.bytes += rec;
+                f.packets += 1;
             }
-            Err(e) => {
-                // The buffered writer's state is unknown after a failed
-                // write: give the file up (its .part stays for recovery)
-                // and start a new one on the next packet.
-                let f = s.file.take().expect("present");
-                self.open_bytes -= f.bytes;
-                s.retry_after_ns = ts_ns.saturating_add(NS);
-                drop(f);
-                self.fail(e, counters);
-            }
+            Err(reason) => counters.count_drop(reason),
         }
     }
 
-    fn fail(&mut self, e: WriterError, counters: &Counters) {
-        let reason = if e.is_disk_full() {
-            DropReason::DiskFull
-        } else {
-            DropReason::WriteError
-        };
-        counters.count_drop(reason);
-        if let Some(held) = self.error_log.allow() {
-            tracing::error!(error = %e, held_back = held, "cannot write capture file; frames are dropped and counted as {reason}");
-        }
-    }
-
-    /// Closes session `i`'s file (rename `.part`), then applies retention.
-    pub fn close(&mut self, i: usize, counters: &Counters) {
-        let Some(f) = self.sessions[i].file.take() else {
-            return;
-        };
-        self.open_bytes -= f.bytes;
-        match f.close() {
-            Ok((path, bytes)) => {
-                tracing::debug!(path = %path.display(), bytes, "closed");
-                self.sessions[i].files += 1;
-                counters
-                    .files_closed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let deleted = self.retention.add(path, bytes, i, self.open_bytes);
-                counters
-                    .files_deleted
-                    .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => self.fail(e, counters),
+    /// Closes session `i`'s file (the writer renames `.part` and applies
+    /// retention).
+    pub fn close(&mut self, i: usize) {
+        if let Some(f) = self.sessions[i].file.take() {
+            self.sessions[i].files += 1;
+            self.output.close(f.id);
         }
     }
 
     /// Closes the file of every session whose last packet is older than
-    /// `idle_ns` at `now_ns`, and every file whose time slot has ended.
-    pub fn close_idle(&mut self, now_ns: u64, out: &OutputConfig, counters: &Counters) {
+    /// the idle timeout at `now_ns`, and every file whose time slot has
+    /// ended; hands the writer what it has.
+    pub fn close_idle(&mut self, now_ns: u64, out: &OutputConfig) {
         let idle_ns = out.idle_timeout.as_nanos() as u64;
         let slot_ns = out.rotate_interval.map(|d| (d.as_nanos() as u64).max(1));
         for i in 0..self.sessions.len() {
@@ -313,19 +275,18 @@ impl SessionTable {
             let idle = now_ns.saturating_sub(s.last_ns) >= idle_ns;
             let slot_over = slot_ns.is_some_and(|n| now_ns / n > f.slot);
             if idle || slot_over {
-                self.close(i, counters);
+                self.close(i);
             }
         }
+        self.output.flush();
     }
 
-    /// Closes every open file.
-    pub fn close_all(&mut self, counters: &Counters) {
+    /// Closes every file and waits for the writer to finish.
+    pub fn finish(mut self) -> Vec<SessionSummary> {
         for i in 0..self.sessions.len() {
-            self.close(i, counters);
+            self.close(i);
         }
-    }
-
-    pub fn summaries(&self) -> Vec<SessionSummary> {
+        self.output.finish();
         let mut v: Vec<_> = self.sessions.iter().map(Session::summary).collect();
         v.sort_by_key(|s| (s.vni, s.source));
         v

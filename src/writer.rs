@@ -1,57 +1,51 @@
-//! Stage 6: capture files. Encodes records as pcap or pcapng, writes each
-//! session's frames to its own file set, rotates, and enforces retention.
+//! Stage 6: capture files on disk. The receive loop hands encoded records
+//! to a writer thread, which owns every file, so opening, writing,
+//! renaming and deleting never stall the receive loop.
 //!
-//! In: (timestamp, frame bytes, original length) for one session. Out: files
-//! under the output directory, at the path the [`OutputTemplate`] gives.
-//! A file being written is named `<path>.part` and is renamed to `<path>`
-//! when closed, so every `*.pcap` / `*.pcapng` on disk is complete.
+//! In (receive side, [`Output`]): `open` a file for a session, `append`
+//! records to it, `close` it; each call only copies bytes into a chunk or
+//! queues a command. Out (writer thread): files under the output directory
+//! at the path the [`OutputTemplate`] gives. A file being written is named
+//! `<path>.part` and renamed to `<path>` when closed, so every `*.pcap` /
+//! `*.pcapng` on disk is complete.
 //!
-//! Formats: classic pcap with nanosecond timestamps (magic `a1b23c4d`),
-//! link type Ethernet; or pcapng with one interface per file whose name and
-//! description carry the VNI and source address, `if_tsresol` = 9
-//! (nanoseconds), and the application name in the section header. Nothing
-//! time- or host-dependent is written, so the same input gives the same bytes.
+//! Memory is bounded whatever the number of sessions: records of every
+//! session go into shared chunks ([`CHUNK_LEN`] each, a fixed pool of
+//! them); the writer thread writes each full chunk with one `writev` per
+//! file it touches, and returns it to the pool. When the disk is slower than
+//! the traffic and no chunk is free, the live daemon drops the record and
+//! counts it (`write_backlog`) instead of blocking the socket; replay waits.
+//! A chunk that is not full is sent once a second, so files are at most
+//! about a second behind.
 //!
-//! Rotation: by size (the next record would make the file larger than
-//! `rotate_size`), by packet count, and by time aligned to the clock (a file
-//! holds the packets of one `rotate_interval`-long slot of UTC time, as
-//! `tcpdump -G` does, counted from the Unix epoch). Time is always the
-//! packets' own time, so a replay rotates exactly as the live capture did.
-//! Retention: `max_files` closed files per session and `max_total_bytes`
-//! under the output directory (closed files of this and earlier runs plus the
-//! open ones); the oldest closed file is deleted first.
-//!
-//! Writes go through a large buffer per open file ([`WRITE_BUFFER`]); the
-//! only syscalls are buffer flushes, opens, renames and deletes.
+//! Retention also runs in the writer thread: `max_files` closed files per
+//! session and `max_total_bytes` under the output directory (closed files
+//! of this and earlier runs plus the open ones); the oldest closed file is
+//! deleted first. A write that fails (disk full, I/O error) drops that
+//! chunk's records for the file and truncates it back to its last whole
+//! record, so every file stays readable; later chunks are tried again, so
+//! writing resumes when space returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
 
-/// Size of the buffer in front of each open file.
-pub const WRITE_BUFFER: usize = 256 * 1024;
+use crate::format::OutputFormat;
+use crate::metrics::{Counters, DropReason, LogLimiter};
+
+/// Bytes per chunk of records on their way to the writer thread.
+pub const CHUNK_LEN: usize = 1 << 20;
+/// Chunks in the pool: the most record bytes in flight.
+pub const DEFAULT_CHUNKS: usize = 16;
+
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
 pub const DIR_MODE: u32 = 0o750;
-/// pcap/pcapng link type of every output file.
-pub const LINKTYPE_ETHERNET: u16 = 1;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    Pcap,
-    Pcapng,
-}
-
-impl OutputFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            OutputFormat::Pcap => "pcap",
-            OutputFormat::Pcapng => "pcapng",
-        }
-    }
-}
 
 /// The layout of output paths under the output directory.
 ///
@@ -90,6 +84,7 @@ impl Default for OutputTemplate {
 }
 
 /// What a template is filled with.
+#[derive(Clone, Debug)]
 pub struct PathFields {
     pub vni: u32,
     pub source: std::net::IpAddr,
@@ -220,98 +215,7 @@ impl UtcTime {
     }
 }
 
-/// Appends a pcap file header (nanosecond magic, little-endian).
-pub fn pcap_file_header(out: &mut Vec<u8>, snaplen: u32) {
-    out.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-    out.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    out.extend_from_slice(&snaplen.to_le_bytes());
-    out.extend_from_slice(&u32::from(LINKTYPE_ETHERNET).to_le_bytes());
-}
-
-/// pcap record header: 16 bytes.
-fn pcap_record_header(ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-    h[4..8].copy_from_slice(&((ts_ns % 1_000_000_000) as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&caplen.to_le_bytes());
-    h[12..16].copy_from_slice(&orig_len.to_le_bytes());
-    h
-}
-
-fn push_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len() + pad4(value.len()), 0);
-}
-
-fn pad4(n: usize) -> usize {
-    (4 - n % 4) % 4
-}
-
-/// Appends a pcapng section header block and one interface description
-/// block for the session.
-pub fn pcapng_file_header(out: &mut Vec<u8>, snaplen: u32, if_name: &str, if_description: &str) {
-    let mut shb = Vec::with_capacity(64);
-    shb.extend_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
-    shb.extend_from_slice(&0u32.to_le_bytes()); // length, patched below
-    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&(-1i64).to_le_bytes()); // section length unknown
-    let appl = format!("mirrorcap {}", env!("CARGO_PKG_VERSION"));
-    push_option(&mut shb, 4, appl.as_bytes()); // shb_userappl
-    push_option(&mut shb, 0, &[]);
-    finish_block(&mut shb);
-    out.extend_from_slice(&shb);
-
-    let mut idb = Vec::with_capacity(128);
-    idb.extend_from_slice(&1u32.to_le_bytes());
-    idb.extend_from_slice(&0u32.to_le_bytes());
-    idb.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-    idb.extend_from_slice(&0u16.to_le_bytes());
-    idb.extend_from_slice(&snaplen.to_le_bytes());
-    push_option(&mut idb, 2, if_name.as_bytes()); // if_name
-    push_option(&mut idb, 3, if_description.as_bytes()); // if_description
-    push_option(&mut idb, 9, &[9]); // if_tsresol: 10^-9
-    push_option(&mut idb, 0, &[]);
-    finish_block(&mut idb);
-    out.extend_from_slice(&idb);
-}
-
-fn finish_block(b: &mut Vec<u8>) {
-    let len = (b.len() + 4) as u32;
-    b[4..8].copy_from_slice(&len.to_le_bytes());
-    b.extend_from_slice(&len.to_le_bytes());
-}
-
-/// pcapng enhanced packet block header (28 bytes); the frame, its padding
-/// and the 4-byte trailing length follow.
-fn pcapng_epb_header(ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; 28] {
-    let total = 32 + caplen + pad4(caplen as usize) as u32;
-    let mut h = [0u8; 28];
-    h[0..4].copy_from_slice(&6u32.to_le_bytes());
-    h[4..8].copy_from_slice(&total.to_le_bytes());
-    h[8..12].copy_from_slice(&0u32.to_le_bytes());
-    h[12..16].copy_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
-    h[16..20].copy_from_slice(&(ts_ns as u32).to_le_bytes());
-    h[20..24].copy_from_slice(&caplen.to_le_bytes());
-    h[24..28].copy_from_slice(&orig_len.to_le_bytes());
-    h
-}
-
-/// Bytes a record of `caplen` takes in a file of `format`.
-pub fn record_len(format: OutputFormat, caplen: usize) -> u64 {
-    match format {
-        OutputFormat::Pcap => 16 + caplen as u64,
-        OutputFormat::Pcapng => 32 + (caplen + pad4(caplen)) as u64,
-    }
-}
-
-/// Errors opening, writing or closing capture files.
+/// Errors creating, writing or renaming capture files.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
     #[error("{path}: cannot create directory: {source}")]
@@ -320,6 +224,8 @@ pub enum WriterError {
     Create { path: PathBuf, source: io::Error },
     #[error("{path}: write failed: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("a file that could not be created is retried once a second")]
+    NotYet,
     #[error("{path}: cannot rename to {to}: {source}")]
     Rename {
         path: PathBuf,
@@ -336,154 +242,489 @@ impl WriterError {
             | WriterError::Create { source, .. }
             | WriterError::Write { source, .. }
             | WriterError::Rename { source, .. } => source,
+            WriterError::NotYet => return false,
         };
         matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
     }
 }
 
 /// One open capture file.
-pub struct OpenFile {
-    out: BufWriter<File>,
-    part_path: PathBuf,
-    final_path: PathBuf,
-    /// Bytes written so far, header included.
-    pub bytes: u64,
-    pub packets: u64,
-    /// Time slot (`ts / rotate_interval`) of the file's first packet.
-    pub slot: u64,
-    format: OutputFormat,
-}
-
-impl OpenFile {
-    /// Creates `<dir>/<rel>.part` (parents too) and writes the file header.
-    /// When `<rel>` or its `.part` exists (a restart within the same second),
-    /// `seq` is increased until the name is free.
-    pub fn create(
-        dir: &Path,
-        template: &OutputTemplate,
-        fields: &mut PathFields,
-        snaplen: u32,
-        slot: u64,
-    ) -> Result<OpenFile, WriterError> {
-        let (final_path, part_path, file) = loop {
-            let final_path = dir.join(template.render(fields));
-            let part_path = part_path_of(&final_path);
-            if let Some(parent) = final_path.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(DIR_MODE)
-                    .create(parent)
-                    .map_err(|source| WriterError::CreateDir {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-            }
-            if final_path.exists() {
-                fields.seq += 1;
-                continue;
-            }
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&part_path)
-            {
-                Ok(f) => break (final_path, part_path, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fields.seq += 1,
-                Err(source) => {
-                    return Err(WriterError::Create {
-                        path: part_path,
-                        source,
-                    });
-                }
-            }
-        };
-        let mut header = Vec::with_capacity(256);
-        match fields.format {
-            OutputFormat::Pcap => pcap_file_header(&mut header, snaplen),
-            OutputFormat::Pcapng => {
-                let name = format!("vxlan-{}-{}", fields.vni, fields.source);
-                let desc = format!(
-                    "mirror session: VXLAN VNI {} from {}",
-                    fields.vni, fields.source
-                );
-                pcapng_file_header(&mut header, snaplen, &name, &desc)
-            }
-        }
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-        out.write_all(&header)
-            .map_err(|source| WriterError::Write {
-                path: part_path.clone(),
-                source,
-            })?;
-        Ok(OpenFile {
-            out,
-            part_path,
-            final_path,
-            bytes: header.len() as u64,
-            packets: 0,
-            slot,
-            format: fields.format,
-        })
-    }
-
-    /// Appends one record.
-    pub fn write_record(
-        &mut self,
-        ts_ns: u64,
-        frame: &[u8],
-        orig_len: u32,
-    ) -> Result<(), WriterError> {
-        let caplen = frame.len() as u32;
-        let r = match self.format {
-            OutputFormat::Pcap => self
-                .out
-                .write_all(&pcap_record_header(ts_ns, caplen, orig_len))
-                .and_then(|_| self.out.write_all(frame)),
-            OutputFormat::Pcapng => {
-                let pad = pad4(frame.len());
-                let total = 32 + caplen + pad as u32;
-                self.out
-                    .write_all(&pcapng_epb_header(ts_ns, caplen, orig_len))
-                    .and_then(|_| self.out.write_all(frame))
-                    .and_then(|_| self.out.write_all(&[0u8; 3][..pad]))
-                    .and_then(|_| self.out.write_all(&total.to_le_bytes()))
-            }
-        };
-        r.map_err(|source| WriterError::Write {
-            path: self.part_path.clone(),
-            source,
-        })?;
-        self.bytes += record_len(self.format, frame.len());
-        self.packets += 1;
-        Ok(())
-    }
-
-    /// Flushes, closes and renames `.part` to the final name. Returns the
-    /// final path and size.
-    pub fn close(mut self) -> Result<(PathBuf, u64), WriterError> {
-        self.out.flush().map_err(|source| WriterError::Write {
-            path: self.part_path.clone(),
-            source,
-        })?;
-        fs::rename(&self.part_path, &self.final_path).map_err(|source| WriterError::Rename {
-            path: self.part_path.clone(),
-            to: self.final_path.clone(),
-            source,
-        })?;
-        Ok((self.final_path, self.bytes))
-    }
-
-    pub fn final_path(&self) -> &Path {
-        &self.final_path
-    }
-}
-
-/// `x.pcap` -> `x.pcap.part`.
 pub fn part_path_of(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".part");
     PathBuf::from(s)
+}
+
+/// What the receive side does when no chunk is free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backlog {
+    /// Live: drop the record and count it as `write_backlog`.
+    Drop,
+    /// Replay: wait for the writer thread.
+    Wait,
+}
+
+/// Names one open file between the two sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId(u32);
+
+/// Bytes before each record in a chunk: file id, record length, frame
+/// length (for the written-bytes counter).
+const ENTRY_PREFIX: usize = 12;
+
+enum Command {
+    Open {
+        id: FileId,
+        session: usize,
+        dir: Arc<Path>,
+        template: Arc<OutputTemplate>,
+        fields: PathFields,
+        header: Vec<u8>,
+    },
+    Data(Vec<u8>),
+    Close(FileId),
+    /// Closing time: the writer thread answers on the channel, then ends.
+    Finish(mpsc::Sender<()>),
+}
+
+/// The receive side of the writer.
+pub struct Output {
+    commands: mpsc::Sender<Command>,
+    free: mpsc::Receiver<Vec<u8>>,
+    current: Option<Vec<u8>>,
+    backlog: Backlog,
+    next_id: u32,
+    dir: Arc<Path>,
+    template: Arc<OutputTemplate>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Output {
+    /// Starts the writer thread for files under `dir`. Files already there
+    /// count toward `max_total_bytes`.
+    pub fn spawn(
+        dir: &Path,
+        template: OutputTemplate,
+        retention: Retention,
+        counters: Arc<Counters>,
+        chunks: usize,
+        backlog: Backlog,
+    ) -> Output {
+        let (commands, rx) = mpsc::channel();
+        let (free_tx, free) = mpsc::channel();
+        for _ in 0..chunks.max(2) {
+            let _ = free_tx.send(Vec::with_capacity(CHUNK_LEN));
+        }
+        let mut disk = Disk {
+            files: HashMap::new(),
+            retention,
+            counters,
+            free: free_tx,
+            error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
+            iov_ranges: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("mirrorcap-writer".into())
+            .spawn(move || disk.run(rx))
+            .expect("spawning the writer thread");
+        Output {
+            commands,
+            free,
+            current: None,
+            backlog,
+            next_id: 0,
+            dir: Arc::from(dir),
+            template: Arc::new(template),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues the creation of a file for `session`; `header` is its file
+    /// header. The writer thread picks the next free `{seq}` if the name is
+    /// taken (a restart within the same second).
+    pub fn open(&mut self, session: usize, fields: PathFields, header: Vec<u8>) -> FileId {
+        let id = FileId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        let _ = self.commands.send(Command::Open {
+            id,
+            session,
+            dir: self.dir.clone(),
+            template: self.template.clone(),
+            fields,
+            header,
+        });
+        id
+    }
+
+    /// Copies one record (`parts` concatenated; `frame_len` of them is the
+    /// frame) into the current chunk. Fails with `WriteBacklog` when no
+    /// chunk is free (live only).
+    #[inline]
+    pub fn append(
+        &mut self,
+        id: FileId,
+        parts: [&[u8]; 3],
+        frame_len: usize,
+    ) -> Result<(), DropReason> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let need = ENTRY_PREFIX + len;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.len() + need > c.capacity())
+        {
+            self.send_current();
+        }
+        if self.current.is_none() {
+            self.current = match self.backlog {
+                Backlog::Drop => self.free.try_recv().ok(),
+                Backlog::Wait => self.free.recv().ok(),
+            };
+        }
+        let Some(c) = self.current.as_mut() else {
+            return Err(DropReason::WriteBacklog);
+        };
+        c.extend_from_slice(&id.0.to_le_bytes());
+        c.extend_from_slice(&(len as u32).to_le_bytes());
+        c.extend_from_slice(&(frame_len as u32).to_le_bytes());
+        for p in parts {
+            c.extend_from_slice(p);
+        }
+        Ok(())
+    }
+
+    /// Hands the current chunk to the writer thread, if it holds anything.
+    pub fn flush(&mut self) {
+        if self.current.as_ref().is_some_and(|c| !c.is_empty()) {
+            self.send_current();
+        }
+    }
+
+    fn send_current(&mut self) {
+        if let Some(c) = self.current.take() {
+            let _ = self.commands.send(Command::Data(c));
+        }
+    }
+
+    /// Queues closing (and renaming) a file, after its records.
+    pub fn close(&mut self, id: FileId) {
+        self.flush();
+        let _ = self.commands.send(Command::Close(id));
+    }
+
+    /// Flushes everything, waits until the writer thread has closed every
+    /// file and ended.
+    pub fn finish(mut self) {
+        self.finish_inner();
+    }
+
+    fn finish_inner(&mut self) {
+        self.flush();
+        let (tx, rx) = mpsc::channel();
+        if self.commands.send(Command::Finish(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.finish_inner();
+        }
+    }
+}
+
+/// One file, as the writer thread holds it.
+struct DiskFile {
+    /// `None` when creating it failed; retried on the next chunk.
+    file: Option<File>,
+    part: PathBuf,
+    final_path: PathBuf,
+    /// Bytes known to be on disk: whole records only.
+    good_len: u64,
+    session: usize,
+    header: Vec<u8>,
+    /// When creating it failed: what to create, and when to try again.
+    retry: Option<(
+        Arc<Path>,
+        Arc<OutputTemplate>,
+        PathFields,
+        std::time::Instant,
+    )>,
+}
+
+/// The writer thread's state.
+struct Disk {
+    files: HashMap<FileId, DiskFile>,
+    retention: Retention,
+    counters: Arc<Counters>,
+    free: mpsc::Sender<Vec<u8>>,
+    error_log: LogLimiter,
+    /// Per chunk: (file, start, len, frame bytes) of each record, reused.
+    iov_ranges: Vec<(FileId, usize, usize, usize)>,
+}
+
+impl Disk {
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Open {
+                    id,
+                    session,
+                    dir,
+                    template,
+                    fields,
+                    header,
+                } => self.open(id, session, dir, template, fields, header),
+                Command::Data(chunk) => {
+                    self.write_chunk(&chunk);
+                    let mut chunk = chunk;
+                    chunk.clear();
+                    let _ = self.free.send(chunk);
+                }
+                Command::Close(id) => self.close(id),
+                Command::Finish(done) => {
+                    let ids: Vec<FileId> = self.files.keys().copied().collect();
+                    for id in ids {
+                        self.close(id);
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        id: FileId,
+        session: usize,
+        dir: Arc<Path>,
+        template: Arc<OutputTemplate>,
+        fields: PathFields,
+        header: Vec<u8>,
+    ) {
+        let mut f = DiskFile {
+            file: None,
+            part: PathBuf::new(),
+            final_path: PathBuf::new(),
+            good_len: 0,
+            session,
+            header,
+            retry: Some((dir, template, fields, std::time::Instant::now())),
+        };
+        if let Err(e) = Self::create(&mut f, &self.counters) {
+            self.fail(&e, 0);
+        }
+        self.files.insert(id, f);
+    }
+
+    /// Creates the file and writes its header, unless it exists already or
+    /// the last failed attempt was less than a second ago (so a broken
+    /// output costs one attempt per second, not one per chunk).
+    fn create(f: &mut DiskFile, counters: &Counters) -> Result<(), WriterError> {
+        let Some((dir, template, fields, at)) = &mut f.retry else {
+            return Ok(());
+        };
+        if std::time::Instant::now() < *at {
+            return Err(WriterError::NotYet);
+        }
+        *at = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let (file, part, final_path) = create_file(dir, template, fields)?;
+        f.part = part;
+        f.final_path = final_path;
+        f.file = Some(file);
+        f.retry = None;
+        counters.files_opened.fetch_add(1, Relaxed);
+        let header = std::mem::take(&mut f.header);
+        let r = write_at_end(f, &[IoSlice::new(&header)]);
+        f.header = header;
+        r
+    }
+
+    fn write_chunk(&mut self, chunk: &[u8]) {
+        let mut ranges = std::mem::take(&mut self.iov_ranges);
+        ranges.clear();
+        let mut at = 0;
+        while at + ENTRY_PREFIX <= chunk.len() {
+            let word = |o: usize| u32::from_le_bytes(chunk[o..o + 4].try_into().unwrap()) as usize;
+            let id = FileId(word(at) as u32);
+            let len = word(at + 4);
+            let frame = word(at + 8);
+            ranges.push((id, at + ENTRY_PREFIX, len, frame));
+            at += ENTRY_PREFIX + len;
+        }
+        // Group by file, keeping each file's records in order.
+        ranges.sort_by_key(|r| r.0.0);
+        let mut i = 0;
+        while i < ranges.len() {
+            let id = ranges[i].0;
+            let mut j = i;
+            while j < ranges.len() && ranges[j].0 == id {
+                j += 1;
+            }
+            self.write_records(id, chunk, &ranges[i..j]);
+            i = j;
+        }
+        self.iov_ranges = ranges;
+        if self.retention.max_total_bytes.is_some() {
+            let open: u64 = self.files.values().map(|f| f.good_len).sum();
+            let n = self.retention.enforce_total(open);
+            self.counters.files_deleted.fetch_add(n, Relaxed);
+        }
+    }
+
+    fn write_records(&mut self, id: FileId, chunk: &[u8], recs: &[(FileId, usize, usize, usize)]) {
+        let frames = recs.len() as u64;
+        let Some(f) = self.files.get_mut(&id) else {
+            self.counters.count_drops(DropReason::WriteError, frames);
+            return;
+        };
+        if f.file.is_none()
+            && let Err(e) = Self::create(f, &self.counters)
+        {
+            self.fail(&e, frames);
+            return;
+        }
+        let mut result = Ok(());
+        for batch in recs.chunks(512) {
+            let iov: Vec<IoSlice> = batch
+                .iter()
+                .map(|&(_, start, len, _)| IoSlice::new(&chunk[start..start + len]))
+                .collect();
+            result = write_at_end(f, &iov);
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Ok(()) => {
+                let bytes: usize = recs.iter().map(|r| r.3).sum();
+                self.counters.frames_written.fetch_add(frames, Relaxed);
+                self.counters
+                    .frame_bytes_written
+                    .fetch_add(bytes as u64, Relaxed);
+            }
+            Err(e) => self.fail(&e, frames),
+        }
+    }
+
+    fn close(&mut self, id: FileId) {
+        let Some(f) = self.files.remove(&id) else {
+            return;
+        };
+        let Some(file) = f.file else { return };
+        drop(file);
+        match fs::rename(&f.part, &f.final_path) {
+            Ok(()) => {
+                self.counters.files_closed.fetch_add(1, Relaxed);
+                let open: u64 = self.files.values().map(|f| f.good_len).sum();
+                let n = self
+                    .retention
+                    .add(f.final_path, f.good_len, f.session, open);
+                self.counters.files_deleted.fetch_add(n, Relaxed);
+            }
+            Err(source) => {
+                let e = WriterError::Rename {
+                    path: f.part,
+                    to: f.final_path,
+                    source,
+                };
+                self.fail(&e, 0);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &WriterError, frames: u64) {
+        let reason = if e.is_disk_full() {
+            DropReason::DiskFull
+        } else {
+            DropReason::WriteError
+        };
+        self.counters.count_drops(reason, frames);
+        if let Some(held) = self.error_log.allow() {
+            tracing::error!(error = %e, frames_lost = frames, held_back = held, "cannot write capture file; frames are dropped and counted as {reason}");
+        }
+    }
+}
+
+/// Writes `iov` at the end of `f`'s whole records. On failure the file is
+/// truncated back to its last whole record.
+fn write_at_end(f: &mut DiskFile, iov: &[IoSlice<'_>]) -> Result<(), WriterError> {
+    let file = f.file.as_mut().expect("open");
+    let total: usize = iov.iter().map(|s| s.len()).sum();
+    let mut bufs: Vec<IoSlice> = iov.to_vec();
+    let mut slices: &mut [IoSlice] = &mut bufs;
+    let mut written = 0;
+    while written < total {
+        match file.write_vectored(slices) {
+            Ok(0) => {
+                return Err(truncate_back(f, io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(truncate_back(f, e)),
+        }
+    }
+    f.good_len += total as u64;
+    Ok(())
+}
+
+/// Cuts `f` back to its last whole record after a failed write.
+fn truncate_back(f: &mut DiskFile, source: io::Error) -> WriterError {
+    if let Some(file) = &f.file {
+        let _ = file.set_len(f.good_len);
+        use std::io::Seek;
+        let _ = (&*file).seek(io::SeekFrom::Start(f.good_len));
+    }
+    WriterError::Write {
+        path: f.part.clone(),
+        source,
+    }
+}
+
+/// Creates `<dir>/<rel>.part` (parents too). When `<rel>` or its `.part`
+/// exists, `seq` is increased until the name is free.
+fn create_file(
+    dir: &Path,
+    template: &OutputTemplate,
+    fields: &mut PathFields,
+) -> Result<(File, PathBuf, PathBuf), WriterError> {
+    loop {
+        let final_path = dir.join(template.render(fields));
+        let part = part_path_of(&final_path);
+        if let Some(parent) = final_path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(parent)
+                .map_err(|source| WriterError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+        }
+        if final_path.exists() {
+            fields.seq += 1;
+            continue;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&part)
+        {
+            Ok(f) => return Ok((f, part, final_path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fields.seq += 1,
+            Err(source) => return Err(WriterError::Create { path: part, source }),
+        }
+    }
 }
 
 /// A closed file that retention may delete.
@@ -700,15 +941,5 @@ mod tests {
                 second: 59
             }
         );
-    }
-
-    #[test]
-    fn pcapng_blocks_are_aligned() {
-        let mut h = Vec::new();
-        pcapng_file_header(&mut h, 262144, "vxlan-1-10.0.0.1", "abc");
-        assert_eq!(h.len() % 4, 0);
-        for caplen in 0..8 {
-            assert_eq!(record_len(OutputFormat::Pcapng, caplen) % 4, 0);
-        }
     }
 }
