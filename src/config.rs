@@ -36,6 +36,8 @@ listen = "0.0.0.0:4789"
 dir = "./captures"
 "#;
 
+pub use crate::socket::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER};
+
 /// Largest VNI: 24 bits.
 pub const MAX_VNI: u32 = 0xff_ffff;
 
@@ -67,6 +69,12 @@ pub struct Config {
     pub vxlan_ports: Vec<u16>,
     /// Which VNIs are kept.
     pub vnis: VniFilter,
+    /// SO_RCVBUF wanted for each socket.
+    pub recv_buffer: usize,
+    /// Datagrams per recvmmsg call.
+    pub batch: usize,
+    /// Receive loops (sockets in a SO_REUSEPORT group); 0 = one per core.
+    pub workers: usize,
     pub output: OutputConfig,
     /// `[filter]`: rules and expression for every session without its own.
     pub filter: Option<Arc<MirrorFilter>>,
@@ -117,6 +125,9 @@ struct RawConfig {
     vnis: Vec<Spanned<u32>>,
     #[serde(default)]
     exclude_vnis: Vec<Spanned<u32>>,
+    recv_buffer: Option<Spanned<SizeValue>>,
+    batch: Option<Spanned<u32>>,
+    workers: Option<Spanned<u32>>,
     #[serde(default)]
     output: RawOutput,
     filter: Option<RawFilter>,
@@ -271,6 +282,45 @@ impl Config {
             deny: vni_set(&raw.exclude_vnis)?,
         };
         let vxlan_ports = raw.vxlan_ports.unwrap_or_else(|| vec![4789]);
+        let recv_buffer = match &raw.recv_buffer {
+            None => DEFAULT_RECV_BUFFER,
+            Some(s) => {
+                let n = parse_size(s.get_ref()).map_err(|m| bad(s.span(), m))?;
+                if !(4096..=(1 << 31) - 1).contains(&n) {
+                    return Err(bad(
+                        s.span(),
+                        format!("{n} bytes is out of range: expected 4KiB to 2GiB"),
+                    ));
+                }
+                n as usize
+            }
+        };
+        let batch = match &raw.batch {
+            None => DEFAULT_BATCH,
+            Some(s) if (1..=1024).contains(s.get_ref()) => *s.get_ref() as usize,
+            Some(s) => {
+                return Err(bad(
+                    s.span(),
+                    format!(
+                        "{} is out of range: expected 1 to 1024 datagrams per recvmmsg call",
+                        s.get_ref()
+                    ),
+                ));
+            }
+        };
+        let workers = match &raw.workers {
+            None => 1,
+            Some(s) if *s.get_ref() <= 256 => *s.get_ref() as usize,
+            Some(s) => {
+                return Err(bad(
+                    s.span(),
+                    format!(
+                        "{} is out of range: expected 0 (one per core) to 256",
+                        s.get_ref()
+                    ),
+                ));
+            }
+        };
 
         let o = raw.output;
         let format = match &o.format {
@@ -397,6 +447,9 @@ impl Config {
             dir: raw.dir.unwrap_or_else(|| PathBuf::from("./captures")),
             vxlan_ports,
             vnis,
+            recv_buffer,
+            batch,
+            workers,
             output,
             filter,
             sessions,

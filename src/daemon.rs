@@ -17,20 +17,22 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::metrics::{DropReason, DropReport, Summary};
+use crate::metrics::{DropReason, DropReport};
 use crate::pipeline::Pipeline;
 use crate::socket::{Receiver, now_ns};
 
 /// Batches read before the loop lets the timer and the stop signal run.
 const BATCHES_PER_TURN: usize = 32;
 
-/// Runs until `stop` resolves. The socket must be bound already (so the
-/// caller can log its address, and tests can bind port 0).
+/// Runs until `stop` resolves, then returns the pipeline for the caller to
+/// finish (so several workers can finish together). The socket must be
+/// bound already (so the caller can log its address, and tests can bind
+/// port 0).
 pub async fn serve(
     rx: Receiver,
     mut pipeline: Pipeline,
     stop: impl Future<Output = ()>,
-) -> io::Result<Summary> {
+) -> io::Result<Pipeline> {
     // SAFETY: the Receiver owns the socket, so its fd stays open and the
     // same for as long as the AsyncFd holds it.
     let mut rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }
@@ -45,7 +47,7 @@ pub async fn serve(
             _ = &mut stop => break,
             _ = tick.tick() => {
                 pipeline.tick(now_ns());
-                counters.kernel_drops.store(rx.get_ref().kernel_drops(), Relaxed);
+                counters.kernel_drops.fetch_add(rx.get_mut().new_kernel_drops(), Relaxed);
                 report.maybe_log(&counters);
             }
             ready = rx.readable_mut() => {
@@ -80,6 +82,6 @@ pub async fn serve(
     }
     counters
         .kernel_drops
-        .store(rx.get_ref().kernel_drops(), Relaxed);
-    Ok(pipeline.finish())
+        .fetch_add(rx.get_mut().new_kernel_drops(), Relaxed);
+    Ok(pipeline)
 }

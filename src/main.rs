@@ -18,7 +18,7 @@ use mirrorcap::capture::CaptureReader;
 use mirrorcap::config::Config;
 use mirrorcap::metrics::Counters;
 use mirrorcap::pipeline::Pipeline;
-use mirrorcap::socket::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER, Receiver};
+use mirrorcap::socket::Receiver;
 use mirrorcap::writer::Backlog;
 
 #[derive(Parser)]
@@ -87,6 +87,7 @@ fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -136,16 +137,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
-    let rx = Receiver::bind(cfg.listen, DEFAULT_RECV_BUFFER, DEFAULT_BATCH)?;
-    let addr = rx.local_addr().context("reading the bound address")?;
+    let workers = match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // The first socket fixes the port (port 0 in tests); the others join
+    // its SO_REUSEPORT group.
+    let first = Receiver::bind(cfg.listen, cfg.recv_buffer, cfg.batch, workers > 1)?;
+    let addr = first.local_addr().context("reading the bound address")?;
+    let mut receivers = vec![first];
+    for _ in 1..workers {
+        receivers.push(Receiver::bind(addr, cfg.recv_buffer, cfg.batch, true)?);
+    }
+    if workers > 1 {
+        receivers[0]
+            .steer_sessions(workers as u32)
+            .with_context(|| format!("steering sessions over {workers} sockets on {addr}"))?;
+    }
     let counters = Arc::new(Counters::default());
-    let pipeline = Pipeline::new(&cfg, counters, Backlog::Drop);
-    tracing::info!("listening on {addr}, writing under {}", cfg.dir.display());
+    let first = Pipeline::new(&cfg, counters.clone(), Backlog::Drop);
+    let mut pipelines: Vec<Pipeline> = (1..workers).map(|_| first.sibling()).collect();
+    pipelines.insert(0, first);
+    let rules_from = pipelines[0].sibling();
+    tracing::info!(
+        "listening on {addr}, writing under {}, {workers} worker(s)",
+        cfg.dir.display()
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    let mut work = receivers.into_iter().zip(pipelines);
+    let (rx0, p0) = work.next().expect("one worker at least");
+    for (i, (rx, p)) in work.enumerate() {
+        let mut stop = stop_rx.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("rx{}", i + 1))
+            .spawn(move || -> std::io::Result<Pipeline> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(mirrorcap::daemon::serve(rx, p, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }))
+            })
+            .context("starting a worker thread")?;
+        handles.push(h);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let summary = rt.block_on(async {
+    // Worker 0 runs on the main thread.
+    let p0 = rt.block_on(async {
         let stop = async {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -154,9 +197,21 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
             }
+            let _ = stop_tx.send(true);
         };
-        mirrorcap::daemon::serve(rx, pipeline, stop).await
+        mirrorcap::daemon::serve(rx0, p0, stop).await
     })?;
+    let mut sessions = p0.finish_sessions();
+    for h in handles {
+        let p = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+        sessions.extend(p.finish_sessions());
+    }
+    let rules = rules_from.rule_counts();
+    drop(rules_from.finish_sessions());
+    sessions.sort_by_key(|s| (s.vni, s.source));
+    let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, OutputConfig, SessionConfig};
 use crate::decode::decode;
-use crate::filter::{MirrorFilter, VniFilter};
-use crate::metrics::{Counters, Summary};
+use crate::filter::{MirrorFilter, RuleCount, VniFilter};
+use crate::metrics::{Counters, SessionSummary, Summary};
 use crate::session::{SessionKey, SessionTable};
 use crate::vxlan::{HEADER_LEN, Vxlan};
 use crate::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
@@ -70,6 +70,21 @@ impl Pipeline {
             output: cfg.output.clone(),
             sessions: SessionTable::new(output),
             counters,
+            next_sweep_ns: 0,
+        }
+    }
+
+    /// A pipeline for another worker thread: the same configuration,
+    /// counters and writer thread, its own sessions (a session is only ever
+    /// seen by one worker: see `socket.rs`).
+    pub fn sibling(&self) -> Pipeline {
+        Pipeline {
+            vnis: self.vnis.clone(),
+            filter: self.filter.clone(),
+            session_configs: self.session_configs.clone(),
+            output: self.output.clone(),
+            sessions: self.sessions.sibling(),
+            counters: self.counters.clone(),
             next_sweep_ns: 0,
         }
     }
@@ -146,8 +161,14 @@ impl Pipeline {
         self.next_sweep_ns = now_ns.saturating_add(NS);
     }
 
-    /// Flushes, closes and renames every file; returns the summary.
-    pub fn finish(self) -> Summary {
+    /// Closes this pipeline's files; returns its sessions' figures. The
+    /// last of a set of siblings to finish also waits for the writer.
+    pub fn finish_sessions(self) -> Vec<SessionSummary> {
+        self.sessions.finish()
+    }
+
+    /// Packets each configured rule decided (shared by siblings).
+    pub fn rule_counts(&self) -> Vec<RuleCount> {
         let mut rules = Vec::new();
         let filters = self.filter.iter().chain(
             self.session_configs
@@ -157,7 +178,14 @@ impl Pipeline {
         for f in filters {
             rules.extend(f.rule_counts());
         }
-        let sessions = self.sessions.finish();
-        Summary::from_counters(&self.counters, sessions, rules)
+        rules
+    }
+
+    /// Flushes, closes and renames every file; returns the summary.
+    pub fn finish(self) -> Summary {
+        let counters = self.counters.clone();
+        let rules = self.rule_counts();
+        let sessions = self.finish_sessions();
+        Summary::from_counters(&counters, sessions, rules)
     }
 }

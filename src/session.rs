@@ -133,6 +133,11 @@ pub struct SessionTable {
 }
 
 impl SessionTable {
+    /// A table for another worker, writing through the same writer thread.
+    pub fn sibling(&self) -> SessionTable {
+        SessionTable::new(self.output.sibling())
+    }
+
     pub fn new(output: Output) -> SessionTable {
         SessionTable {
             index: HashMap::new(),
@@ -160,7 +165,12 @@ impl SessionTable {
         if i == next {
             let (filter, extra) = config();
             self.sessions.push(Session::new(key, filter, extra));
-            tracing::info!(vni = key.vni, source = %key.source, "new mirror session");
+            tracing::info!(
+                vni = key.vni,
+                source = %key.source,
+                worker = std::thread::current().name().unwrap_or("-"),
+                "new mirror session"
+            );
         }
         self.last = Some((key, i));
         i

@@ -56,17 +56,21 @@ pub struct Receiver {
     /// `addrs` (heap memory that never moves): built once at bind.
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    /// Last SO_RXQ_OVFL value the kernel reported (cumulative).
+    /// Last SO_RXQ_OVFL value the kernel reported (cumulative), and the
+    /// part of it already counted.
     kernel_drops: u32,
+    kernel_drops_counted: u32,
 }
 
 impl Receiver {
     /// Binds `addr` and sets the socket options. `recv_buffer` is the
-    /// SO_RCVBUF size wanted.
+    /// SO_RCVBUF size wanted; `reuse_port` joins a SO_REUSEPORT group (one
+    /// socket per worker).
     pub fn bind(
         addr: SocketAddr,
         recv_buffer: usize,
         batch: usize,
+        reuse_port: bool,
     ) -> Result<Receiver, SocketError> {
         let domain = if addr.is_ipv4() {
             Domain::IPV4
@@ -88,6 +92,10 @@ impl Receiver {
         set_recv_buffer(&sock, recv_buffer);
         sock.set_nonblocking(true)
             .map_err(|e| opt("O_NONBLOCK", e))?;
+        if reuse_port {
+            sock.set_reuse_port(true)
+                .map_err(|e| opt("SO_REUSEPORT", e))?;
+        }
         sock.bind(&addr.into()).map_err(bind_err)?;
         let batch = batch.clamp(1, 1024);
         let mut r = Receiver {
@@ -100,6 +108,7 @@ impl Receiver {
             iovs: vec![unsafe { zeroed() }; batch],
             hdrs: vec![unsafe { zeroed() }; batch],
             kernel_drops: 0,
+            kernel_drops_counted: 0,
         };
         for i in 0..batch {
             r.iovs[i] = libc::iovec {
@@ -115,6 +124,89 @@ impl Receiver {
         Ok(r)
     }
 
+    /// Makes the kernel hand each mirror session to one socket of the
+    /// SO_REUSEPORT group of `workers` sockets: a classic BPF program
+    /// (SO_ATTACH_REUSEPORT_CBPF) picks the socket from the outer source
+    /// address plus the VXLAN VNI word, instead of the default 4-tuple
+    /// hash (AWS varies the outer source port per inner flow, which would
+    /// spread one session over every worker). So a session's packets stay
+    /// on one worker, in receive order, and go to one file set.
+    pub fn steer_sessions(&self, workers: u32) -> io::Result<()> {
+        const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+        let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        let prog = [
+            // A = IP version
+            ins(
+                (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
+                0,
+                0,
+                SKF_NET_OFF,
+            ),
+            ins(
+                (libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16,
+                0,
+                0,
+                4,
+            ),
+            ins(
+                (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                0,
+                2,
+                4,
+            ),
+            // IPv4: the source address
+            ins(
+                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                0,
+                0,
+                SKF_NET_OFF + 12,
+            ),
+            ins((libc::BPF_JMP | libc::BPF_JA) as u16, 0, 0, 1),
+            // IPv6: the last word of the source address
+            ins(
+                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                0,
+                0,
+                SKF_NET_OFF + 20,
+            ),
+            ins((libc::BPF_MISC | libc::BPF_TAX) as u16, 0, 0, 0),
+            // + VNI and reserved byte: UDP payload bytes 4..8
+            ins((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0, 0, 4),
+            ins(
+                (libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X) as u16,
+                0,
+                0,
+                0,
+            ),
+            ins(
+                (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+                0,
+                0,
+                workers,
+            ),
+            ins((libc::BPF_RET | libc::BPF_A) as u16, 0, 0, 0),
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid program for the duration of the call.
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&fprog as *const libc::sock_fprog).cast(),
+                size_of::<libc::sock_fprog>() as u32,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
@@ -123,10 +215,12 @@ impl Receiver {
         &self.sock
     }
 
-    /// The kernel's cumulative count of datagrams dropped for this socket
-    /// because its buffer was full, as last reported.
-    pub fn kernel_drops(&self) -> u64 {
-        u64::from(self.kernel_drops)
+    /// Datagrams the kernel dropped for this socket because its buffer was
+    /// full, reported since the last call.
+    pub fn new_kernel_drops(&mut self) -> u64 {
+        let new = self.kernel_drops.wrapping_sub(self.kernel_drops_counted);
+        self.kernel_drops_counted = self.kernel_drops;
+        u64::from(new)
     }
 
     /// One `recvmmsg` call without blocking. Calls `f` for each datagram;

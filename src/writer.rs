@@ -287,16 +287,27 @@ enum Command {
     Finish(mpsc::Sender<()>),
 }
 
-/// The receive side of the writer.
+/// The receive side of the writer. With several workers, each has its own
+/// `Output` (see [`Output::sibling`]) feeding the one writer thread.
 pub struct Output {
     commands: mpsc::Sender<Command>,
-    free: mpsc::Receiver<Vec<u8>>,
     current: Option<Vec<u8>>,
     backlog: Backlog,
-    next_id: u32,
     dir: Arc<Path>,
     template: Arc<OutputTemplate>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<OutputShared>,
+    /// Set once this handle has finished.
+    finished: bool,
+}
+
+/// What the handles of one writer thread share.
+struct OutputShared {
+    /// Free chunks; taken once per chunk, so the lock is cold.
+    free: std::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    next_id: std::sync::atomic::AtomicU32,
+    /// Handles not finished yet; the last to finish stops the thread.
+    live: std::sync::atomic::AtomicUsize,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Output {
@@ -329,13 +340,32 @@ impl Output {
             .expect("spawning the writer thread");
         Output {
             commands,
-            free,
             current: None,
             backlog,
-            next_id: 0,
             dir: Arc::from(dir),
             template: Arc::new(template),
-            thread: Some(thread),
+            shared: Arc::new(OutputShared {
+                free: std::sync::Mutex::new(free),
+                next_id: std::sync::atomic::AtomicU32::new(0),
+                live: std::sync::atomic::AtomicUsize::new(1),
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+            finished: false,
+        }
+    }
+
+    /// Another handle on the same writer thread and chunk pool, for another
+    /// worker.
+    pub fn sibling(&self) -> Output {
+        self.shared.live.fetch_add(1, Relaxed);
+        Output {
+            commands: self.commands.clone(),
+            current: None,
+            backlog: self.backlog,
+            dir: self.dir.clone(),
+            template: self.template.clone(),
+            shared: self.shared.clone(),
+            finished: false,
         }
     }
 
@@ -343,8 +373,7 @@ impl Output {
     /// header. The writer thread picks the next free `{seq}` if the name is
     /// taken (a restart within the same second).
     pub fn open(&mut self, session: usize, fields: PathFields, header: Vec<u8>) -> FileId {
-        let id = FileId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = FileId(self.shared.next_id.fetch_add(1, Relaxed));
         let _ = self.commands.send(Command::Open {
             id,
             session,
@@ -376,9 +405,10 @@ impl Output {
             self.send_current();
         }
         if self.current.is_none() {
+            let free = self.shared.free.lock().unwrap_or_else(|e| e.into_inner());
             self.current = match self.backlog {
-                Backlog::Drop => self.free.try_recv().ok(),
-                Backlog::Wait => self.free.recv().ok(),
+                Backlog::Drop => free.try_recv().ok(),
+                Backlog::Wait => free.recv().ok(),
             };
         }
         let Some(c) = self.current.as_mut() else {
@@ -418,13 +448,32 @@ impl Output {
         self.finish_inner();
     }
 
+    /// Flushes; the last handle to finish also closes every file and ends
+    /// the writer thread.
     fn finish_inner(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         self.flush();
+        if self
+            .shared
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            != 1
+        {
+            return;
+        }
         let (tx, rx) = mpsc::channel();
         if self.commands.send(Command::Finish(tx)).is_ok() {
             let _ = rx.recv();
         }
-        if let Some(t) = self.thread.take() {
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
@@ -432,9 +481,7 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.finish_inner();
-        }
+        self.finish_inner();
     }
 }
 

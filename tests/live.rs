@@ -161,3 +161,70 @@ fn idle_session_closes_its_file() {
         "{files:?}"
     );
 }
+
+/// `workers = 2`: two sockets in a SO_REUSEPORT group. Each session's
+/// datagrams come from several source ports (AWS varies the outer source
+/// port per inner flow), yet all of them land in one file, in order.
+#[test]
+fn workers_keep_each_session_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "workers = 2\n").unwrap();
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(d.stderr.lock().unwrap().contains("2 worker(s)"));
+    let sources = ["127.0.0.2", "127.0.0.3"];
+    let socks: Vec<Vec<UdpSocket>> = sources
+        .iter()
+        .map(|s| (0..4).map(|_| UdpSocket::bind((*s, 0)).unwrap()).collect())
+        .collect();
+    let vnis = [11u32, 12, 13, 14];
+    let mut want: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
+    for seq in 0..16_000u64 {
+        let src = (seq % 2) as usize;
+        let vni = vnis[(seq / 2 % 4) as usize];
+        let frame = inner_frame(seq, 100 + (seq as usize % 300));
+        let mut dgram = vxlan_header(vni).to_vec();
+        dgram.extend_from_slice(&frame);
+        socks[src][(seq / 8 % 4) as usize]
+            .send_to(&dgram, d.addr)
+            .unwrap();
+        want.entry((vni, sources[src].to_string()))
+            .or_default()
+            .push(md5_hex(&frame));
+        if seq % 500 == 499 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 16_000, "{err}");
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 8, "one file per session: {files:?}");
+    // Both workers got sessions.
+    let on = |w: &str| {
+        err.lines()
+            .filter(|l| l.contains("new mirror session") && l.contains(w))
+            .count()
+    };
+    assert_eq!(on("worker=\"main\"") + on("worker=\"rx1\""), 8, "{err}");
+    assert!(
+        on("worker=\"main\"") > 0 && on("worker=\"rx1\"") > 0,
+        "{err}"
+    );
+    let got = output_by_session(&dir);
+    for (key, frames) in &want {
+        let md5s: Vec<&String> = got[key].iter().map(|r| &r.3).collect();
+        assert_eq!(md5s.len(), frames.len(), "{key:?}");
+        assert!(
+            md5s.iter().zip(frames).all(|(a, b)| *a == b),
+            "{key:?}: out of order"
+        );
+    }
+}
