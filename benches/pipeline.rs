@@ -22,7 +22,20 @@ fn datagram(len: usize, seq: u32) -> Vec<u8> {
     let mut d = vec![0x08, 0, 0, 0, 0, 0, 100, 0];
     d.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
     let ip_len = (len - 14) as u16;
-    d.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    d.extend_from_slice(&[
+        0x45,
+        0,
+        (ip_len >> 8) as u8,
+        ip_len as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
     d.extend_from_slice(&[10, 0, 1, 5, 192, 0, 2, (seq % 200) as u8]);
     d.extend_from_slice(&[0x9c, 0x40, 0x01, 0xbb]);
     d.extend_from_slice(&seq.to_be_bytes());
@@ -77,7 +90,12 @@ fn stages(c: &mut Criterion) {
                     if filter.evaluate(&decoded, frame, wire, &own).is_err() {
                         continue;
                     }
-                    let h = RecordHeader::new(OutputFormat::Pcap, 1_764_000_000_000_000_000, frame.len() as u32, wire as u32);
+                    let h = RecordHeader::new(
+                        OutputFormat::Pcap,
+                        1_764_000_000_000_000_000,
+                        frame.len() as u32,
+                        wire as u32,
+                    );
                     if chunk.len() + frame.len() + 32 > chunk.capacity() {
                         chunk.clear();
                     }

@@ -164,6 +164,12 @@ impl<R: Read> CaptureReader<R> {
         Ok(big_endian)
     }
 
+    /// Bytes read so far: after `next_record` returned a record, the offset
+    /// just past it.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// The next record, `Ok(None)` at a clean end of input.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
         match self.format {

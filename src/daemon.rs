@@ -32,6 +32,7 @@ pub async fn serve(
     rx: Receiver,
     mut pipeline: Pipeline,
     stop: impl Future<Output = ()>,
+    mut reload: tokio::sync::watch::Receiver<Option<std::sync::Arc<crate::config::Config>>>,
 ) -> io::Result<Pipeline> {
     // SAFETY: the Receiver owns the socket, so its fd stays open and the
     // same for as long as the AsyncFd holds it.
@@ -45,6 +46,12 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Ok(()) = reload.changed() => {
+                let cfg = reload.borrow_and_update().clone();
+                if let Some(cfg) = cfg {
+                    pipeline.reconfigure(&cfg);
+                }
+            }
             _ = tick.tick() => {
                 pipeline.tick(now_ns());
                 counters.kernel_drops.fetch_add(rx.get_mut().new_kernel_drops(), Relaxed);

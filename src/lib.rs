@@ -19,6 +19,7 @@ pub mod decode;
 pub mod filter;
 pub mod format;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod replay;
 pub mod session;

@@ -113,13 +113,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging("info");
             let mut cfg = load(config.as_ref())?;
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if let Some(d) = dir {
-                cfg.dir = d;
-            }
-            run_daemon(cfg)
+            let overrides = Overrides { listen, dir };
+            overrides.apply(&mut cfg);
+            run_daemon(cfg, config, overrides)
         }
         Command::Replay {
             config,
@@ -136,7 +132,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+/// Command-line values that win over the config file, also on reload.
+#[derive(Clone)]
+struct Overrides {
+    listen: Option<SocketAddr>,
+    dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(d) = &self.dir {
+            cfg.dir = d.clone();
+        }
+    }
+}
+
+/// SIGHUP: reads the config file again. An invalid file is logged and the
+/// running config kept; settings that need a restart are reported.
+fn reload(path: Option<&PathBuf>, overrides: &Overrides, running: &Config) -> Option<Config> {
+    let Some(path) = path else {
+        tracing::warn!(
+            "SIGHUP: running on the embedded default config; there is no file to reload"
+        );
+        return None;
+    };
+    let mut cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: config not reloaded, the running one stays: {e}");
+            return None;
+        }
+    };
+    overrides.apply(&mut cfg);
+    let restart: Vec<&str> = [
+        ("listen", cfg.listen != running.listen),
+        ("dir", cfg.dir != running.dir),
+        ("workers", cfg.workers != running.workers),
+        ("recv_buffer", cfg.recv_buffer != running.recv_buffer),
+        ("batch", cfg.batch != running.batch),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !restart.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {} changed in {}; that takes a restart, the running value stays",
+            restart.join(", "),
+            path.display()
+        );
+    }
+    tracing::info!("SIGHUP: reloaded {}", path.display());
+    Some(cfg)
+}
+
+fn run_daemon(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<ExitCode> {
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -158,27 +214,29 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
     let first = Pipeline::new(&cfg, counters.clone(), Backlog::Drop);
     let mut pipelines: Vec<Pipeline> = (1..workers).map(|_| first.sibling()).collect();
     pipelines.insert(0, first);
-    let rules_from = pipelines[0].sibling();
-    tracing::info!(
-        "listening on {addr}, writing under {}, {workers} worker(s)",
-        cfg.dir.display()
-    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, reload_rx) = tokio::sync::watch::channel::<Option<Arc<Config>>>(None);
     let mut handles = Vec::new();
     let mut work = receivers.into_iter().zip(pipelines);
     let (rx0, p0) = work.next().expect("one worker at least");
     for (i, (rx, p)) in work.enumerate() {
         let mut stop = stop_rx.clone();
+        let reload_rx = reload_rx.clone();
         let h = std::thread::Builder::new()
             .name(format!("rx{}", i + 1))
             .spawn(move || -> std::io::Result<Pipeline> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(mirrorcap::daemon::serve(rx, p, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }))
+                rt.block_on(mirrorcap::daemon::serve(
+                    rx,
+                    p,
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    reload_rx,
+                ))
             })
             .context("starting a worker thread")?;
         handles.push(h);
@@ -187,20 +245,74 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    // Worker 0 runs on the main thread.
+    // Signal handlers go in before `listening on` is logged, so a SIGTERM
+    // right after that line stops the daemon cleanly.
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        )
+    };
+    tracing::info!(
+        "listening on {addr}, writing under {}, {workers} worker(s)",
+        cfg.dir.display()
+    );
+    // Worker 0 runs on the main thread, beside the systemd status task.
+    let mut notifier = mirrorcap::notify::Notifier::from_env();
+    notifier.ready(&format!("listening on {addr}"));
+    let status_counters = counters.clone();
     let p0 = rt.block_on(async {
+        let status = async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut last = (std::time::Instant::now(), 0u64);
+            loop {
+                tick.tick().await;
+                let c = &status_counters;
+                let n = c
+                    .datagrams_received
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let pps = (n - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+                last = (std::time::Instant::now(), n);
+                notifier.tick(&format!(
+                    "{pps:.0} datagrams/s, {} sessions, {} frames written, {} dropped",
+                    c.sessions.load(std::sync::atomic::Ordering::Relaxed),
+                    c.frames_written.load(std::sync::atomic::Ordering::Relaxed),
+                    c.total_drops() + c.kernel_drops.load(std::sync::atomic::Ordering::Relaxed),
+                ));
+            }
+        };
         let stop = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            let mut running = cfg.clone();
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+                    _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
+                    _ = hup.recv() => {
+                        if let Some(mut new) = reload(config_path.as_ref(), &overrides, &running) {
+                            // Socket settings stay as they are until a restart.
+                            new.listen = running.listen;
+                            new.dir = running.dir.clone();
+                            new.workers = running.workers;
+                            new.recv_buffer = running.recv_buffer;
+                            new.batch = running.batch;
+                            let _ = reload_tx.send(Some(Arc::new(new.clone())));
+                            running = new;
+                        }
+                    }
+                }
             }
             let _ = stop_tx.send(true);
         };
-        mirrorcap::daemon::serve(rx0, p0, stop).await
+        tokio::select! {
+            r = mirrorcap::daemon::serve(rx0, p0, stop, reload_rx) => r,
+            _ = status => unreachable!("the status task never ends"),
+        }
     })?;
+    mirrorcap::notify::Notifier::from_env().stopping();
+    let rules = p0.rule_counts();
     let mut sessions = p0.finish_sessions();
     for h in handles {
         let p = h
@@ -208,8 +320,6 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
             .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
         sessions.extend(p.finish_sessions());
     }
-    let rules = rules_from.rule_counts();
-    drop(rules_from.finish_sessions());
     sessions.sort_by_key(|s| (s.vni, s.source));
     let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");

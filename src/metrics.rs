@@ -157,6 +157,8 @@ pub struct Counters {
     /// Datagrams the kernel dropped because the socket buffer was full
     /// (SO_RXQ_OVFL): never seen by the pipeline, so not in `drops`.
     pub kernel_drops: AtomicU64,
+    /// Mirror sessions seen.
+    pub sessions: AtomicU64,
     /// Capture files opened, rotated (closed and renamed), deleted by retention.
     pub files_opened: AtomicU64,
     pub files_closed: AtomicU64,

@@ -32,6 +32,30 @@ pub struct RecvMeta {
     pub orig_len: usize,
 }
 
+/// The filter and extra addresses of a session: its `[[session]]` entry
+/// (one naming its source first, then one for its VNI alone), else
+/// `[filter]`.
+fn session_settings(
+    global: &Option<Arc<MirrorFilter>>,
+    configs: &[SessionConfig],
+    key: SessionKey,
+) -> (Option<Arc<MirrorFilter>>, Vec<ipnet::IpNet>) {
+    match configs
+        .iter()
+        .find(|s| s.vni == key.vni && s.source == Some(key.source))
+        .or_else(|| {
+            configs
+                .iter()
+                .find(|s| s.vni == key.vni && s.source.is_none())
+        }) {
+        Some(sc) => (
+            sc.filter.clone().or_else(|| global.clone()),
+            sc.addresses.clone(),
+        ),
+        None => (global.clone(), Vec::new()),
+    }
+}
+
 /// Nanoseconds in a second.
 const NS: u64 = 1_000_000_000;
 
@@ -53,6 +77,7 @@ impl Pipeline {
     /// `max_total_bytes`. `backlog` says what to do when the disk is
     /// behind: drop and count (live) or wait (replay).
     pub fn new(cfg: &Config, counters: Arc<Counters>, backlog: Backlog) -> Pipeline {
+        crate::writer::recover_parts(&cfg.dir);
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
         retention.scan_existing(&cfg.dir);
         let output = Output::spawn(
@@ -68,7 +93,7 @@ impl Pipeline {
             filter: cfg.filter.clone(),
             session_configs: cfg.sessions.clone(),
             output: cfg.output.clone(),
-            sessions: SessionTable::new(output),
+            sessions: SessionTable::new(output, counters.clone()),
             counters,
             next_sweep_ns: 0,
         }
@@ -122,19 +147,9 @@ impl Pipeline {
             vni,
         };
         let (global, configs) = (&self.filter, &self.session_configs);
-        let i = self.sessions.lookup(key, || {
-            match configs
-                .iter()
-                .find(|s| s.vni == vni && s.source == Some(key.source))
-                .or_else(|| configs.iter().find(|s| s.vni == vni && s.source.is_none()))
-            {
-                Some(sc) => (
-                    sc.filter.clone().or_else(|| global.clone()),
-                    sc.addresses.clone(),
-                ),
-                None => (global.clone(), Vec::new()),
-            }
-        });
+        let i = self
+            .sessions
+            .lookup(key, || session_settings(global, configs, key));
         let session = self.sessions.get_mut(i);
         if let Some(f) = &session.filter
             && let Err(reason) = f.evaluate(&decoded, frame, wire_len, &session.own)
@@ -145,6 +160,20 @@ impl Pipeline {
         let cap = frame.len().min(self.output.snaplen as usize);
         self.sessions
             .write(i, ts, &frame[..cap], wire_len, &self.output, &self.counters);
+    }
+
+    /// Applies a reloaded configuration: VNI lists, filters, output
+    /// settings and retention. Open files are closed and renamed; the next
+    /// packet of each session opens a file with the new settings. (The
+    /// listen address, workers and socket settings need a restart.)
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.vnis = cfg.vnis.clone();
+        self.filter = cfg.filter.clone();
+        self.session_configs = cfg.sessions.clone();
+        self.output = cfg.output.clone();
+        let (global, configs) = (&self.filter, &self.session_configs);
+        self.sessions
+            .reconfigure(&self.output, |key| session_settings(global, configs, key));
     }
 
     /// Closes idle sessions' files and ended time slots, as of `now_ns`.

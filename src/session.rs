@@ -130,20 +130,22 @@ pub struct SessionTable {
     /// The last key looked up: mirrored traffic comes in runs of one session.
     last: Option<(SessionKey, usize)>,
     output: Output,
+    counters: Arc<Counters>,
 }
 
 impl SessionTable {
     /// A table for another worker, writing through the same writer thread.
     pub fn sibling(&self) -> SessionTable {
-        SessionTable::new(self.output.sibling())
+        SessionTable::new(self.output.sibling(), self.counters.clone())
     }
 
-    pub fn new(output: Output) -> SessionTable {
+    pub fn new(output: Output, counters: Arc<Counters>) -> SessionTable {
         SessionTable {
             index: HashMap::new(),
             sessions: Vec::new(),
             last: None,
             output,
+            counters,
         }
     }
 
@@ -165,6 +167,9 @@ impl SessionTable {
         if i == next {
             let (filter, extra) = config();
             self.sessions.push(Session::new(key, filter, extra));
+            self.counters
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 vni = key.vni,
                 source = %key.source,
@@ -288,6 +293,26 @@ impl SessionTable {
                 self.close(i);
             }
         }
+        self.output.flush();
+    }
+
+    /// A reloaded config: every open file is closed (the next packet opens
+    /// one with the new output settings) and every session gets its filter
+    /// and addresses again.
+    pub fn reconfigure(
+        &mut self,
+        out: &OutputConfig,
+        mut config: impl FnMut(SessionKey) -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
+    ) {
+        for i in 0..self.sessions.len() {
+            self.close(i);
+            let s = &mut self.sessions[i];
+            let (filter, extra) = config(s.key);
+            s.filter = filter;
+            s.own.extra = extra;
+        }
+        self.output
+            .reconfigure(out.template.clone(), out.max_files, out.max_total_bytes);
         self.output.flush();
     }
 

@@ -268,9 +268,12 @@ pub enum Backlog {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId(u32);
 
-/// Bytes before each record in a chunk: file id, record length, frame
-/// length (for the written-bytes counter).
-const ENTRY_PREFIX: usize = 12;
+/// Bytes before each run of records of one file in a chunk: file id, run
+/// length, frames in the run and their bytes (for the counters). Records
+/// that follow each other for the same file extend the run, so the writer
+/// writes one contiguous slice per run (one for a whole chunk of a single
+/// busy session) instead of one per record.
+const ENTRY_PREFIX: usize = 16;
 
 enum Command {
     Open {
@@ -283,6 +286,8 @@ enum Command {
     },
     Data(Vec<u8>),
     Close(FileId),
+    /// A reloaded config's retention limits.
+    SetRetention(Option<u32>, Option<u64>),
     /// Closing time: the writer thread answers on the channel, then ends.
     Finish(mpsc::Sender<()>),
 }
@@ -292,6 +297,8 @@ enum Command {
 pub struct Output {
     commands: mpsc::Sender<Command>,
     current: Option<Vec<u8>>,
+    /// Where the prefix of the current chunk's last run is, and its file.
+    last_run: Option<(usize, FileId)>,
     backlog: Backlog,
     dir: Arc<Path>,
     template: Arc<OutputTemplate>,
@@ -341,6 +348,7 @@ impl Output {
         Output {
             commands,
             current: None,
+            last_run: None,
             backlog,
             dir: Arc::from(dir),
             template: Arc::new(template),
@@ -361,6 +369,7 @@ impl Output {
         Output {
             commands: self.commands.clone(),
             current: None,
+            last_run: None,
             backlog: self.backlog,
             dir: self.dir.clone(),
             template: self.template.clone(),
@@ -414,9 +423,22 @@ impl Output {
         let Some(c) = self.current.as_mut() else {
             return Err(DropReason::WriteBacklog);
         };
-        c.extend_from_slice(&id.0.to_le_bytes());
-        c.extend_from_slice(&(len as u32).to_le_bytes());
-        c.extend_from_slice(&(frame_len as u32).to_le_bytes());
+        match self.last_run {
+            Some((at, run_id)) if run_id == id => {
+                let word = |c: &[u8], o: usize| u32::from_le_bytes(c[o..o + 4].try_into().unwrap());
+                let (run_len, frames, bytes) = (word(c, at + 4), word(c, at + 8), word(c, at + 12));
+                c[at + 4..at + 8].copy_from_slice(&(run_len + len as u32).to_le_bytes());
+                c[at + 8..at + 12].copy_from_slice(&(frames + 1).to_le_bytes());
+                c[at + 12..at + 16].copy_from_slice(&(bytes + frame_len as u32).to_le_bytes());
+            }
+            _ => {
+                self.last_run = Some((c.len(), id));
+                c.extend_from_slice(&id.0.to_le_bytes());
+                c.extend_from_slice(&(len as u32).to_le_bytes());
+                c.extend_from_slice(&1u32.to_le_bytes());
+                c.extend_from_slice(&(frame_len as u32).to_le_bytes());
+            }
+        }
         for p in parts {
             c.extend_from_slice(p);
         }
@@ -431,9 +453,24 @@ impl Output {
     }
 
     fn send_current(&mut self) {
+        self.last_run = None;
         if let Some(c) = self.current.take() {
             let _ = self.commands.send(Command::Data(c));
         }
+    }
+
+    /// A reloaded config: new files use `template`; the writer applies the
+    /// new retention limits.
+    pub fn reconfigure(
+        &mut self,
+        template: OutputTemplate,
+        max_files: Option<u32>,
+        max_total_bytes: Option<u64>,
+    ) {
+        self.template = Arc::new(template);
+        let _ = self
+            .commands
+            .send(Command::SetRetention(max_files, max_total_bytes));
     }
 
     /// Queues closing (and renaming) a file, after its records.
@@ -511,8 +548,8 @@ struct Disk {
     counters: Arc<Counters>,
     free: mpsc::Sender<Vec<u8>>,
     error_log: LogLimiter,
-    /// Per chunk: (file, start, len, frame bytes) of each record, reused.
-    iov_ranges: Vec<(FileId, usize, usize, usize)>,
+    /// Per chunk: (file, start, len, frames, frame bytes) of each run, reused.
+    iov_ranges: Vec<(FileId, usize, usize, usize, usize)>,
 }
 
 impl Disk {
@@ -534,6 +571,12 @@ impl Disk {
                     let _ = self.free.send(chunk);
                 }
                 Command::Close(id) => self.close(id),
+                Command::SetRetention(files, bytes) => {
+                    self.retention.set_limits(files, bytes);
+                    let open: u64 = self.files.values().map(|f| f.good_len).sum();
+                    let n = self.retention.enforce_total(open);
+                    self.counters.files_deleted.fetch_add(n, Relaxed);
+                }
                 Command::Finish(done) => {
                     let ids: Vec<FileId> = self.files.keys().copied().collect();
                     for id in ids {
@@ -601,8 +644,9 @@ impl Disk {
             let word = |o: usize| u32::from_le_bytes(chunk[o..o + 4].try_into().unwrap()) as usize;
             let id = FileId(word(at) as u32);
             let len = word(at + 4);
-            let frame = word(at + 8);
-            ranges.push((id, at + ENTRY_PREFIX, len, frame));
+            let frames = word(at + 8);
+            let bytes = word(at + 12);
+            ranges.push((id, at + ENTRY_PREFIX, len, frames, bytes));
             at += ENTRY_PREFIX + len;
         }
         // Group by file, keeping each file's records in order.
@@ -625,8 +669,13 @@ impl Disk {
         }
     }
 
-    fn write_records(&mut self, id: FileId, chunk: &[u8], recs: &[(FileId, usize, usize, usize)]) {
-        let frames = recs.len() as u64;
+    fn write_records(
+        &mut self,
+        id: FileId,
+        chunk: &[u8],
+        recs: &[(FileId, usize, usize, usize, usize)],
+    ) {
+        let frames: u64 = recs.iter().map(|r| r.3 as u64).sum();
         let Some(f) = self.files.get_mut(&id) else {
             self.counters.count_drops(DropReason::WriteError, frames);
             return;
@@ -641,7 +690,7 @@ impl Disk {
         for batch in recs.chunks(512) {
             let iov: Vec<IoSlice> = batch
                 .iter()
-                .map(|&(_, start, len, _)| IoSlice::new(&chunk[start..start + len]))
+                .map(|&(_, start, len, _, _)| IoSlice::new(&chunk[start..start + len]))
                 .collect();
             result = write_at_end(f, &iov);
             if result.is_err() {
@@ -650,7 +699,7 @@ impl Disk {
         }
         match result {
             Ok(()) => {
-                let bytes: usize = recs.iter().map(|r| r.3).sum();
+                let bytes: usize = recs.iter().map(|r| r.4).sum();
                 self.counters.frames_written.fetch_add(frames, Relaxed);
                 self.counters
                     .frame_bytes_written
@@ -772,6 +821,92 @@ fn create_file(
             Err(source) => return Err(WriterError::Create { path: part, source }),
         }
     }
+}
+
+/// What crash recovery did with one leftover `.part` file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recovered {
+    /// Cut to its last whole record (`kept` bytes, `records` records) and
+    /// renamed to `path`.
+    Renamed {
+        path: PathBuf,
+        kept: u64,
+        records: u64,
+    },
+    /// Not even a whole file header: deleted.
+    Deleted(PathBuf),
+}
+
+/// After a crash or power loss: every `*.part` file under `dir` (left by a
+/// writer that did not close it) is cut to its last whole record and
+/// renamed to its final name, so it opens without a warning. Runs before
+/// the writer starts, so no file of this run can be mistaken for one.
+pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
+    let mut done = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "part") => {
+                    if let Some(r) = recover_one(&p) {
+                        done.push(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    done.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    done
+}
+
+fn recover_one(part: &Path) -> Option<Recovered> {
+    let final_path = part.with_extension("");
+    let file = File::open(part).ok()?;
+    let mut r = match crate::capture::CaptureReader::new(io::BufReader::new(file), "") {
+        Ok(r) => r,
+        Err(_) => {
+            return match fs::remove_file(part) {
+                Ok(()) => {
+                    tracing::warn!(path = %part.display(), "recovery: no whole file header; deleted");
+                    Some(Recovered::Deleted(part.to_path_buf()))
+                }
+                Err(e) => {
+                    tracing::error!(path = %part.display(), error = %e, "recovery: cannot delete");
+                    None
+                }
+            };
+        }
+    };
+    let mut kept = r.offset();
+    let mut records = 0;
+    while let Ok(Some(_)) = r.next_record() {
+        records += 1;
+        kept = r.offset();
+    }
+    drop(r);
+    let cut = OpenOptions::new()
+        .write(true)
+        .open(part)
+        .and_then(|f| f.set_len(kept));
+    if let Err(e) = cut.and_then(|_| fs::rename(part, &final_path)) {
+        tracing::error!(path = %part.display(), error = %e, "recovery: cannot cut and rename");
+        return None;
+    }
+    tracing::warn!(
+        path = %final_path.display(),
+        records,
+        bytes = kept,
+        "recovery: a capture file left open by an earlier run was cut to its last whole record and renamed"
+    );
+    Some(Recovered::Renamed {
+        path: final_path,
+        kept,
+        records,
+    })
 }
 
 /// A closed file that retention may delete.

@@ -405,9 +405,15 @@ impl Daemon {
     /// Starts `mirrorcap run --listen 127.0.0.1:0 ARGS` and waits for its
     /// `listening on` line.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Like `start`, with environment variables set for the daemon.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.envs(env.iter().copied());
         cmd.stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
@@ -435,6 +441,20 @@ impl Daemon {
             addr: addr.parse().unwrap(),
             stderr,
         }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn stderr_now(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGKILL, then wait.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait; returns (exit code, seconds it took, stderr).
