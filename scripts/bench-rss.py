@@ -9,7 +9,7 @@ Loopback only, bounded traffic.
 
 usage: scripts/bench-rss.py [path/to/mirrorcap]
 """
-import os, re, shutil, signal, socket, subprocess, sys, time
+import os, re, shutil, signal, socket, subprocess, sys, threading, time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/mirrorcap"
 PER_SESSION = 200
@@ -37,6 +37,10 @@ def run(n):
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         if m:
             port = int(m.group(1))
+    # Drain stderr while sending, so the daemon never blocks on the pipe.
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.2", 0))
     body = frame(0, 1400)
@@ -53,9 +57,14 @@ def run(n):
         status = f.read()
     hwm = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
     p.send_signal(signal.SIGTERM)
-    err = p.stderr.read()
     p.wait()
+    reader.join()
+    err = "".join(lines)
     written = re.search(r"(\d+) frames written", err).group(1)
+    drops = re.findall(r"^\s+(\d+) (?:dropped|skipped) (\S+)", err, re.M)
+    kernel = re.search(r"(\d+) datagrams dropped by kernel", err).group(1)
+    if drops or kernel != "0":
+        print(f"  N={n}: kernel drops {kernel}, mirrorcap drops {drops}", file=sys.stderr)
     files = sum(len(fs) for _, _, fs in os.walk(out))
     shutil.rmtree(out, ignore_errors=True)
     return hwm, sent, int(written), files

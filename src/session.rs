@@ -123,6 +123,9 @@ impl Session {
     }
 }
 
+/// New sessions logged at info level per worker.
+const LOGGED_SESSIONS: usize = 64;
+
 /// Every session seen, and the files they write.
 pub struct SessionTable {
     index: HashMap<SessionKey, usize>,
@@ -170,12 +173,23 @@ impl SessionTable {
             self.counters
                 .sessions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                vni = key.vni,
-                source = %key.source,
-                worker = std::thread::current().name().unwrap_or("-"),
-                "new mirror session"
-            );
+            // The first sessions are logged at info; after that at debug, so
+            // a flood of new sources (spoofed or not) cannot flood the log.
+            if self.sessions.len() <= LOGGED_SESSIONS {
+                tracing::info!(
+                    vni = key.vni,
+                    source = %key.source,
+                    worker = std::thread::current().name().unwrap_or("-"),
+                    "new mirror session"
+                );
+                if self.sessions.len() == LOGGED_SESSIONS {
+                    tracing::info!(
+                        "{LOGGED_SESSIONS} sessions on this worker: further new sessions are logged at debug level"
+                    );
+                }
+            } else {
+                tracing::debug!(vni = key.vni, source = %key.source, "new mirror session");
+            }
         }
         self.last = Some((key, i));
         i
@@ -293,7 +307,7 @@ impl SessionTable {
                 self.close(i);
             }
         }
-        self.output.flush();
+        self.output.flush_to_disk();
     }
 
     /// A reloaded config: every open file is closed (the next packet opens

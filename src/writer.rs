@@ -11,8 +11,10 @@
 //!
 //! Memory is bounded whatever the number of sessions: records of every
 //! session go into shared chunks ([`CHUNK_LEN`] each, a fixed pool of
-//! them); the writer thread writes each full chunk with one `writev` per
-//! file it touches, and returns it to the pool. When the disk is slower than
+//! them), where consecutive records of one file form a run; the writer
+//! thread writes long runs straight to their file and stages short ones
+//! (sessions interleaved) per file, within [`STAGING_BUDGET`] shared by the
+//! open files, so a file is written in large writes either way. When the disk is slower than
 //! the traffic and no chunk is free, the live daemon drops the record and
 //! counts it (`write_backlog`) instead of blocking the socket; replay waits.
 //! A chunk that is not full is sent once a second, so files are at most
@@ -42,6 +44,9 @@ use crate::metrics::{Counters, DropReason, LogLimiter};
 pub const CHUNK_LEN: usize = 1 << 20;
 /// Chunks in the pool: the most record bytes in flight.
 pub const DEFAULT_CHUNKS: usize = 16;
+/// What the writer may stage for files whose records arrive interleaved
+/// with other sessions' (shared by the open files).
+pub const STAGING_BUDGET: usize = 16 << 20;
 
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
@@ -286,6 +291,8 @@ enum Command {
     },
     Data(Vec<u8>),
     Close(FileId),
+    /// Write what is staged for every file (once a second).
+    FlushFiles,
     /// A reloaded config's retention limits.
     SetRetention(Option<u32>, Option<u64>),
     /// Closing time: the writer thread answers on the channel, then ends.
@@ -452,6 +459,14 @@ impl Output {
         }
     }
 
+    /// Hands over the current chunk and has the writer write every file's
+    /// staged records: called once a second, so files are at most about a
+    /// second behind.
+    pub fn flush_to_disk(&mut self) {
+        self.flush();
+        let _ = self.commands.send(Command::FlushFiles);
+    }
+
     fn send_current(&mut self) {
         self.last_run = None;
         if let Some(c) = self.current.take() {
@@ -532,6 +547,11 @@ struct DiskFile {
     good_len: u64,
     session: usize,
     header: Vec<u8>,
+    /// Records staged for this file when its runs are short (many sessions
+    /// interleaved), so it is written in large writes, not one per record;
+    /// `staged` counts its frames and their bytes for the counters.
+    buf: Vec<u8>,
+    staged: (u64, u64),
     /// When creating it failed: what to create, and when to try again.
     retry: Option<(
         Arc<Path>,
@@ -577,6 +597,7 @@ impl Disk {
                     let n = self.retention.enforce_total(open);
                     self.counters.files_deleted.fetch_add(n, Relaxed);
                 }
+                Command::FlushFiles => self.flush_all(),
                 Command::Finish(done) => {
                     let ids: Vec<FileId> = self.files.keys().copied().collect();
                     for id in ids {
@@ -605,6 +626,8 @@ impl Disk {
             good_len: 0,
             session,
             header,
+            buf: Vec::new(),
+            staged: (0, 0),
             retry: Some((dir, template, fields, std::time::Instant::now())),
         };
         if let Err(e) = Self::create(&mut f, &self.counters) {
@@ -669,12 +692,19 @@ impl Disk {
         }
     }
 
+    /// The staging size per file: the budget shared by the open files, at
+    /// least 16 KiB, at most 1 MiB.
+    fn stage_cap(&self) -> usize {
+        (STAGING_BUDGET / self.files.len().max(1)).clamp(16 << 10, 1 << 20)
+    }
+
     fn write_records(
         &mut self,
         id: FileId,
         chunk: &[u8],
         recs: &[(FileId, usize, usize, usize, usize)],
     ) {
+        let cap = self.stage_cap();
         let frames: u64 = recs.iter().map(|r| r.3 as u64).sum();
         let Some(f) = self.files.get_mut(&id) else {
             self.counters.count_drops(DropReason::WriteError, frames);
@@ -686,33 +716,93 @@ impl Disk {
             self.fail(&e, frames);
             return;
         }
-        let mut result = Ok(());
-        for batch in recs.chunks(512) {
-            let iov: Vec<IoSlice> = batch
-                .iter()
-                .map(|&(_, start, len, _, _)| IoSlice::new(&chunk[start..start + len]))
-                .collect();
-            result = write_at_end(f, &iov);
-            if result.is_err() {
-                break;
+        for &(_, start, len, n, bytes) in recs {
+            let run = &chunk[start..start + len];
+            if f.buf.len() + len > cap {
+                let r = Self::flush_file(f, &self.counters);
+                if let Err((e, lost)) = r {
+                    let lost = lost + n as u64 + Self::frames_after(recs, start);
+                    self.fail(&e, lost);
+                    return;
+                }
+                if f.buf.capacity() > 2 * cap {
+                    // More files are open than when it grew: give the
+                    // memory back to the budget.
+                    f.buf.shrink_to(cap);
+                }
+            }
+            if len >= cap {
+                // A long run (one busy session) goes straight to the file.
+                match write_at_end(f, &[IoSlice::new(run)]) {
+                    Ok(()) => {
+                        self.counters.frames_written.fetch_add(n as u64, Relaxed);
+                        self.counters
+                            .frame_bytes_written
+                            .fetch_add(bytes as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        self.fail(&e, n as u64 + Self::frames_after(recs, start));
+                        return;
+                    }
+                }
+            } else {
+                f.buf.extend_from_slice(run);
+                f.staged.0 += n as u64;
+                f.staged.1 += bytes as u64;
             }
         }
-        match result {
+    }
+
+    /// Frames of the runs after `failed_at` in `recs`: lost with the
+    /// failed write, since their file was cut back.
+    fn frames_after(recs: &[(FileId, usize, usize, usize, usize)], failed_at: usize) -> u64 {
+        recs.iter()
+            .filter(|r| r.1 > failed_at)
+            .map(|r| r.3 as u64)
+            .sum()
+    }
+
+    /// Writes what is staged for `f`. On failure returns the error and the
+    /// frames lost.
+    fn flush_file(f: &mut DiskFile, counters: &Counters) -> Result<(), (WriterError, u64)> {
+        if f.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut f.buf);
+        let (n, bytes) = std::mem::take(&mut f.staged);
+        let r = write_at_end(f, &[IoSlice::new(&buf)]);
+        f.buf = buf;
+        f.buf.clear();
+        match r {
             Ok(()) => {
-                let bytes: usize = recs.iter().map(|r| r.4).sum();
-                self.counters.frames_written.fetch_add(frames, Relaxed);
-                self.counters
-                    .frame_bytes_written
-                    .fetch_add(bytes as u64, Relaxed);
+                counters.frames_written.fetch_add(n, Relaxed);
+                counters.frame_bytes_written.fetch_add(bytes, Relaxed);
+                Ok(())
             }
-            Err(e) => self.fail(&e, frames),
+            Err(e) => Err((e, n)),
+        }
+    }
+
+    /// Writes every file's staged records (once a second, and at the end).
+    fn flush_all(&mut self) {
+        let mut failures = Vec::new();
+        for f in self.files.values_mut() {
+            if let Err(x) = Self::flush_file(f, &self.counters) {
+                failures.push(x);
+            }
+        }
+        for (e, lost) in failures {
+            self.fail(&e, lost);
         }
     }
 
     fn close(&mut self, id: FileId) {
-        let Some(f) = self.files.remove(&id) else {
+        let Some(mut f) = self.files.remove(&id) else {
             return;
         };
+        if let Err((e, lost)) = Self::flush_file(&mut f, &self.counters) {
+            self.fail(&e, lost);
+        }
         let Some(file) = f.file else { return };
         drop(file);
         match fs::rename(&f.part, &f.final_path) {

@@ -279,3 +279,51 @@ fn disk_full_counts_drops_and_resumes() {
         "writing did not resume"
     );
 }
+
+/// The unit file passes `systemd-analyze verify` (with ExecStart pointed at
+/// the built binary) and keeps its exposure score low.
+#[test]
+fn systemd_unit_verifies() {
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mirrorcap.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/mirrorcap run"));
+    let unit = unit.replace("/usr/local/bin/mirrorcap", bin());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mirrorcap.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for mirrorcap.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score: {text}"));
+    assert!(score <= 2.0, "exposure {score}");
+}
