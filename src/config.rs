@@ -75,6 +75,29 @@ pub struct Config {
     pub batch: usize,
     /// Receive loops (sockets in a SO_REUSEPORT group); 0 = one per core.
     pub workers: usize,
+    /// Prometheus `/metrics` and `/healthz` over HTTP; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// A TCP port that accepts connections only while healthy (NLB health
+    /// check); off when `None`.
+    pub health_tcp_listen: Option<SocketAddr>,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// tracing directive); `RUST_LOG` wins when set.
+    pub log_level: Option<String>,
+    /// Outer source addresses accepted; empty = any. Checked before any
+    /// other work.
+    pub allow_sources: Vec<IpNet>,
+    /// Most sessions tracked at once per worker; datagrams of further new
+    /// sessions are dropped and counted (`session_limit`).
+    pub max_sessions: usize,
+    /// Most capture files open at once; a session that would open one more
+    /// drops its frames (`open_file_limit`) until one closes.
+    pub max_open_files: usize,
+    /// A command run after each file is closed and renamed (like
+    /// `tcpdump -z`), without a shell; `{path}`, `{vni}`, `{source}` are
+    /// replaced in each argument.
+    pub on_rotate: Vec<String>,
+    /// Most `on_rotate` commands running at once.
+    pub on_rotate_jobs: usize,
     pub output: OutputConfig,
     /// `[filter]`: rules and expression for every session without its own.
     pub filter: Option<Arc<MirrorFilter>>,
@@ -128,6 +151,16 @@ struct RawConfig {
     recv_buffer: Option<Spanned<SizeValue>>,
     batch: Option<Spanned<u32>>,
     workers: Option<Spanned<u32>>,
+    metrics_listen: Option<Spanned<String>>,
+    health_tcp_listen: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_sources: Vec<Spanned<String>>,
+    max_sessions: Option<Spanned<u32>>,
+    max_open_files: Option<Spanned<u32>>,
+    #[serde(default)]
+    on_rotate: Vec<String>,
+    on_rotate_jobs: Option<Spanned<u32>>,
     #[serde(default)]
     output: RawOutput,
     filter: Option<RawFilter>,
@@ -322,6 +355,69 @@ impl Config {
             }
         };
 
+        let addr = |v: &Option<Spanned<String>>| -> Result<Option<SocketAddr>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(s) if s.get_ref().is_empty() => Ok(None),
+                Some(s) => s.get_ref().parse().map(Some).map_err(|_| {
+                    bad(
+                        s.span(),
+                        format!(
+                            "{:?} is not an address and port: expected e.g. \"127.0.0.1:9789\"",
+                            s.get_ref()
+                        ),
+                    )
+                }),
+            }
+        };
+        let metrics_listen = addr(&raw.metrics_listen)?;
+        let health_tcp_listen = addr(&raw.health_tcp_listen)?;
+        let log_level = match &raw.log_level {
+            None => None,
+            Some(s) => {
+                tracing_subscriber::EnvFilter::try_new(s.get_ref()).map_err(|e| {
+                    bad(s.span(), format!("{:?} is not a log level ({e}): expected error, warn, info, debug or trace", s.get_ref()))
+                })?;
+                Some(s.get_ref().clone())
+            }
+        };
+        let mut allow_sources = Vec::new();
+        for a in &raw.allow_sources {
+            allow_sources.push(parse_net_or_ip(a.get_ref()).map_err(|m| bad(a.span(), m))?);
+        }
+        let positive =
+            |v: &Option<Spanned<u32>>, default: usize, what: &str| -> Result<usize, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref() as usize),
+                    Some(s) => Err(bad(
+                        s.span(),
+                        format!(
+                            "{} is out of range: expected at least 1 {what}",
+                            s.get_ref()
+                        ),
+                    )),
+                }
+            };
+        let max_sessions = positive(&raw.max_sessions, DEFAULT_MAX_SESSIONS, "session")?;
+        let max_open_files = positive(&raw.max_open_files, DEFAULT_MAX_OPEN_FILES, "file")?;
+        let on_rotate_jobs = positive(&raw.on_rotate_jobs, 2, "job")?;
+        let on_rotate = raw.on_rotate;
+        if let Some(first) = on_rotate.first()
+            && !first.starts_with('/')
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("on_rotate"))
+                    .map_or(1, |i| i + 1),
+                key: "`on_rotate`: ".into(),
+                message: format!(
+                    "{first:?} is not an absolute path: the command runs without a shell or PATH lookup, e.g. [\"/usr/bin/aws\", \"s3\", \"mv\", \"{{path}}\", \"s3://bucket/{{vni}}/\"]"
+                ),
+            });
+        }
         let o = raw.output;
         let format = match &o.format {
             None => OutputFormat::Pcap,
@@ -450,6 +546,14 @@ impl Config {
             recv_buffer,
             batch,
             workers,
+            metrics_listen,
+            health_tcp_listen,
+            log_level,
+            allow_sources,
+            max_sessions,
+            max_open_files,
+            on_rotate,
+            on_rotate_jobs,
             output,
             filter,
             sessions,
@@ -700,6 +804,10 @@ impl FilterCtx<'_> {
         Ok(f)
     }
 }
+
+/// Default caps: sessions per worker and capture files open at once.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+pub const DEFAULT_MAX_OPEN_FILES: usize = 4096;
 
 /// A session with no packet for this long closes its file.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

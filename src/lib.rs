@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod decode;
 pub mod filter;
 pub mod format;
+pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

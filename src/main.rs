@@ -81,6 +81,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr (journald adds time and unit): `RUST_LOG` wins, then
+/// the config's `log_level`, then `default_level`.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -111,8 +113,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             dir,
         } => {
-            init_logging("info");
             let mut cfg = load(config.as_ref())?;
+            init_logging(cfg.log_level.as_deref().unwrap_or("info"));
             let overrides = Overrides { listen, dir };
             overrides.apply(&mut cfg);
             run_daemon(cfg, config, overrides)
@@ -122,8 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             inputs,
         } => {
-            init_logging("warn");
             let mut cfg = load(config.as_ref())?;
+            init_logging(cfg.log_level.as_deref().unwrap_or("warn"));
             if let Some(d) = dir {
                 cfg.dir = d;
             }
@@ -211,6 +213,7 @@ fn run_daemon(
             .with_context(|| format!("steering sessions over {workers} sockets on {addr}"))?;
     }
     let counters = Arc::new(Counters::default());
+    set_filters(&counters, &cfg);
     let first = Pipeline::new(&cfg, counters.clone(), Backlog::Drop);
     let mut pipelines: Vec<Pipeline> = (1..workers).map(|_| first.sibling()).collect();
     pipelines.insert(0, first);
@@ -260,7 +263,12 @@ fn run_daemon(
         "listening on {addr}, writing under {}, {workers} worker(s)",
         cfg.dir.display()
     );
-    // Worker 0 runs on the main thread, beside the systemd status task.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(rt.block_on(mirrorcap::health::bind_metrics(a))?),
+        None => None,
+    };
+    // Worker 0 runs on the main thread, beside the systemd status task and
+    // the metrics and health listeners.
     let mut notifier = mirrorcap::notify::Notifier::from_env();
     notifier.ready(&format!("listening on {addr}"));
     let status_counters = counters.clone();
@@ -298,6 +306,7 @@ fn run_daemon(
                             new.workers = running.workers;
                             new.recv_buffer = running.recv_buffer;
                             new.batch = running.batch;
+                            set_filters(&counters, &new);
                             let _ = reload_tx.send(Some(Arc::new(new.clone())));
                             running = new;
                         }
@@ -306,6 +315,17 @@ fn run_daemon(
             }
             let _ = stop_tx.send(true);
         };
+        if let Some(l) = metrics_listener {
+            tracing::info!(
+                "metrics on http://{}/metrics and /healthz",
+                l.local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string())
+            );
+            tokio::spawn(mirrorcap::health::serve_metrics(l, counters.clone()));
+        }
+        if let Some(a) = cfg.health_tcp_listen {
+            tokio::spawn(mirrorcap::health::serve_tcp_health(a, counters.clone()));
+        }
         tokio::select! {
             r = mirrorcap::daemon::serve(rx0, p0, stop, reload_rx) => r,
             _ = status => unreachable!("the status task never ends"),
@@ -324,6 +344,14 @@ fn run_daemon(
     let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes the filters in force for the per-rule metrics.
+fn set_filters(counters: &Counters, cfg: &Config) {
+    let mut f = counters.filters.lock().unwrap_or_else(|e| e.into_inner());
+    f.clear();
+    f.extend(cfg.filter.iter().cloned());
+    f.extend(cfg.sessions.iter().filter_map(|s| s.filter.clone()));
 }
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {

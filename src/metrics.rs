@@ -55,10 +55,16 @@ pub enum DropReason {
     /// Live: the writer thread is behind (disk slower than the traffic)
     /// and no buffer was free.
     WriteBacklog,
+    /// The outer source address is not in `allow_sources`.
+    SourceNotAllowed,
+    /// A new session beyond `max_sessions`.
+    SessionLimit,
+    /// A file beyond `max_open_files` would have been opened.
+    OpenFileLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -75,6 +81,9 @@ impl DropReason {
         DropReason::WriteError,
         DropReason::DiskFull,
         DropReason::WriteBacklog,
+        DropReason::SourceNotAllowed,
+        DropReason::SessionLimit,
+        DropReason::OpenFileLimit,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -96,6 +105,9 @@ impl DropReason {
             DropReason::WriteError => "write_error",
             DropReason::DiskFull => "disk_full",
             DropReason::WriteBacklog => "write_backlog",
+            DropReason::SourceNotAllowed => "source_not_allowed",
+            DropReason::SessionLimit => "session_limit",
+            DropReason::OpenFileLimit => "open_file_limit",
         }
     }
 
@@ -115,7 +127,12 @@ impl DropReason {
             | DropReason::NoRuleMatched
             | DropReason::RuleRejected
             | DropReason::Bpf => "filter",
-            DropReason::WriteError | DropReason::DiskFull | DropReason::WriteBacklog => "writer",
+            DropReason::WriteError
+            | DropReason::DiskFull
+            | DropReason::WriteBacklog
+            | DropReason::OpenFileLimit => "writer",
+            DropReason::SourceNotAllowed => "source",
+            DropReason::SessionLimit => "session",
         }
     }
 
@@ -130,6 +147,7 @@ impl DropReason {
                 | DropReason::NoRuleMatched
                 | DropReason::RuleRejected
                 | DropReason::Bpf
+                | DropReason::SourceNotAllowed
         )
     }
 }
@@ -163,7 +181,35 @@ pub struct Counters {
     pub files_opened: AtomicU64,
     pub files_closed: AtomicU64,
     pub files_deleted: AtomicU64,
+    /// Files open now (gauge), and the bytes of capture files under the
+    /// output directory, open and closed (gauge, kept by the writer).
+    pub open_files: AtomicU64,
+    /// Files the receive side has asked to open and not yet closed, for
+    /// `max_open_files` (the writer's `open_files` lags behind it).
+    pub files_requested: AtomicU64,
+    pub output_bytes: AtomicU64,
+    /// `on_rotate` commands started, and those that failed (could not
+    /// start, exited non-zero, or were not run because too many were queued).
+    pub hook_runs: AtomicU64,
+    pub hook_failures: AtomicU64,
     drops: [AtomicU64; N_REASONS],
+    /// Every session's packet and byte counters, for the metrics endpoint.
+    pub session_stats: std::sync::Mutex<Vec<std::sync::Arc<SessionStats>>>,
+    /// The filters in force (replaced on reload), for per-rule metrics.
+    pub filters: std::sync::Mutex<Vec<std::sync::Arc<crate::filter::MirrorFilter>>>,
+    /// Why output cannot be written now (`None` while writing works): read
+    /// by `/healthz` and the TCP health check.
+    pub output_error: std::sync::Mutex<Option<String>>,
+    output_failing: std::sync::atomic::AtomicBool,
+}
+
+/// One session's counters, shared with the metrics endpoint.
+#[derive(Debug)]
+pub struct SessionStats {
+    pub vni: u32,
+    pub source: std::net::IpAddr,
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
 impl Counters {
@@ -181,6 +227,40 @@ impl Counters {
 
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// Registers a new session's counters.
+    pub fn new_session(&self, vni: u32, source: std::net::IpAddr) -> std::sync::Arc<SessionStats> {
+        let st = std::sync::Arc::new(SessionStats {
+            vni,
+            source,
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        self.sessions.fetch_add(1, Relaxed);
+        self.session_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(st.clone());
+        st
+    }
+
+    /// Records that output cannot be written (or, with `None`, that it
+    /// can). Cheap when nothing changes: one atomic load.
+    pub fn set_output_error(&self, why: Option<String>) {
+        if self.output_failing.load(Relaxed) == why.is_some() {
+            return;
+        }
+        self.output_failing.store(why.is_some(), Relaxed);
+        *self.output_error.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// `None` while healthy, else why not.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.output_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn total_drops(&self) -> u64 {
@@ -391,4 +471,165 @@ impl DropReport {
             );
         }
     }
+}
+
+/// The Prometheus text exposition of every counter (format 0.0.4).
+/// Names follow `mirrorcap_<name>_<unit>_total`; label values come from
+/// small fixed sets, except the session labels (vni, source).
+pub fn render_prometheus(c: &Counters) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(o, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
+    metric(
+        "mirrorcap_received_datagrams_total",
+        "counter",
+        "Datagrams received (live) or capture records read (replay).",
+        &one(&c.datagrams_received),
+    );
+    metric(
+        "mirrorcap_received_bytes_total",
+        "counter",
+        "Bytes of the datagrams received.",
+        &one(&c.bytes_received),
+    );
+    metric(
+        "mirrorcap_written_frames_total",
+        "counter",
+        "Inner frames written to capture files.",
+        &one(&c.frames_written),
+    );
+    metric(
+        "mirrorcap_written_bytes_total",
+        "counter",
+        "Bytes of inner frames written (captured length).",
+        &one(&c.frame_bytes_written),
+    );
+    let mut drops: Vec<(String, u64)> = DropReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{{stage=\"{}\",reason=\"{}\",intentional=\"{}\"}}",
+                    r.stage(),
+                    r.name(),
+                    r.intentional()
+                ),
+                c.drops(*r),
+            )
+        })
+        .collect();
+    drops.push((
+        "{stage=\"socket\",reason=\"kernel_overflow\",intentional=\"false\"}".into(),
+        c.kernel_drops.load(Relaxed),
+    ));
+    metric(
+        "mirrorcap_dropped_datagrams_total",
+        "counter",
+        "Datagrams not written, by stage and reason.",
+        &drops,
+    );
+    let stats = c.session_stats.lock().unwrap_or_else(|e| e.into_inner());
+    let label = |s: &SessionStats| format!("{{vni=\"{}\",source=\"{}\"}}", s.vni, s.source);
+    let packets: Vec<_> = stats
+        .iter()
+        .map(|s| (label(s), s.packets.load(Relaxed)))
+        .collect();
+    let bytes: Vec<_> = stats
+        .iter()
+        .map(|s| (label(s), s.bytes.load(Relaxed)))
+        .collect();
+    drop(stats);
+    metric(
+        "mirrorcap_session_packets_total",
+        "counter",
+        "Inner frames kept per mirror session.",
+        &packets,
+    );
+    metric(
+        "mirrorcap_session_bytes_total",
+        "counter",
+        "Bytes (on the wire) of the inner frames kept per mirror session.",
+        &bytes,
+    );
+    metric(
+        "mirrorcap_sessions_total",
+        "counter",
+        "Mirror sessions seen.",
+        &one(&c.sessions),
+    );
+    metric(
+        "mirrorcap_active_sessions",
+        "gauge",
+        "Sessions with a capture file open now.",
+        &one(&c.open_files),
+    );
+    metric(
+        "mirrorcap_files_opened_total",
+        "counter",
+        "Capture files created.",
+        &one(&c.files_opened),
+    );
+    metric(
+        "mirrorcap_files_rotated_total",
+        "counter",
+        "Capture files closed and renamed (rotation, idle timeout, shutdown).",
+        &one(&c.files_closed),
+    );
+    metric(
+        "mirrorcap_files_deleted_total",
+        "counter",
+        "Capture files deleted by retention.",
+        &one(&c.files_deleted),
+    );
+    metric(
+        "mirrorcap_output_bytes",
+        "gauge",
+        "Bytes of capture files under the output directory.",
+        &one(&c.output_bytes),
+    );
+    metric(
+        "mirrorcap_hook_runs_total",
+        "counter",
+        "on_rotate commands started.",
+        &one(&c.hook_runs),
+    );
+    metric(
+        "mirrorcap_hook_failures_total",
+        "counter",
+        "on_rotate commands that failed or were not run.",
+        &one(&c.hook_failures),
+    );
+    let mut rules = Vec::new();
+    for f in c.filters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for r in f.rule_counts() {
+            rules.push((
+                format!(
+                    "{{filter=\"{}\",direction=\"{}\",rule=\"{}\",action=\"{}\"}}",
+                    r.filter, r.direction, r.rule, r.action
+                ),
+                r.packets,
+            ));
+        }
+    }
+    metric(
+        "mirrorcap_filter_rule_packets_total",
+        "counter",
+        "Packets each mirror-filter rule decided (kept if accept, dropped if reject).",
+        &rules,
+    );
+    let healthy = u64::from(c.unhealthy().is_none());
+    metric(
+        "mirrorcap_healthy",
+        "gauge",
+        "1 while capture files can be written.",
+        &[(String::new(), healthy)],
+    );
+    o
 }

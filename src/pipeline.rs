@@ -60,6 +60,10 @@ fn session_settings(
 const NS: u64 = 1_000_000_000;
 
 pub struct Pipeline {
+    /// `allow_sources`: empty = any.
+    allow_sources: Vec<ipnet::IpNet>,
+    max_sessions: usize,
+    max_open_files: usize,
     vnis: VniFilter,
     /// `[filter]`, for sessions without a `[[session]]` filter.
     filter: Option<Arc<MirrorFilter>>,
@@ -84,11 +88,15 @@ impl Pipeline {
             &cfg.dir,
             cfg.output.template.clone(),
             retention,
+            crate::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
             counters.clone(),
             DEFAULT_CHUNKS,
             backlog,
         );
         Pipeline {
+            allow_sources: cfg.allow_sources.clone(),
+            max_sessions: cfg.max_sessions,
+            max_open_files: cfg.max_open_files,
             vnis: cfg.vnis.clone(),
             filter: cfg.filter.clone(),
             session_configs: cfg.sessions.clone(),
@@ -104,6 +112,9 @@ impl Pipeline {
     /// seen by one worker: see `socket.rs`).
     pub fn sibling(&self) -> Pipeline {
         Pipeline {
+            allow_sources: self.allow_sources.clone(),
+            max_sessions: self.max_sessions,
+            max_open_files: self.max_open_files,
             vnis: self.vnis.clone(),
             filter: self.filter.clone(),
             session_configs: self.session_configs.clone(),
@@ -122,6 +133,13 @@ impl Pipeline {
     #[inline]
     pub fn push(&mut self, datagram: &[u8], meta: &RecvMeta) {
         self.counters.received(datagram.len());
+        if !self.allow_sources.is_empty()
+            && !self.allow_sources.iter().any(|n| n.contains(&meta.source))
+        {
+            return self
+                .counters
+                .count_drop(crate::metrics::DropReason::SourceNotAllowed);
+        }
         let ts = meta.timestamp_ns;
         if ts >= self.next_sweep_ns {
             self.sweep(ts);
@@ -147,9 +165,13 @@ impl Pipeline {
             vni,
         };
         let (global, configs) = (&self.filter, &self.session_configs);
-        let i = self
-            .sessions
-            .lookup(key, || session_settings(global, configs, key));
+        let Some(i) = self.sessions.lookup(key, self.max_sessions, || {
+            session_settings(global, configs, key)
+        }) else {
+            return self
+                .counters
+                .count_drop(crate::metrics::DropReason::SessionLimit);
+        };
         let session = self.sessions.get_mut(i);
         if let Some(f) = &session.filter
             && let Err(reason) = f.evaluate(&decoded, frame, wire_len, &session.own)
@@ -158,8 +180,14 @@ impl Pipeline {
         }
         session.count(&decoded, wire_len, ts);
         let cap = frame.len().min(self.output.snaplen as usize);
-        self.sessions
-            .write(i, ts, &frame[..cap], wire_len, &self.output, &self.counters);
+        self.sessions.write(
+            i,
+            ts,
+            &frame[..cap],
+            wire_len,
+            &self.output,
+            self.max_open_files,
+        );
     }
 
     /// Applies a reloaded configuration: VNI lists, filters, output
@@ -167,13 +195,19 @@ impl Pipeline {
     /// packet of each session opens a file with the new settings. (The
     /// listen address, workers and socket settings need a restart.)
     pub fn reconfigure(&mut self, cfg: &Config) {
+        self.allow_sources = cfg.allow_sources.clone();
+        self.max_sessions = cfg.max_sessions;
+        self.max_open_files = cfg.max_open_files;
         self.vnis = cfg.vnis.clone();
         self.filter = cfg.filter.clone();
         self.session_configs = cfg.sessions.clone();
         self.output = cfg.output.clone();
         let (global, configs) = (&self.filter, &self.session_configs);
-        self.sessions
-            .reconfigure(&self.output, |key| session_settings(global, configs, key));
+        self.sessions.reconfigure(
+            &self.output,
+            crate::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
+            |key| session_settings(global, configs, key),
+        );
     }
 
     /// Closes idle sessions' files and ended time slots, as of `now_ns`.

@@ -46,6 +46,8 @@ pub struct Session {
     /// `[filter]`'s), and the ENI's addresses, for direction.
     pub filter: Option<Arc<MirrorFilter>>,
     pub own: OwnAddresses,
+    /// Packets and bytes, shared with the metrics endpoint.
+    pub stats: Arc<crate::metrics::SessionStats>,
     /// Number of the next file (`{seq}`).
     seq: u32,
     file: Option<CurrentFile>,
@@ -64,9 +66,15 @@ struct CurrentFile {
 }
 
 impl Session {
-    fn new(key: SessionKey, filter: Option<Arc<MirrorFilter>>, extra: Vec<IpNet>) -> Session {
+    fn new(
+        key: SessionKey,
+        filter: Option<Arc<MirrorFilter>>,
+        extra: Vec<IpNet>,
+        stats: Arc<crate::metrics::SessionStats>,
+    ) -> Session {
         Session {
             key,
+            stats,
             filter,
             own: OwnAddresses {
                 outer: key.source,
@@ -89,6 +97,12 @@ impl Session {
     pub fn count(&mut self, d: &Decoded, wire_len: usize, ts_ns: u64) {
         self.packets += 1;
         self.bytes += wire_len as u64;
+        self.stats
+            .packets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(wire_len as u64, std::sync::atomic::Ordering::Relaxed);
         self.last_ns = self.last_ns.max(ts_ns);
         match d.ip {
             Some(ip) => {
@@ -158,21 +172,23 @@ impl SessionTable {
     pub fn lookup(
         &mut self,
         key: SessionKey,
+        max_sessions: usize,
         config: impl FnOnce() -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
-    ) -> usize {
+    ) -> Option<usize> {
         if let Some((k, i)) = self.last
             && k == key
         {
-            return i;
+            return Some(i);
         }
         let next = self.sessions.len();
+        if next >= max_sessions && !self.index.contains_key(&key) {
+            return None;
+        }
         let i = *self.index.entry(key).or_insert(next);
         if i == next {
             let (filter, extra) = config();
-            self.sessions.push(Session::new(key, filter, extra));
-            self.counters
-                .sessions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let stats = self.counters.new_session(key.vni, key.source);
+            self.sessions.push(Session::new(key, filter, extra, stats));
             // The first sessions are logged at info; after that at debug, so
             // a flood of new sources (spoofed or not) cannot flood the log.
             if self.sessions.len() <= LOGGED_SESSIONS {
@@ -192,7 +208,7 @@ impl SessionTable {
             }
         }
         self.last = Some((key, i));
-        i
+        Some(i)
     }
 
     pub fn get_mut(&mut self, i: usize) -> &mut Session {
@@ -215,7 +231,7 @@ impl SessionTable {
         frame: &[u8],
         orig_len: usize,
         out: &OutputConfig,
-        counters: &Counters,
+        max_open_files: usize,
     ) {
         let slot = out
             .rotate_interval
@@ -231,6 +247,13 @@ impl SessionTable {
             self.close(i);
         }
         if self.sessions[i].file.is_none() {
+            let requested = &self.counters.files_requested;
+            if requested.load(std::sync::atomic::Ordering::Relaxed) >= max_open_files as u64 {
+                return self
+                    .counters
+                    .count_drop(crate::metrics::DropReason::OpenFileLimit);
+            }
+            requested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let s = &mut self.sessions[i];
             let fields = PathFields {
                 vni: s.key.vni,
@@ -279,7 +302,7 @@ impl SessionTable {
                 f.bytes += rec;
                 f.packets += 1;
             }
-            Err(reason) => counters.count_drop(reason),
+            Err(reason) => self.counters.count_drop(reason),
         }
     }
 
@@ -287,6 +310,9 @@ impl SessionTable {
     /// retention).
     pub fn close(&mut self, i: usize) {
         if let Some(f) = self.sessions[i].file.take() {
+            self.counters
+                .files_requested
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.sessions[i].files += 1;
             self.output.close(f.id);
         }
@@ -316,6 +342,7 @@ impl SessionTable {
     pub fn reconfigure(
         &mut self,
         out: &OutputConfig,
+        hook: crate::writer::RotateHook,
         mut config: impl FnMut(SessionKey) -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
     ) {
         for i in 0..self.sessions.len() {
@@ -325,8 +352,12 @@ impl SessionTable {
             s.filter = filter;
             s.own.extra = extra;
         }
-        self.output
-            .reconfigure(out.template.clone(), out.max_files, out.max_total_bytes);
+        self.output.reconfigure(
+            out.template.clone(),
+            out.max_files,
+            out.max_total_bytes,
+            hook,
+        );
         self.output.flush();
     }
 

@@ -293,8 +293,9 @@ enum Command {
     Close(FileId),
     /// Write what is staged for every file (once a second).
     FlushFiles,
-    /// A reloaded config's retention limits.
+    /// A reloaded config's retention limits and `on_rotate` hook.
     SetRetention(Option<u32>, Option<u64>),
+    SetHook(RotateHook),
     /// Closing time: the writer thread answers on the channel, then ends.
     Finish(mpsc::Sender<()>),
 }
@@ -331,6 +332,7 @@ impl Output {
         dir: &Path,
         template: OutputTemplate,
         retention: Retention,
+        hook: RotateHook,
         counters: Arc<Counters>,
         chunks: usize,
         backlog: Backlog,
@@ -343,6 +345,7 @@ impl Output {
         let mut disk = Disk {
             files: HashMap::new(),
             retention,
+            hook,
             counters,
             free: free_tx,
             error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
@@ -481,11 +484,13 @@ impl Output {
         template: OutputTemplate,
         max_files: Option<u32>,
         max_total_bytes: Option<u64>,
+        hook: RotateHook,
     ) {
         self.template = Arc::new(template);
         let _ = self
             .commands
             .send(Command::SetRetention(max_files, max_total_bytes));
+        let _ = self.commands.send(Command::SetHook(hook));
     }
 
     /// Queues closing (and renaming) a file, after its records.
@@ -546,6 +551,8 @@ struct DiskFile {
     /// Bytes known to be on disk: whole records only.
     good_len: u64,
     session: usize,
+    /// (vni, source as text) for the `on_rotate` placeholders.
+    vni_source: Option<(u32, String)>,
     header: Vec<u8>,
     /// Records staged for this file when its runs are short (many sessions
     /// interleaved), so it is written in large writes, not one per record;
@@ -565,6 +572,7 @@ struct DiskFile {
 struct Disk {
     files: HashMap<FileId, DiskFile>,
     retention: Retention,
+    hook: RotateHook,
     counters: Arc<Counters>,
     free: mpsc::Sender<Vec<u8>>,
     error_log: LogLimiter,
@@ -574,6 +582,7 @@ struct Disk {
 
 impl Disk {
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        self.update_output_bytes();
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Command::Open {
@@ -586,28 +595,49 @@ impl Disk {
                 } => self.open(id, session, dir, template, fields, header),
                 Command::Data(chunk) => {
                     self.write_chunk(&chunk);
+                    self.update_output_bytes();
                     let mut chunk = chunk;
                     chunk.clear();
                     let _ = self.free.send(chunk);
                 }
-                Command::Close(id) => self.close(id),
+                Command::Close(id) => {
+                    self.close(id);
+                    self.update_output_bytes();
+                }
+                Command::SetHook(h) => {
+                    let running = std::mem::take(&mut self.hook.running);
+                    self.hook = h;
+                    self.hook.running = running;
+                }
                 Command::SetRetention(files, bytes) => {
                     self.retention.set_limits(files, bytes);
                     let open: u64 = self.files.values().map(|f| f.good_len).sum();
                     let n = self.retention.enforce_total(open);
                     self.counters.files_deleted.fetch_add(n, Relaxed);
                 }
-                Command::FlushFiles => self.flush_all(),
+                Command::FlushFiles => {
+                    self.flush_all();
+                    self.update_output_bytes();
+                    self.hook.reap(&self.counters);
+                }
                 Command::Finish(done) => {
                     let ids: Vec<FileId> = self.files.keys().copied().collect();
                     for id in ids {
                         self.close(id);
                     }
+                    self.hook.finish(&self.counters);
                     let _ = done.send(());
                     return;
                 }
             }
         }
+    }
+
+    fn update_output_bytes(&self) {
+        let open: u64 = self.files.values().map(|f| f.good_len).sum();
+        self.counters
+            .output_bytes
+            .store(self.retention.closed_bytes() + open, Relaxed);
     }
 
     fn open(
@@ -625,6 +655,7 @@ impl Disk {
             final_path: PathBuf::new(),
             good_len: 0,
             session,
+            vni_source: Some((fields.vni, fields.source.to_string())),
             header,
             buf: Vec::new(),
             staged: (0, 0),
@@ -653,6 +684,7 @@ impl Disk {
         f.file = Some(file);
         f.retry = None;
         counters.files_opened.fetch_add(1, Relaxed);
+        counters.open_files.fetch_add(1, Relaxed);
         let header = std::mem::take(&mut f.header);
         let r = write_at_end(f, &[IoSlice::new(&header)]);
         f.header = header;
@@ -735,6 +767,7 @@ impl Disk {
                 // A long run (one busy session) goes straight to the file.
                 match write_at_end(f, &[IoSlice::new(run)]) {
                     Ok(()) => {
+                        self.counters.set_output_error(None);
                         self.counters.frames_written.fetch_add(n as u64, Relaxed);
                         self.counters
                             .frame_bytes_written
@@ -777,6 +810,7 @@ impl Disk {
             Ok(()) => {
                 counters.frames_written.fetch_add(n, Relaxed);
                 counters.frame_bytes_written.fetch_add(bytes, Relaxed);
+                counters.set_output_error(None);
                 Ok(())
             }
             Err(e) => Err((e, n)),
@@ -805,9 +839,12 @@ impl Disk {
         }
         let Some(file) = f.file else { return };
         drop(file);
+        self.counters.open_files.fetch_sub(1, Relaxed);
         match fs::rename(&f.part, &f.final_path) {
             Ok(()) => {
                 self.counters.files_closed.fetch_add(1, Relaxed);
+                self.hook
+                    .queue_for(&f.final_path, f.vni_source.as_ref(), &self.counters);
                 let open: u64 = self.files.values().map(|f| f.good_len).sum();
                 let n = self
                     .retention
@@ -826,6 +863,9 @@ impl Disk {
     }
 
     fn fail(&mut self, e: &WriterError, frames: u64) {
+        if !matches!(e, WriterError::NotYet) {
+            self.counters.set_output_error(Some(e.to_string()));
+        }
         let reason = if e.is_disk_full() {
             DropReason::DiskFull
         } else {
@@ -997,6 +1037,113 @@ fn recover_one(part: &Path) -> Option<Recovered> {
         kept,
         records,
     })
+}
+
+/// `on_rotate`: a command run after each file is closed and renamed, like
+/// `tcpdump -z`, without a shell. At most `jobs` run at once; the others
+/// wait in a queue (at most [`HOOK_QUEUE`]; beyond it a file's command is
+/// not run, and counted as failed). The writer thread only starts and reaps
+/// them, so a slow upload never blocks capture.
+#[derive(Debug, Default)]
+pub struct RotateHook {
+    argv: Vec<String>,
+    jobs: usize,
+    queue: VecDeque<Vec<String>>,
+    running: Vec<(std::process::Child, String)>,
+}
+
+/// Most commands waiting for a free job.
+pub const HOOK_QUEUE: usize = 10_000;
+
+impl RotateHook {
+    pub fn new(argv: Vec<String>, jobs: usize) -> RotateHook {
+        RotateHook {
+            argv,
+            jobs: jobs.max(1),
+            ..Default::default()
+        }
+    }
+
+    fn queue_for(&mut self, path: &Path, vni_source: Option<&(u32, String)>, counters: &Counters) {
+        if self.argv.is_empty() {
+            return;
+        }
+        let (vni, source) = vni_source
+            .map(|(v, s)| (v.to_string(), s.clone()))
+            .unwrap_or_default();
+        let path = path.to_string_lossy();
+        let argv: Vec<String> = self
+            .argv
+            .iter()
+            .map(|a| {
+                a.replace("{path}", &path)
+                    .replace("{vni}", &vni)
+                    .replace("{source}", &source)
+            })
+            .collect();
+        if self.queue.len() >= HOOK_QUEUE {
+            counters.hook_failures.fetch_add(1, Relaxed);
+            tracing::error!(path = %path, "on_rotate: {HOOK_QUEUE} commands already waiting; not run for this file");
+            return;
+        }
+        self.queue.push_back(argv);
+        self.reap(counters);
+    }
+
+    /// Reaps finished commands and starts queued ones.
+    fn reap(&mut self, counters: &Counters) {
+        self.running
+            .retain_mut(|(child, what)| match child.try_wait() {
+                Ok(Some(status)) if status.success() => false,
+                Ok(Some(status)) => {
+                    counters.hook_failures.fetch_add(1, Relaxed);
+                    tracing::error!("on_rotate: `{what}` failed: {status}");
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    counters.hook_failures.fetch_add(1, Relaxed);
+                    tracing::error!("on_rotate: `{what}`: {e}");
+                    false
+                }
+            });
+        while self.running.len() < self.jobs {
+            let Some(argv) = self.queue.pop_front() else {
+                break;
+            };
+            let what = argv.join(" ");
+            counters.hook_runs.fetch_add(1, Relaxed);
+            match std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+            {
+                Ok(child) => self.running.push((child, what)),
+                Err(e) => {
+                    counters.hook_failures.fetch_add(1, Relaxed);
+                    tracing::error!("on_rotate: cannot start `{what}`: {e}");
+                }
+            }
+        }
+    }
+
+    /// At shutdown: runs what is queued and waits up to 10 s for it.
+    fn finish(&mut self, counters: &Counters) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (!self.running.is_empty() || !self.queue.is_empty())
+            && std::time::Instant::now() < until
+        {
+            self.reap(counters);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !self.running.is_empty() || !self.queue.is_empty() {
+            tracing::warn!(
+                running = self.running.len(),
+                queued = self.queue.len(),
+                "on_rotate: commands still running or queued at shutdown are left as they are"
+            );
+        }
+    }
 }
 
 /// A closed file that retention may delete.

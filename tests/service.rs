@@ -327,3 +327,244 @@ fn systemd_unit_verifies() {
         .unwrap_or_else(|| panic!("no exposure score: {text}"));
     assert!(score <= 2.0, "exposure {score}");
 }
+
+/// A GET with curl (a real HTTP client); returns (status, body).
+fn http_get(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is needed for the metrics tests (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `/metrics` counts exactly what was sent and dropped; `/healthz` is 200;
+/// `allow_sources` and the rule counters show up with their labels.
+#[test]
+fn metrics_endpoint_counts_what_was_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let port = free_tcp_port();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nallow_sources = [\"127.0.0.2/32\"]\n\
+             [[filter.ingress]]\nrule_number = 7\nrule_action = \"accept\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"\n\
+             [[filter.egress]]\nrule_number = 9\nrule_action = \"accept\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let ok = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.3:0").unwrap();
+    for seq in 0..300u64 {
+        ok.send_to(&dgram(21 + (seq % 3) as u32, seq), d.addr)
+            .unwrap();
+    }
+    for seq in 0..40u64 {
+        other.send_to(&dgram(21, seq), d.addr).unwrap();
+    }
+    ok.send_to(&[0x08, 0, 0], d.addr).unwrap();
+    // Files are at most about a second behind: wait for two ticks.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, body) = http_get(&format!("http://127.0.0.1:{port}/metrics"));
+    assert_eq!(code, 200, "{body}");
+    let value = |series: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("mirrorcap_received_datagrams_total"), 341);
+    assert_eq!(value("mirrorcap_written_frames_total"), 300);
+    assert_eq!(
+        value(
+            "mirrorcap_dropped_datagrams_total{stage=\"source\",reason=\"source_not_allowed\",intentional=\"true\"}"
+        ),
+        40
+    );
+    assert_eq!(
+        value(
+            "mirrorcap_dropped_datagrams_total{stage=\"vxlan\",reason=\"vxlan_too_short\",intentional=\"false\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        value("mirrorcap_session_packets_total{vni=\"21\",source=\"127.0.0.2\"}"),
+        100
+    );
+    assert_eq!(value("mirrorcap_sessions_total"), 3);
+    assert_eq!(value("mirrorcap_active_sessions"), 3);
+    assert_eq!(value("mirrorcap_files_opened_total"), 3);
+    assert!(value("mirrorcap_output_bytes") > 300 * 200);
+    // Inner 10.0.0.1 -> 10.0.0.2, neither the ENI: either list may accept,
+    // the ingress list is tried first.
+    assert_eq!(
+        value(
+            "mirrorcap_filter_rule_packets_total{filter=\"filter\",direction=\"ingress\",rule=\"7\",action=\"accept\"}"
+        ),
+        300
+    );
+    assert_eq!(value("mirrorcap_healthy"), 1);
+    let (code, body) = http_get(&format!("http://127.0.0.1:{port}/healthz"));
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _) = http_get(&format!("http://127.0.0.1:{port}/nope"));
+    assert_eq!(code, 404);
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Output that cannot be written: `/healthz` turns 503 with the reason and
+/// the TCP health port refuses connections; both recover when writing works
+/// again. (The output directory is made read-only, then writable.)
+#[test]
+fn health_follows_the_output() {
+    if unsafe { libc::geteuid() } == 0 {
+        // root writes through permission bits: use a full tmpfs instead.
+        health_with_full_tmpfs();
+        return;
+    }
+    eprintln!("SKIPPED health_follows_the_output: needs root to mount a tmpfs");
+}
+
+fn health_with_full_tmpfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(
+        std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=1m",
+                "tmpfs",
+                mnt.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 1_000_000]).unwrap();
+    let (hport, tport) = (free_tcp_port(), free_tcp_port());
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "metrics_listen = \"127.0.0.1:{hport}\"\nhealth_tcp_listen = \"127.0.0.1:{tport}\"\n"
+        ),
+    )
+    .unwrap();
+    let dir = mnt.join("cap");
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    let connects = || std::net::TcpStream::connect(("127.0.0.1", tport)).is_ok();
+    assert!(connects(), "TCP health port should accept while healthy");
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{hport}/healthz")).0,
+        200
+    );
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..400u64 {
+        let mut g = vxlan_header(4).to_vec();
+        g.extend_from_slice(&inner_frame(seq, 1000));
+        tx.send_to(&g, d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, body) = http_get(&format!("http://127.0.0.1:{hport}/healthz"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    assert!(!connects(), "TCP health port should refuse while unhealthy");
+    std::fs::remove_file(&filler).unwrap();
+    for seq in 400..420u64 {
+        let mut g = vxlan_header(4).to_vec();
+        g.extend_from_slice(&inner_frame(seq, 1000));
+        tx.send_to(&g, d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{hport}/healthz")).0,
+        200
+    );
+    assert!(connects(), "TCP health port should accept again");
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `on_rotate` runs after each file is closed, without a shell, with the
+/// placeholders filled; `max_sessions` caps new sessions (counted).
+#[test]
+fn on_rotate_hook_and_session_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let shipped = tmp.path().join("shipped");
+    std::fs::create_dir(&shipped).unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_sessions = 2\non_rotate = [\"/bin/cp\", \"{{path}}\", \"{}/{{vni}}-{{source}}.pcap\"]\non_rotate_jobs = 1\n[output]\nrotate_packets = 10\n",
+            shipped.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..25u64 {
+        tx.send_to(&dgram(31, seq), d.addr).unwrap();
+        tx.send_to(&dgram(32, seq), d.addr).unwrap();
+        tx.send_to(&dgram(33, seq), d.addr).unwrap(); // a third session: over the cap
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "dropped session_limit"), 25, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&shipped)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["31-127.0.0.2.pcap", "32-127.0.0.2.pcap"]);
+    // Each copy is a whole capture file (the last one closed: 5 frames).
+    for n in &names {
+        let rows = tshark_frames(&shipped.join(n));
+        assert!(rows.len() == 10 || rows.len() == 5, "{n}: {}", rows.len());
+    }
+}
