@@ -15,10 +15,7 @@
 
 use std::net::IpAddr;
 
-use etherparse::{
-    EtherType, IpNumber, Ipv6ExtensionSlice, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket,
-    LinkSlice,
-};
+use etherparse::{EtherType, IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice};
 
 /// What one inner frame is, as far as it could be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,9 +124,9 @@ pub fn decode(frame: &[u8]) -> Decoded {
             let h = v6.header();
             out.l2_len = (h.slice().as_ptr() as usize - base) as u16;
             out.ether_type = EtherType::IPV6.0;
-            let later_fragment = v6.extensions().clone().into_iter().any(|e| {
-                matches!(e, Ipv6ExtensionSlice::Fragment(f) if f.fragment_offset().value() != 0)
-            });
+            // Walked on the raw bytes: etherparse 0.21's extension iterator
+            // reads past a cut extension header (found by fuzzing).
+            let later_fragment = ipv6_later_fragment(h.slice(), &frame[out.l2_len as usize..]);
             let payload_len = u32::from(h.payload_length());
             let total_len = if payload_len == 0 {
                 0
@@ -149,6 +146,36 @@ pub fn decode(frame: &[u8]) -> Decoded {
         _ => None,
     };
     out
+}
+
+/// Whether an IPv6 packet is a fragment with a non-zero offset: walks the
+/// extension headers in `packet` (the IPv6 header onwards, as captured),
+/// stopping at the first one that is cut.
+fn ipv6_later_fragment(header: &[u8], packet: &[u8]) -> bool {
+    let Some(&first) = header.get(6) else {
+        return false;
+    };
+    let (mut next, mut at) = (first, 40usize);
+    for _ in 0..16 {
+        let Some(ext) = packet.get(at..) else {
+            return false;
+        };
+        match next {
+            44 => {
+                return ext.len() >= 4 && u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0;
+            }
+            0 | 43 | 60 | 135 | 139 | 140 if ext.len() >= 2 => {
+                next = ext[0];
+                at += (usize::from(ext[1]) + 1) * 8;
+            }
+            51 if ext.len() >= 2 => {
+                next = ext[0];
+                at += (usize::from(ext[1]) + 2) * 4;
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn ip_info(
@@ -303,6 +330,33 @@ mod tests {
         assert_eq!(ip.protocol, PROTO_UDP);
         assert_eq!(ip.ports, Some((53, 53)));
         assert_eq!(ip.total_len, 48);
+    }
+
+    /// Found by `cargo fuzz run datagram`: an IPv6 packet whose extension
+    /// headers are cut made etherparse 0.21's extension iterator read past
+    /// the frame (AddressSanitizer: heap-buffer-overflow).
+    #[test]
+    fn fuzz_regression_cut_ipv6_extension_header() {
+        let d: [u8; 79] = [
+            0x08, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0xcb, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x30, 0x88, 0x01, 0x00, 0x02, 0x08, 0x00, 0x6e, 0x75, 0x45, 0x6c, 0x65, 0x5f,
+            0x00, 0x6d, 0x76, 0x70, 0x63, 0x5f, 0x63, 0x69, 0x64, 0x72, 0x73, 0x62, 0x65, 0x40,
+            0x75, 0x6d, 0x7a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x19, 0xff, 0xe6, 0x00, 0x00, 0x00,
+            0x00, 0x25, 0x6c, 0x65, 0x5f, 0x16, 0x00, 0x00, 0x5f, 0x16, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x71, 0xcf, 0x00, 0x4d, 0x75, 0x08, 0xff, 0x02,
+        ];
+        let _ = decode(&d[8..]);
+        // An IPv6 fragment header with offset 8, cut or whole.
+        let mut f = hex("333300000001 020000000001 86dd
+             6000 0000 0010 2c40 fe800000000000000000000000000001 ff020000000000000000000000000001
+             1100 0008 00000001 0035 0035 0008 0000");
+        assert!(decode(&f).ip.unwrap().later_fragment);
+        f[14 + 40 + 3] = 0; // offset 0: the first fragment, with ports
+        let d = decode(&f);
+        assert!(!d.ip.unwrap().later_fragment);
+        for len in 14..f.len() {
+            let _ = decode(&f[..len]);
+        }
     }
 
     #[test]
