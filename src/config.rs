@@ -98,6 +98,8 @@ pub struct Config {
     pub on_rotate: Vec<String>,
     /// Most `on_rotate` commands running at once.
     pub on_rotate_jobs: usize,
+    /// `[flows]`: VPC Flow Logs records.
+    pub flows: Arc<crate::flows::FlowConfig>,
     pub output: OutputConfig,
     /// `[filter]`: rules and expression for every session without its own.
     pub filter: Option<Arc<MirrorFilter>>,
@@ -161,11 +163,43 @@ struct RawConfig {
     #[serde(default)]
     on_rotate: Vec<String>,
     on_rotate_jobs: Option<Spanned<u32>>,
+    flows: Option<RawFlows>,
     #[serde(default)]
     output: RawOutput,
     filter: Option<RawFilter>,
     #[serde(default)]
     session: Vec<RawSession>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlows {
+    #[serde(default)]
+    enabled: bool,
+    interval: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    file_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    gzip: bool,
+    #[serde(default)]
+    json: bool,
+    max_flows: Option<Spanned<u32>>,
+    #[serde(default)]
+    session: Vec<RawFlowSession>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlowSession {
+    vni: Option<Spanned<u32>>,
+    source: Option<Spanned<String>>,
+    interface_id: Option<String>,
+    instance_id: Option<String>,
+    account_id: Option<String>,
+    vpc_id: Option<String>,
+    subnet_id: Option<String>,
+    region: Option<String>,
+    az_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +452,83 @@ impl Config {
                 ),
             });
         }
+        let flows = match raw.flows {
+            None => crate::flows::FlowConfig::default(),
+            Some(f) => {
+                let mut c = crate::flows::FlowConfig {
+                    enabled: f.enabled,
+                    gzip: f.gzip,
+                    json: f.json,
+                    ..Default::default()
+                };
+                let secs = |v: &Option<Spanned<String>>,
+                            default: u64|
+                 -> Result<u64, ConfigError> {
+                    match v {
+                        None => Ok(default),
+                        Some(s) => {
+                            let d = parse_duration(s.get_ref()).map_err(|m| bad(s.span(), m))?;
+                            if d.as_secs() < 1 || d.subsec_nanos() != 0 {
+                                return Err(bad(
+                                    s.span(),
+                                    format!(
+                                        "{:?} is not a whole number of seconds of at least 1s",
+                                        s.get_ref()
+                                    ),
+                                ));
+                            }
+                            Ok(d.as_secs())
+                        }
+                    }
+                };
+                c.interval_s = secs(&f.interval, 60)?;
+                c.file_interval_s = secs(&f.file_interval, 600)?;
+                if let Some(fmt) = &f.format {
+                    c.format = crate::flows::FlowFormat::parse(fmt.get_ref())
+                        .map_err(|m| bad(fmt.span(), m))?;
+                }
+                if let Some(m) = &f.max_flows {
+                    if *m.get_ref() == 0 {
+                        return Err(bad(
+                            m.span(),
+                            "0 is out of range: expected at least 1 flow".into(),
+                        ));
+                    }
+                    c.max_flows = *m.get_ref() as usize;
+                }
+                for s in f.session {
+                    let vni = s.vni.as_ref().map(|v| *v.get_ref());
+                    let source = match &s.source {
+                        None => None,
+                        Some(x) => Some(x.get_ref().parse().map_err(|_| {
+                            bad(x.span(), format!("{:?} is not an IP address", x.get_ref()))
+                        })?),
+                    };
+                    if vni.is_none() && source.is_none() {
+                        return Err(ConfigError::Parse {
+                            path: path.to_path_buf(),
+                            line: 1,
+                            key: "`flows.session`: ".into(),
+                            message: "an entry needs `vni`, `source` or both, to say which session it describes".into(),
+                        });
+                    }
+                    c.sessions.push(crate::flows::FlowSessionMeta {
+                        vni,
+                        source,
+                        meta: crate::flows::FlowMetadata {
+                            interface_id: s.interface_id,
+                            instance_id: s.instance_id,
+                            account_id: s.account_id,
+                            vpc_id: s.vpc_id,
+                            subnet_id: s.subnet_id,
+                            region: s.region,
+                            az_id: s.az_id,
+                        },
+                    });
+                }
+                c
+            }
+        };
         let o = raw.output;
         let format = match &o.format {
             None => OutputFormat::Pcap,
@@ -554,6 +665,7 @@ impl Config {
             max_open_files,
             on_rotate,
             on_rotate_jobs,
+            flows: Arc::new(flows),
             output,
             filter,
             sessions,

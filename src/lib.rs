@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod filter;
+pub mod flows;
 pub mod format;
 pub mod health;
 pub mod metrics;

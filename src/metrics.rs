@@ -192,6 +192,11 @@ pub struct Counters {
     /// start, exited non-zero, or were not run because too many were queued).
     pub hook_runs: AtomicU64,
     pub hook_failures: AtomicU64,
+    /// Flow records written (OK and NODATA), NODATA records, and windows
+    /// written out early because `flows.max_flows` was reached.
+    pub flow_records: AtomicU64,
+    pub flow_nodata: AtomicU64,
+    pub flow_early_flushes: AtomicU64,
     drops: [AtomicU64; N_REASONS],
     /// Every session's packet and byte counters, for the metrics endpoint.
     pub session_stats: std::sync::Mutex<Vec<std::sync::Arc<SessionStats>>>,
@@ -310,6 +315,9 @@ pub struct Summary {
     pub rules: Vec<crate::filter::RuleCount>,
     pub files_written: u64,
     pub files_deleted: u64,
+    pub flow_records: u64,
+    pub flow_nodata: u64,
+    pub flow_early_flushes: u64,
 }
 
 impl Summary {
@@ -330,6 +338,9 @@ impl Summary {
                 .collect(),
             sessions,
             rules,
+            flow_records: c.flow_records.load(Relaxed) + c.flow_nodata.load(Relaxed),
+            flow_nodata: c.flow_nodata.load(Relaxed),
+            flow_early_flushes: c.flow_early_flushes.load(Relaxed),
             files_written: c.files_closed.load(Relaxed),
             files_deleted: c.files_deleted.load(Relaxed),
         }
@@ -378,6 +389,13 @@ impl fmt::Display for Summary {
             self.files_written,
             self.files_deleted
         )?;
+        if self.flow_records > 0 {
+            writeln!(
+                f,
+                "{} flow records written ({} NODATA), {} windows written early (flows.max_flows)",
+                self.flow_records, self.flow_nodata, self.flow_early_flushes
+            )?;
+        }
         for s in &self.sessions {
             writeln!(
                 f,

@@ -71,6 +71,9 @@ pub struct Pipeline {
     output: OutputConfig,
     sessions: SessionTable,
     counters: Arc<Counters>,
+    /// Flow records (when `[flows] enabled`), and the writer shared with
+    /// sibling pipelines.
+    flows: Option<(crate::flows::FlowTable, Arc<crate::flows::FlowShared>)>,
     /// Packet time after which idle sessions and ended time slots are next
     /// looked for (once a second of packet time).
     next_sweep_ns: u64,
@@ -93,7 +96,16 @@ impl Pipeline {
             DEFAULT_CHUNKS,
             backlog,
         );
+        let flows = cfg.flows.enabled.then(|| {
+            let shared = crate::flows::FlowShared::new(crate::flows::FlowWriter::spawn(
+                &cfg.dir,
+                cfg.flows.clone(),
+                cfg.output.max_files,
+            ));
+            (shared.table(cfg.flows.clone(), counters.clone()), shared)
+        });
         Pipeline {
+            flows,
             allow_sources: cfg.allow_sources.clone(),
             max_sessions: cfg.max_sessions,
             max_open_files: cfg.max_open_files,
@@ -112,6 +124,12 @@ impl Pipeline {
     /// seen by one worker: see `socket.rs`).
     pub fn sibling(&self) -> Pipeline {
         Pipeline {
+            flows: self.flows.as_ref().map(|(t, shared)| {
+                (
+                    shared.table(t.config(), self.counters.clone()),
+                    shared.clone(),
+                )
+            }),
             allow_sources: self.allow_sources.clone(),
             max_sessions: self.max_sessions,
             max_open_files: self.max_open_files,
@@ -179,6 +197,9 @@ impl Pipeline {
             return self.counters.count_drop(reason);
         }
         session.count(&decoded, wire_len, ts);
+        if let Some((flows, _)) = &mut self.flows {
+            flows.add(i, vni, meta.source, &session.own, &decoded, ts);
+        }
         let cap = frame.len().min(self.output.snaplen as usize);
         self.sessions.write(
             i,
@@ -220,6 +241,9 @@ impl Pipeline {
     }
 
     fn sweep(&mut self, now_ns: u64) {
+        if let Some((flows, _)) = &mut self.flows {
+            flows.advance(now_ns);
+        }
         self.sessions.close_idle(now_ns, &self.output);
         self.next_sweep_ns = now_ns.saturating_add(NS);
     }
@@ -227,6 +251,11 @@ impl Pipeline {
     /// Closes this pipeline's files; returns its sessions' figures. The
     /// last of a set of siblings to finish also waits for the writer.
     pub fn finish_sessions(self) -> Vec<SessionSummary> {
+        if let Some((mut flows, shared)) = self.flows {
+            flows.finish();
+            drop(flows);
+            shared.done();
+        }
         self.sessions.finish()
     }
 

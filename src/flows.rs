@@ -1,0 +1,745 @@
+//! Flow records in the VPC Flow Logs format, from every captured packet.
+//!
+//! In: each inner frame the pipeline keeps (after the filters), with its
+//! session, decode and timestamp. Out: text files under `DIR/flows/` as AWS
+//! delivers flow logs to S3: a header line of field names, then one
+//! space-separated record per line, `-` for a field mirrorcap cannot know;
+//! optionally gzipped, optionally also JSON Lines.
+//!
+//! Counting and timing follow AWS's definitions: a flow is (session,
+//! protocol, source and destination address and port; ICMP and other
+//! protocols without ports have ports 0), aggregated over a window of
+//! `flows.interval` aligned to the clock (by packet time, so a replay gives
+//! the windows the live capture had); `packets` and `bytes` count the inner
+//! IP packets and their IP total length; `start`/`end` are the Unix seconds
+//! of the first and last packet in the window; `tcp-flags` ORs the TCP flags
+//! seen (AWS's bit values: FIN 1, SYN 2, RST 4, PSH 8, ACK 16, URG 32);
+//! `flow-direction` is ingress/egress relative to the session's addresses;
+//! `type` IPv4/IPv6; `action` ACCEPT (the packet was mirrored and kept);
+//! `log-status` OK, or NODATA for a session that had no packet in a window.
+//! Frames that are not IP are not flow-logged (AWS logs IP traffic only).
+//!
+//! Memory is bounded by `flows.max_flows`: when a window has that many
+//! flows, it is written out early (counted) and aggregation starts again;
+//! the sums over records stay exact.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, mpsc};
+
+use crate::decode::{Decoded, PROTO_TCP};
+use crate::filter::{Direction, OwnAddresses};
+
+/// Every field of the VPC Flow Logs custom format (versions 2 to 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Version,
+    AccountId,
+    InterfaceId,
+    SrcAddr,
+    DstAddr,
+    SrcPort,
+    DstPort,
+    Protocol,
+    Packets,
+    Bytes,
+    Start,
+    End,
+    Action,
+    LogStatus,
+    VpcId,
+    SubnetId,
+    InstanceId,
+    TcpFlags,
+    Type,
+    PktSrcAddr,
+    PktDstAddr,
+    Region,
+    AzId,
+    SublocationType,
+    SublocationId,
+    PktSrcAwsService,
+    PktDstAwsService,
+    FlowDirection,
+    TrafficPath,
+    /// ECS fields (version 7) and reject-reason (version 8): never known
+    /// here, always `-`.
+    Unknowable(&'static str, u8),
+}
+
+/// (name, field, version that introduced it).
+const FIELDS: &[(&str, Field, u8)] = &[
+    ("version", Field::Version, 2),
+    ("account-id", Field::AccountId, 2),
+    ("interface-id", Field::InterfaceId, 2),
+    ("srcaddr", Field::SrcAddr, 2),
+    ("dstaddr", Field::DstAddr, 2),
+    ("srcport", Field::SrcPort, 2),
+    ("dstport", Field::DstPort, 2),
+    ("protocol", Field::Protocol, 2),
+    ("packets", Field::Packets, 2),
+    ("bytes", Field::Bytes, 2),
+    ("start", Field::Start, 2),
+    ("end", Field::End, 2),
+    ("action", Field::Action, 2),
+    ("log-status", Field::LogStatus, 2),
+    ("vpc-id", Field::VpcId, 3),
+    ("subnet-id", Field::SubnetId, 3),
+    ("instance-id", Field::InstanceId, 3),
+    ("tcp-flags", Field::TcpFlags, 3),
+    ("type", Field::Type, 3),
+    ("pkt-srcaddr", Field::PktSrcAddr, 3),
+    ("pkt-dstaddr", Field::PktDstAddr, 3),
+    ("region", Field::Region, 4),
+    ("az-id", Field::AzId, 4),
+    ("sublocation-type", Field::SublocationType, 4),
+    ("sublocation-id", Field::SublocationId, 4),
+    ("pkt-src-aws-service", Field::PktSrcAwsService, 5),
+    ("pkt-dst-aws-service", Field::PktDstAwsService, 5),
+    ("flow-direction", Field::FlowDirection, 5),
+    ("traffic-path", Field::TrafficPath, 5),
+    (
+        "ecs-cluster-arn",
+        Field::Unknowable("ecs-cluster-arn", 7),
+        7,
+    ),
+    (
+        "ecs-cluster-name",
+        Field::Unknowable("ecs-cluster-name", 7),
+        7,
+    ),
+    (
+        "ecs-container-instance-arn",
+        Field::Unknowable("ecs-container-instance-arn", 7),
+        7,
+    ),
+    (
+        "ecs-container-instance-id",
+        Field::Unknowable("ecs-container-instance-id", 7),
+        7,
+    ),
+    (
+        "ecs-container-id",
+        Field::Unknowable("ecs-container-id", 7),
+        7,
+    ),
+    (
+        "ecs-second-container-id",
+        Field::Unknowable("ecs-second-container-id", 7),
+        7,
+    ),
+    (
+        "ecs-service-name",
+        Field::Unknowable("ecs-service-name", 7),
+        7,
+    ),
+    (
+        "ecs-task-definition-arn",
+        Field::Unknowable("ecs-task-definition-arn", 7),
+        7,
+    ),
+    ("ecs-task-arn", Field::Unknowable("ecs-task-arn", 7), 7),
+    ("ecs-task-id", Field::Unknowable("ecs-task-id", 7), 7),
+    ("reject-reason", Field::Unknowable("reject-reason", 8), 8),
+];
+
+/// AWS's default format (version 2).
+pub const DEFAULT_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}";
+
+/// A parsed custom format: the fields in order, and the version to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowFormat {
+    pub fields: Vec<Field>,
+    pub names: Vec<&'static str>,
+    pub version: u8,
+}
+
+impl FlowFormat {
+    /// Parses AWS's custom-format syntax: `${field}` tokens separated by
+    /// spaces.
+    pub fn parse(s: &str) -> Result<FlowFormat, String> {
+        let mut fields = Vec::new();
+        let mut names = Vec::new();
+        let mut version = 2;
+        for tok in s.split_whitespace() {
+            let name = tok
+                .strip_prefix("${")
+                .and_then(|t| t.strip_suffix('}'))
+                .ok_or_else(|| format!("{tok:?} is not a field: write fields as ${{name}} separated by spaces, e.g. \"${{srcaddr}} ${{dstaddr}}\""))?;
+            let Some(&(n, f, v)) = FIELDS.iter().find(|(n, _, _)| *n == name) else {
+                let known: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
+                return Err(format!(
+                    "unknown flow log field {name:?}; known: {}",
+                    known.join(", ")
+                ));
+            };
+            fields.push(f);
+            names.push(n);
+            version = version.max(v);
+        }
+        if fields.is_empty() {
+            return Err("the format has no field".into());
+        }
+        Ok(FlowFormat {
+            fields,
+            names,
+            version,
+        })
+    }
+
+    /// The header line: the field names.
+    pub fn header(&self) -> String {
+        self.names.join(" ")
+    }
+}
+
+/// What AWS would know about a session's ENI, from the config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowMetadata {
+    pub interface_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub account_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub region: Option<String>,
+    pub az_id: Option<String>,
+}
+
+/// A `[[flows.session]]` entry: metadata for a VNI, a source, or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowSessionMeta {
+    pub vni: Option<u32>,
+    pub source: Option<IpAddr>,
+    pub meta: FlowMetadata,
+}
+
+/// The `[flows]` settings, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    pub enabled: bool,
+    /// Aggregation window, at least 1 s.
+    pub interval_s: u64,
+    pub format: FlowFormat,
+    /// A new file every this many seconds (aligned to the clock).
+    pub file_interval_s: u64,
+    pub gzip: bool,
+    pub json: bool,
+    pub max_flows: usize,
+    pub sessions: Vec<FlowSessionMeta>,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            enabled: false,
+            interval_s: 60,
+            format: FlowFormat::parse(DEFAULT_FORMAT).expect("default format"),
+            file_interval_s: 600,
+            gzip: false,
+            json: false,
+            max_flows: 100_000,
+            sessions: Vec::new(),
+        }
+    }
+}
+
+impl FlowConfig {
+    /// Metadata for a session: an entry naming both VNI and source first,
+    /// then the VNI, then the source.
+    pub fn metadata(&self, vni: u32, source: IpAddr) -> FlowMetadata {
+        let find = |f: &dyn Fn(&FlowSessionMeta) -> bool| self.sessions.iter().find(|s| f(s));
+        find(&|s| s.vni == Some(vni) && s.source == Some(source))
+            .or_else(|| find(&|s| s.vni == Some(vni) && s.source.is_none()))
+            .or_else(|| find(&|s| s.vni.is_none() && s.source == Some(source)))
+            .map(|s| s.meta.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    session: usize,
+    protocol: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FlowAgg {
+    packets: u64,
+    bytes: u64,
+    first_ns: u64,
+    last_ns: u64,
+    tcp_flags: u8,
+    direction: Option<Direction>,
+}
+
+/// A session as the flow table knows it.
+struct FlowSession {
+    meta: FlowMetadata,
+    /// Packets in the current window.
+    active: bool,
+}
+
+/// One window's records (or a part of it, when `max_flows` cut it).
+pub struct FlowBatch {
+    /// Window start, Unix seconds: decides the file.
+    pub window_s: u64,
+    pub lines: String,
+    pub json: String,
+}
+
+/// Per-worker aggregation of flows.
+pub struct FlowTable {
+    cfg: Arc<FlowConfig>,
+    flows: HashMap<FlowKey, FlowAgg>,
+    sessions: Vec<FlowSession>,
+    /// Current window index (`ts / interval`), `None` before the first packet.
+    window: Option<u64>,
+    out: mpsc::Sender<FlowBatch>,
+    stats: Arc<crate::metrics::Counters>,
+}
+
+impl FlowTable {
+    pub fn new(
+        cfg: Arc<FlowConfig>,
+        out: mpsc::Sender<FlowBatch>,
+        stats: Arc<crate::metrics::Counters>,
+    ) -> FlowTable {
+        FlowTable {
+            cfg,
+            flows: HashMap::new(),
+            sessions: Vec::new(),
+            window: None,
+            out,
+            stats,
+        }
+    }
+
+    pub fn config(&self) -> Arc<FlowConfig> {
+        self.cfg.clone()
+    }
+
+    /// Counts one kept frame of session `session` (index in the worker's
+    /// session table; `vni`, `source` for its metadata).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        session: usize,
+        vni: u32,
+        source: IpAddr,
+        own: &OwnAddresses,
+        d: &Decoded,
+        ts_ns: u64,
+    ) {
+        let Some(ip) = &d.ip else { return };
+        self.advance(ts_ns);
+        while self.sessions.len() <= session {
+            let meta = self.cfg.metadata(vni, source);
+            self.sessions.push(FlowSession {
+                meta,
+                active: false,
+            });
+        }
+        self.sessions[session].active = true;
+        let (sport, dport) = ip.ports.unwrap_or((0, 0));
+        let key = FlowKey {
+            session,
+            protocol: ip.protocol,
+            src: ip.src,
+            dst: ip.dst,
+            sport,
+            dport,
+        };
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.cfg.max_flows {
+            self.stats.flow_early_flushes.fetch_add(1, Relaxed);
+            self.emit(false);
+        }
+        let e = self.flows.entry(key).or_insert(FlowAgg {
+            packets: 0,
+            bytes: 0,
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            tcp_flags: 0,
+            direction: own.direction(ip),
+        });
+        e.packets += 1;
+        e.bytes += u64::from(ip.total_len);
+        e.first_ns = e.first_ns.min(ts_ns);
+        e.last_ns = e.last_ns.max(ts_ns);
+        if ip.protocol == PROTO_TCP {
+            e.tcp_flags |= ip.tcp_flags.unwrap_or(0) & 0x3f;
+        }
+    }
+
+    /// Closes every window that ended before `now_ns` (live: once a second;
+    /// replay: as packet time advances).
+    pub fn advance(&mut self, now_ns: u64) {
+        let w = now_ns / 1_000_000_000 / self.cfg.interval_s;
+        match self.window {
+            None => self.window = Some(w),
+            Some(cur) if w > cur => {
+                self.emit(true);
+                self.window = Some(w);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes out the current window's records; with `end_of_window`, also
+    /// NODATA records for sessions silent in it.
+    fn emit(&mut self, end_of_window: bool) {
+        let Some(w) = self.window else { return };
+        let window_s = w * self.cfg.interval_s;
+        let mut batch = FlowBatch {
+            window_s,
+            lines: String::new(),
+            json: String::new(),
+        };
+        let mut flows: Vec<(FlowKey, FlowAgg)> = self.flows.drain().collect();
+        flows.sort_by_key(|(k, a)| {
+            (
+                k.session, a.first_ns, k.protocol, k.src, k.dst, k.sport, k.dport,
+            )
+        });
+        for (k, a) in &flows {
+            let rec = Record::Flow(k, a);
+            self.write(&mut batch, k.session, &rec, window_s);
+        }
+        self.stats
+            .flow_records
+            .fetch_add(flows.len() as u64, Relaxed);
+        if end_of_window {
+            for i in 0..self.sessions.len() {
+                if !std::mem::replace(&mut self.sessions[i].active, false) {
+                    self.write(&mut batch, i, &Record::NoData, window_s);
+                    self.stats.flow_nodata.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if !batch.lines.is_empty() {
+            let _ = self.out.send(batch);
+        }
+    }
+
+    fn write(&self, batch: &mut FlowBatch, session: usize, rec: &Record, window_s: u64) {
+        let meta = &self.sessions[session].meta;
+        let values: Vec<String> = self
+            .cfg
+            .format
+            .fields
+            .iter()
+            .map(|f| {
+                value(
+                    *f,
+                    self.cfg.format.version,
+                    meta,
+                    rec,
+                    window_s,
+                    self.cfg.interval_s,
+                )
+            })
+            .collect();
+        let _ = writeln!(batch.lines, "{}", values.join(" "));
+        if self.cfg.json {
+            batch.json.push('{');
+            for (i, (name, v)) in self.cfg.format.names.iter().zip(&values).enumerate() {
+                if i > 0 {
+                    batch.json.push(',');
+                }
+                let numeric = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                if numeric {
+                    let _ = write!(batch.json, "\"{name}\":{v}");
+                } else {
+                    let _ = write!(
+                        batch.json,
+                        "\"{name}\":\"{}\"",
+                        v.replace('\\', "\\\\").replace('"', "\\\"")
+                    );
+                }
+            }
+            batch.json.push_str("}\n");
+        }
+    }
+
+    /// Writes out what is left (end of replay, shutdown).
+    pub fn finish(&mut self) {
+        self.emit(true);
+    }
+}
+
+enum Record<'a> {
+    Flow(&'a FlowKey, &'a FlowAgg),
+    NoData,
+}
+
+fn dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn value(
+    f: Field,
+    version: u8,
+    meta: &FlowMetadata,
+    rec: &Record,
+    window_s: u64,
+    interval_s: u64,
+) -> String {
+    let (k, a) = match rec {
+        Record::Flow(k, a) => (Some(*k), Some(*a)),
+        Record::NoData => (None, None),
+    };
+    let secs = |ns: u64| (ns / 1_000_000_000).to_string();
+    match f {
+        Field::Version => version.to_string(),
+        Field::AccountId => dash(&meta.account_id),
+        Field::InterfaceId => dash(&meta.interface_id),
+        Field::VpcId => dash(&meta.vpc_id),
+        Field::SubnetId => dash(&meta.subnet_id),
+        Field::InstanceId => dash(&meta.instance_id),
+        Field::Region => dash(&meta.region),
+        Field::AzId => dash(&meta.az_id),
+        Field::SrcAddr | Field::PktSrcAddr => k.map_or("-".into(), |k| k.src.to_string()),
+        Field::DstAddr | Field::PktDstAddr => k.map_or("-".into(), |k| k.dst.to_string()),
+        Field::SrcPort => k.map_or("-".into(), |k| k.sport.to_string()),
+        Field::DstPort => k.map_or("-".into(), |k| k.dport.to_string()),
+        Field::Protocol => k.map_or("-".into(), |k| k.protocol.to_string()),
+        Field::Packets => a.map_or("-".into(), |a| a.packets.to_string()),
+        Field::Bytes => a.map_or("-".into(), |a| a.bytes.to_string()),
+        Field::Start => a.map_or(window_s.to_string(), |a| secs(a.first_ns)),
+        Field::End => a.map_or((window_s + interval_s).to_string(), |a| secs(a.last_ns)),
+        Field::Action => a.map_or("-".into(), |_| "ACCEPT".into()),
+        Field::LogStatus => a.map_or("NODATA".into(), |_| "OK".into()),
+        Field::TcpFlags => match (k, a) {
+            (Some(k), Some(a)) if k.protocol == PROTO_TCP => a.tcp_flags.to_string(),
+            (Some(_), Some(_)) => "0".into(),
+            _ => "-".into(),
+        },
+        Field::Type => k.map_or("-".into(), |k| {
+            if k.src.is_ipv4() { "IPv4" } else { "IPv6" }.into()
+        }),
+        Field::FlowDirection => a
+            .and_then(|a| a.direction)
+            .map_or("-".into(), |d| d.name().into()),
+        Field::SublocationType
+        | Field::SublocationId
+        | Field::PktSrcAwsService
+        | Field::PktDstAwsService
+        | Field::TrafficPath
+        | Field::Unknowable(..) => "-".into(),
+    }
+}
+
+/// The flow writer shared by a set of sibling pipelines (workers): the
+/// last one to finish ends the writer thread.
+pub struct FlowShared {
+    writer: std::sync::Mutex<Option<FlowWriter>>,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl FlowShared {
+    pub fn new(writer: FlowWriter) -> Arc<FlowShared> {
+        Arc::new(FlowShared {
+            writer: std::sync::Mutex::new(Some(writer)),
+            live: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A table for one more pipeline.
+    pub fn table(
+        self: &Arc<Self>,
+        cfg: Arc<FlowConfig>,
+        counters: Arc<crate::metrics::Counters>,
+    ) -> FlowTable {
+        self.live.fetch_add(1, Relaxed);
+        let tx = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.sender())
+            .expect("writer running while tables are made");
+        FlowTable::new(cfg, tx, counters)
+    }
+
+    /// Called by each pipeline after its table wrote its last records.
+    pub fn done(&self) {
+        if self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+            && let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            w.finish();
+        }
+    }
+}
+
+/// The flow files' writer thread: `DIR/flows/YYYY/MM/DD/
+/// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), a new file
+/// every `file_interval`, written as `.part` and renamed when closed;
+/// `max_files` closed flow files are kept (oldest deleted first).
+pub struct FlowWriter {
+    tx: Option<mpsc::Sender<FlowBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlowWriter {
+    pub fn spawn(dir: &Path, cfg: Arc<FlowConfig>, max_files: Option<u32>) -> FlowWriter {
+        let (tx, rx) = mpsc::channel::<FlowBatch>();
+        let dir = dir.join("flows");
+        let thread = std::thread::Builder::new()
+            .name("mirrorcap-flows".into())
+            .spawn(move || run_writer(dir, cfg, max_files, rx))
+            .expect("spawning the flow writer");
+        FlowWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<FlowBatch> {
+        self.tx.clone().expect("running")
+    }
+
+    /// Waits until every table's sender is gone and the files are closed.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct OpenFlowFile {
+    slot: u64,
+    text: (PathBuf, Box<dyn std::io::Write + Send>),
+    json: Option<(PathBuf, Box<dyn std::io::Write + Send>)>,
+}
+
+fn open_writer(path: &Path, gzip: bool) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::writer::FILE_MODE)
+        .open(crate::writer::part_path_of(path))?;
+    let w = std::io::BufWriter::with_capacity(256 << 10, f);
+    Ok(if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            w,
+            flate2::Compression::default(),
+        ))
+    } else {
+        Box::new(w)
+    })
+}
+
+fn run_writer(
+    dir: PathBuf,
+    cfg: Arc<FlowConfig>,
+    max_files: Option<u32>,
+    rx: mpsc::Receiver<FlowBatch>,
+) {
+    let mut current: Option<OpenFlowFile> = None;
+    let mut closed: std::collections::VecDeque<PathBuf> = Default::default();
+    let mut seq = 0u32;
+    let ext = if cfg.gzip { ".gz" } else { "" };
+    let close = |f: OpenFlowFile, closed: &mut std::collections::VecDeque<PathBuf>| {
+        for (path, w) in std::iter::once(f.text).chain(f.json) {
+            drop(w); // flushes (and finishes the gzip stream)
+            match std::fs::rename(crate::writer::part_path_of(&path), &path) {
+                Ok(()) => closed.push_back(path),
+                Err(e) => tracing::error!(path = %path.display(), "flows: cannot rename: {e}"),
+            }
+        }
+        if let Some(max) = max_files {
+            while closed.len() > max as usize {
+                if let Some(old) = closed.pop_front() {
+                    let _ = std::fs::remove_file(&old);
+                }
+            }
+        }
+    };
+    while let Ok(batch) = rx.recv() {
+        let slot = batch.window_s / cfg.file_interval_s;
+        if current.as_ref().is_some_and(|c| c.slot != slot) {
+            close(current.take().expect("some"), &mut closed);
+        }
+        if current.is_none() {
+            let t = crate::writer::UtcTime::from_unix(slot * cfg.file_interval_s);
+            let sub = dir.join(format!("{:04}/{:02}/{:02}", t.year, t.month, t.day));
+            let _ = std::fs::DirBuilder::new().recursive(true).create(&sub);
+            let base = format!(
+                "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year, t.month, t.day, t.hour, t.minute, t.second
+            );
+            let mut opened = None;
+            for _ in 0..1000 {
+                let text = sub.join(format!("{base}-{seq:06}.log{ext}"));
+                seq += 1;
+                if text.exists() || crate::writer::part_path_of(&text).exists() {
+                    continue;
+                }
+                let w = match open_writer(&text, cfg.gzip) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(path = %text.display(), "flows: cannot create: {e}");
+                        break;
+                    }
+                };
+                let json = if cfg.json {
+                    let p = sub.join(format!("{base}-{:06}.jsonl{ext}", seq - 1));
+                    open_writer(&p, cfg.gzip).ok().map(|w| (p, w))
+                } else {
+                    None
+                };
+                opened = Some(OpenFlowFile {
+                    slot,
+                    text: (text, w),
+                    json,
+                });
+                break;
+            }
+            let Some(mut f) = opened else { continue };
+            let _ = writeln!(f.text.1, "{}", cfg.format.header());
+            current = Some(f);
+        }
+        let c = current.as_mut().expect("opened");
+        if let Err(e) = c.text.1.write_all(batch.lines.as_bytes()) {
+            tracing::error!("flows: write failed: {e}");
+        }
+        if let Some((_, j)) = &mut c.json {
+            let _ = j.write_all(batch.json.as_bytes());
+        }
+    }
+    if let Some(f) = current.take() {
+        close(f, &mut closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_versions() {
+        let f = FlowFormat::parse(DEFAULT_FORMAT).unwrap();
+        assert_eq!(f.version, 2);
+        assert_eq!(
+            f.header(),
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+        );
+        let f = FlowFormat::parse("${srcaddr} ${tcp-flags} ${flow-direction}").unwrap();
+        assert_eq!(f.version, 5);
+        assert!(
+            FlowFormat::parse("${srcaddr} ${nope}")
+                .unwrap_err()
+                .contains("unknown flow log field \"nope\"")
+        );
+        assert!(FlowFormat::parse("srcaddr").is_err());
+    }
+}
