@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod filter;
+pub mod flow_report;
 pub mod flows;
 pub mod format;
 pub mod health;

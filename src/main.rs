@@ -63,6 +63,25 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Top talkers from flow records (mirrorcap's flow files, .gz too) or computed
+    /// from captures, like a CloudWatch Logs Insights `stats sum(bytes) by ...` query.
+    Flows {
+        /// Fields to group by (comma-separated).
+        #[arg(long, default_value = "srcaddr,dstaddr", value_delimiter = ',')]
+        by: Vec<String>,
+        /// Keep only records where every field=value term holds, e.g. 'dstport=22 protocol=6'.
+        #[arg(long)]
+        filter: Option<String>,
+        /// How many groups to print (most bytes first).
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// Flow files or captures.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
     /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
     CheckConfig {
         /// The TOML file to check.
@@ -103,6 +122,28 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Flows {
+            by,
+            filter,
+            top,
+            format,
+            inputs,
+        } => {
+            use mirrorcap::flow_report::*;
+            let filter = parse_filter(filter.as_deref().unwrap_or(""))?;
+            let mut records = Vec::new();
+            for i in &inputs {
+                records.extend(read_records(i)?);
+            }
+            let groups = top_talkers(&records, &by, &filter, top);
+            let text = if format == "json" {
+                render_json(&by, &groups)
+            } else {
+                render_table(&by, &groups)
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

@@ -1,0 +1,266 @@
+//! `mirrorcap flows`: top talkers from flow records, like the CloudWatch
+//! Logs Insights queries operators run on VPC Flow Logs
+//! (`stats sum(bytes), sum(packets) by srcaddr, dstaddr | sort ... | limit N`).
+//!
+//! In: flow files as mirrorcap writes them (a header line of field names,
+//! then records; `.gz` read transparently), or captures of the
+//! encapsulated traffic, from which the records are computed directly (one
+//! window over the whole input). Out: the groups with the most bytes, as a
+//! table or JSON. NODATA records carry no traffic and are skipped.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}: cannot read: {1}")]
+    Io(String, std::io::Error),
+    #[error("{input}:{line}: {why}")]
+    Bad {
+        input: String,
+        line: usize,
+        why: String,
+    },
+    #[error(
+        "--filter {0:?}: expected terms field=value separated by spaces, e.g. 'dstport=22 protocol=6'"
+    )]
+    Filter(String),
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
+}
+
+/// One record: field name -> value.
+pub type FlowRecord = HashMap<String, String>;
+
+/// Reads flow records from a flow file or, when `input` is a capture,
+/// computes them.
+pub fn read_records(input: &str) -> Result<Vec<FlowRecord>, ReportError> {
+    let raw = std::fs::read(input).map_err(|e| ReportError::Io(input.into(), e))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| ReportError::Io(input.into(), e))?;
+        out
+    } else {
+        raw
+    };
+    let magic = bytes
+        .get(..4)
+        .map(|m| u32::from_le_bytes(m.try_into().unwrap()));
+    if matches!(
+        magic,
+        Some(0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 | 0x0a0d_0d0a)
+    ) {
+        return records_from_capture(input, &bytes);
+    }
+    let mut lines = bytes.lines();
+    let header = match lines.next() {
+        Some(Ok(h)) => h,
+        _ => {
+            return Err(ReportError::Bad {
+                input: input.into(),
+                line: 1,
+                why: "empty: expected a header line of field names".into(),
+            });
+        }
+    };
+    let names: Vec<String> = header.split_whitespace().map(String::from).collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let line = line.map_err(|e| ReportError::Io(input.into(), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let values: Vec<&str> = line.split_whitespace().collect();
+        if values.len() != names.len() {
+            return Err(ReportError::Bad {
+                input: input.into(),
+                line: i + 2,
+                why: format!(
+                    "{} values for {} fields in the header",
+                    values.len(),
+                    names.len()
+                ),
+            });
+        }
+        out.push(
+            names
+                .iter()
+                .cloned()
+                .zip(values.iter().map(|v| v.to_string()))
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// Computes records from a capture: every kept inner IP packet, per session
+/// and 5-tuple, over one window covering the whole capture.
+fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, ReportError> {
+    let cfg = crate::flows::FlowConfig {
+        enabled: true,
+        interval_s: u64::MAX / 4_000_000_000,
+        format: crate::flows::FlowFormat::parse(
+            "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction}",
+        )
+        .expect("valid"),
+        ..Default::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let counters = Arc::new(crate::metrics::Counters::default());
+    let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
+    let mut sessions: HashMap<(IpAddr, u32), usize> = HashMap::new();
+    let mut reader = crate::capture::CaptureReader::new(bytes, input)?;
+    while let Some(rec) = reader.next_record()? {
+        let Ok(udp) = crate::replay::strip_outer(rec.linktype, rec.data) else {
+            continue;
+        };
+        let Ok(v) = crate::vxlan::Vxlan::new_checked(udp.payload) else {
+            continue;
+        };
+        let next = sessions.len();
+        let i = *sessions.entry((udp.source, v.vni())).or_insert(next);
+        let own = crate::filter::OwnAddresses {
+            outer: udp.source,
+            extra: Vec::new(),
+        };
+        let d = crate::decode::decode(v.inner());
+        table.add(i, v.vni(), udp.source, &own, &d, rec.ts_ns);
+    }
+    table.finish();
+    drop(table);
+    let names = cfg.format.names.clone();
+    let mut out = Vec::new();
+    for batch in rx {
+        for line in batch.lines.lines() {
+            out.push(
+                names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .zip(line.split_whitespace().map(String::from))
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `--filter 'dstport=22 protocol=6'`: every term must hold.
+pub fn parse_filter(s: &str) -> Result<Vec<(String, String)>, ReportError> {
+    s.split_whitespace()
+        .map(|t| {
+            t.split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| ReportError::Filter(s.to_string()))
+        })
+        .collect()
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub key: Vec<String>,
+    pub bytes: u64,
+    pub packets: u64,
+    pub records: u64,
+}
+
+/// Sums `bytes` and `packets` by the `by` fields over the records that match
+/// `filter`; the `top` groups with the most bytes (then packets, then key).
+pub fn top_talkers(
+    records: &[FlowRecord],
+    by: &[String],
+    filter: &[(String, String)],
+    top: usize,
+) -> Vec<Group> {
+    let mut groups: HashMap<Vec<String>, Group> = HashMap::new();
+    for r in records {
+        if r.get("log-status").is_some_and(|s| s != "OK") {
+            continue;
+        }
+        if !filter.iter().all(|(k, v)| r.get(k) == Some(v)) {
+            continue;
+        }
+        let key: Vec<String> = by
+            .iter()
+            .map(|f| r.get(f).cloned().unwrap_or_else(|| "-".into()))
+            .collect();
+        let num = |f: &str| r.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let g = groups.entry(key.clone()).or_insert(Group {
+            key,
+            bytes: 0,
+            packets: 0,
+            records: 0,
+        });
+        g.bytes += num("bytes");
+        g.packets += num("packets");
+        g.records += 1;
+    }
+    let mut v: Vec<Group> = groups.into_values().collect();
+    v.sort_by(|a, b| {
+        (b.bytes, b.packets)
+            .cmp(&(a.bytes, a.packets))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    v.truncate(top);
+    v
+}
+
+/// The report as an aligned table.
+pub fn render_table(by: &[String], groups: &[Group]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        by.iter()
+            .cloned()
+            .chain(["sum(bytes)".into(), "sum(packets)".into(), "records".into()])
+            .collect(),
+    ];
+    for g in groups {
+        rows.push(
+            g.key
+                .iter()
+                .cloned()
+                .chain([
+                    g.bytes.to_string(),
+                    g.packets.to_string(),
+                    g.records.to_string(),
+                ])
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The report as JSON: an array of objects.
+pub fn render_json(by: &[String], groups: &[Group]) -> String {
+    let items: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|g| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in by.iter().zip(&g.key) {
+                m.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            m.insert("bytes".into(), g.bytes.into());
+            m.insert("packets".into(), g.packets.into());
+            m.insert("records".into(), g.records.into());
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).expect("serializable") + "\n"
+}
