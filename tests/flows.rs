@@ -1,0 +1,445 @@
+//! Flow records, end to end: replays of the fixtures against tshark's
+//! conversation statistics, the Logs Insights parse pattern, window edges
+//! and NODATA, and the `mirrorcap flows` report.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Every `*.log` flow file under `dir`, parsed with its own header.
+fn flow_records(dir: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+    let mut files: Vec<PathBuf> = output_files(&dir.join("flows"))
+        .into_iter()
+        .filter(|f| f.to_str().unwrap().ends_with(".log"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no flow files under {dir:?}");
+    let mut header = Vec::new();
+    let mut recs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut lines = text.lines();
+        header = lines.next().unwrap().split(' ').map(String::from).collect();
+        for l in lines {
+            let v: Vec<&str> = l.split(' ').collect();
+            assert_eq!(v.len(), header.len(), "{f:?}: {l}");
+            recs.push(
+                header
+                    .iter()
+                    .cloned()
+                    .zip(v.iter().map(|s| s.to_string()))
+                    .collect(),
+            );
+        }
+    }
+    (header, recs)
+}
+
+const FORMAT: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction}";
+
+type Tuple = (String, String, u16, String, u16); // protocol, src, sport, dst, dport
+
+fn replay_flows(input: &Path, extra: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[flows]\nenabled = true\ninterval = \"1s\"\nformat = \"{FORMAT}\"\n{extra}"),
+    )
+    .unwrap();
+    let dir = tmp.path().join("out");
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    (tmp, dir, err)
+}
+
+/// tshark `-z conv,tcp` / `conv,udp`: frames per direction.
+fn tshark_conv(file: &Path, proto: &str) -> BTreeMap<Tuple, u64> {
+    let text = tshark(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-q",
+        "-z",
+        &format!("conv,{proto}"),
+    ]);
+    let num = if proto == "tcp" { "6" } else { "17" };
+    let mut m = BTreeMap::new();
+    for l in text.lines().filter(|l| l.contains("<->")) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let split = |ep: &str| {
+            let (a, p) = ep.rsplit_once(':').unwrap();
+            (a.to_string(), p.parse::<u16>().unwrap())
+        };
+        let (a, ap) = split(w[0]);
+        let (b, bp) = split(w[2]);
+        // "<-" frames (B to A), then "->" frames (A to B).
+        let b_to_a: u64 = w[3].parse().unwrap();
+        let a_to_b: u64 = w[6].parse().unwrap();
+        for (k, n) in [
+            ((num.into(), a.clone(), ap, b.clone(), bp), a_to_b),
+            ((num.into(), b, bp, a, ap), b_to_a),
+        ] {
+            if n > 0 {
+                *m.entry(k).or_insert(0) += n;
+            }
+        }
+    }
+    m
+}
+
+/// IP bytes per 5-tuple from tshark's own fields (IPv4 total length; IPv6
+/// 40 + payload length).
+fn tshark_ip_bytes(file: &Path) -> BTreeMap<Tuple, u64> {
+    let text = tshark(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-Y",
+        "tcp || udp",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=f",
+        "-e",
+        "ip.proto",
+        "-e",
+        "ipv6.nxt",
+        "-e",
+        "ip.src",
+        "-e",
+        "ipv6.src",
+        "-e",
+        "ip.dst",
+        "-e",
+        "ipv6.dst",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "udp.srcport",
+        "-e",
+        "tcp.dstport",
+        "-e",
+        "udp.dstport",
+        "-e",
+        "ip.len",
+        "-e",
+        "ipv6.plen",
+    ]);
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        let pick = |a: &str, b: &str| {
+            if a.is_empty() {
+                b.to_string()
+            } else {
+                a.to_string()
+            }
+        };
+        let proto = if c[6].is_empty() { "17" } else { "6" };
+        let bytes: u64 = if !c[10].is_empty() {
+            c[10].parse().unwrap()
+        } else {
+            40 + c[11].parse::<u64>().unwrap()
+        };
+        let k = (
+            proto.to_string(),
+            pick(c[2], c[3]),
+            pick(c[6], c[7]).parse().unwrap(),
+            pick(c[4], c[5]),
+            pick(c[8], c[9]).parse().unwrap(),
+        );
+        *m.entry(k).or_insert(0) += bytes;
+    }
+    m
+}
+
+#[test]
+fn flow_sums_match_tshark_conversations() {
+    let tmp = tempfile::tempdir().unwrap();
+    for fixture in [
+        "zeek-wikipedia.pcap",
+        "arkime-v6-http.pcap",
+        "zeek-vlan-collisions.pcap",
+        "zeek-get-to-ssh-server.pcap",
+        "zeek-truncated-header.pcap",
+        "zeek-cooper-grill-dvwa.pcapng",
+    ] {
+        let input = testdata(&format!("ethernet/{fixture}"));
+        let wrapped = tmp.path().join(format!("{fixture}.wrapped.pcap"));
+        wrap_ethernet_capture(&input, &wrapped, 9, "10.99.0.1".parse().unwrap());
+        let (_t, dir, _) = replay_flows(&wrapped, "");
+        let (_, recs) = flow_records(&dir);
+        let mut packets: BTreeMap<Tuple, u64> = BTreeMap::new();
+        let mut bytes: BTreeMap<Tuple, u64> = BTreeMap::new();
+        for r in recs.iter().filter(|r| r["log-status"] == "OK") {
+            if r["protocol"] != "6" && r["protocol"] != "17" {
+                continue;
+            }
+            let k = (
+                r["protocol"].clone(),
+                r["srcaddr"].clone(),
+                r["srcport"].parse().unwrap(),
+                r["dstaddr"].clone(),
+                r["dstport"].parse().unwrap(),
+            );
+            *packets.entry(k.clone()).or_insert(0) += r["packets"].parse::<u64>().unwrap();
+            *bytes.entry(k).or_insert(0) += r["bytes"].parse::<u64>().unwrap();
+        }
+        let mut want = tshark_conv(&input, "tcp");
+        want.extend(tshark_conv(&input, "udp"));
+        // tshark's conversation tap skips a TCP segment whose header the
+        // capture cut (its dissector stops first); the flow log, like AWS,
+        // counts the packet, whose ports were captured. Add those frames.
+        let cut = tshark(&[
+            "-r",
+            input.to_str().unwrap(),
+            "-Y",
+            "!vlan && ip && tcp.hdr_len > frame.cap_len - 14 - ip.hdr_len",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+        ]);
+        for l in cut.lines() {
+            let c: Vec<&str> = l.split('\t').collect();
+            let k = (
+                "6".to_string(),
+                c[0].to_string(),
+                c[1].parse().unwrap(),
+                c[2].to_string(),
+                c[3].parse().unwrap(),
+            );
+            *want.entry(k).or_insert(0) += 1;
+        }
+        assert!(!want.is_empty(), "{fixture}");
+        assert_eq!(packets, want, "{fixture}: packets per 5-tuple");
+        assert_eq!(
+            bytes,
+            tshark_ip_bytes(&input),
+            "{fixture}: bytes per 5-tuple"
+        );
+    }
+}
+
+/// The AWS capture: per-record fields parse back, metadata and direction
+/// are right, and the Logs Insights pattern `parse @message "* * ..."` (one
+/// `*` per field) yields the same columns.
+#[test]
+fn records_parse_back_and_with_logs_insights_pattern() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let (_t, dir, err) = replay_flows(
+        &input,
+        "json = true\n[[flows.session]]\nvni = 5569041\ninterface_id = \"eni-0123456789abcdef0\"\n",
+    );
+    assert!(err.contains("flow records written"), "{err}");
+    let (header, recs) = flow_records(&dir);
+    assert_eq!(header.len(), 16);
+    let ok: Vec<_> = recs.iter().filter(|r| r["log-status"] == "OK").collect();
+    assert_eq!(
+        ok.iter()
+            .map(|r| r["packets"].parse::<u64>().unwrap())
+            .sum::<u64>(),
+        100
+    );
+    for r in &ok {
+        assert_eq!(r["version"], "5");
+        assert_eq!(r["interface-id"], "eni-0123456789abcdef0");
+        assert_eq!(r["action"], "ACCEPT");
+        assert_eq!(r["type"], "IPv4");
+        let dir = if r["dstaddr"] == "172.31.0.238" {
+            "ingress"
+        } else {
+            "egress"
+        };
+        assert_eq!(r["flow-direction"], dir, "{r:?}");
+        assert!(r["start"] <= r["end"]);
+    }
+    // SYN|ACK|FIN|PSH of an SSH session: AWS's tcp-flags values OR'ed.
+    assert!(
+        ok.iter()
+            .any(|r| r["protocol"] == "6" && r["tcp-flags"].parse::<u8>().unwrap() & 0x02 != 0)
+    );
+
+    // Logs Insights: parse @message "* * * ..." with one * per field.
+    let pattern = vec!["*"; header.len()].join(" ");
+    let text = std::fs::read_to_string(
+        output_files(&dir.join("flows"))
+            .into_iter()
+            .find(|f| f.to_str().unwrap().ends_with(".log"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (line, r) in text.lines().skip(1).zip(&recs) {
+        let cols = insights_parse(&pattern, line).expect("pattern matches");
+        let want: Vec<&String> = header.iter().map(|h| &r[h]).collect();
+        assert_eq!(cols.iter().collect::<Vec<_>>(), want);
+    }
+    // JSON Lines beside it.
+    let json = output_files(&dir.join("flows"))
+        .into_iter()
+        .find(|f| f.to_str().unwrap().ends_with(".jsonl"))
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(json)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["interface-id"], "eni-0123456789abcdef0");
+    assert!(first["packets"].is_u64());
+}
+
+/// CloudWatch Logs Insights `parse` with a glob: literal text between `*`s
+/// must match in order; each `*` captures the shortest run up to the next
+/// literal (the last one, the rest of the line).
+fn insights_parse(pattern: &str, line: &str) -> Option<Vec<String>> {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = line.strip_prefix(parts[0])?;
+    let mut cols = Vec::new();
+    for (i, lit) in parts[1..].iter().enumerate() {
+        if i == parts.len() - 2 && lit.is_empty() {
+            cols.push(rest.to_string());
+            rest = "";
+        } else {
+            let at = rest.find(lit)?;
+            cols.push(rest[..at].to_string());
+            rest = &rest[at + lit.len()..];
+        }
+    }
+    rest.is_empty().then_some(cols)
+}
+
+/// A flow spanning three 1 s windows gives three records whose sums are the
+/// total; a session silent in a window gets NODATA for it.
+#[test]
+fn window_edges_and_nodata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = 1_764_000_000u64 * 1_000_000_000;
+    let a: IpAddr = "172.31.0.10".parse().unwrap();
+    let b: IpAddr = "172.31.0.20".parse().unwrap();
+    let mut recs = Vec::new();
+    let mut push = |src: IpAddr, vni: u32, t_ms: u64, seq: u64, len: usize| {
+        let mut p = vxlan_header(vni).to_vec();
+        p.extend_from_slice(&inner_frame(seq, len));
+        let pkt = outer_packet(src, 4789, &p, p.len());
+        let n = pkt.len() as u32;
+        recs.push((base + t_ms * 1_000_000, pkt, n));
+    };
+    push(b, 2, 200, 0, 100);
+    push(a, 1, 500, 1, 100);
+    push(a, 1, 1500, 2, 200);
+    push(a, 1, 2500, 3, 300);
+    push(b, 2, 2700, 4, 100);
+    let cap = tmp.path().join("w.pcap");
+    write_pcap(&cap, 1, &recs);
+    let (_t, dir, _) = replay_flows(&cap, "");
+    let (_, recs) = flow_records(&dir);
+    let ok: Vec<_> = recs.iter().filter(|r| r["log-status"] == "OK").collect();
+    // Session A's flow (10.0.0.1:40000 -> 10.0.0.2:53) in three windows.
+    assert_eq!(ok.len(), 5, "{recs:?}");
+    let a_packets: u64 = ok
+        .iter()
+        .filter(|r| r["bytes"] != "86")
+        .map(|r| r["packets"].parse::<u64>().unwrap())
+        .sum();
+    let total_bytes: u64 = ok.iter().map(|r| r["bytes"].parse::<u64>().unwrap()).sum();
+    assert_eq!(a_packets, 2, "{ok:?}");
+    assert_eq!(total_bytes, 86 + 86 + 186 + 286 + 86);
+    let starts: Vec<u64> = ok.iter().map(|r| r["start"].parse().unwrap()).collect();
+    assert_eq!(
+        starts,
+        vec![
+            1_764_000_000,
+            1_764_000_000,
+            1_764_000_001,
+            1_764_000_002,
+            1_764_000_002
+        ]
+    );
+    // Session B was silent in window [1, 2): one NODATA record for it.
+    let nodata: Vec<_> = recs
+        .iter()
+        .filter(|r| r["log-status"] == "NODATA")
+        .collect();
+    assert_eq!(nodata.len(), 1, "{recs:?}");
+    assert_eq!(nodata[0]["start"], "1764000001");
+    assert_eq!(nodata[0]["end"], "1764000002");
+    assert_eq!(nodata[0]["packets"], "-");
+}
+
+/// `mirrorcap flows` on the flow files and directly on the capture agree.
+#[test]
+fn flows_report_top_talkers() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let (_t, dir, _) = replay_flows(&input, "");
+    let files: Vec<String> = output_files(&dir.join("flows"))
+        .into_iter()
+        .map(|f| f.to_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "flows",
+        "--by",
+        "srcaddr,dstaddr",
+        "--top",
+        "2",
+        "--format",
+        "json",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let (code, from_files, err) = mirrorcap(&args);
+    assert_eq!(code, 0, "{err}");
+    let (code, from_capture, err) = mirrorcap(&[
+        "flows",
+        "--by",
+        "srcaddr,dstaddr",
+        "--top",
+        "2",
+        "--format",
+        "json",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let a: serde_json::Value = serde_json::from_str(&from_files).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&from_capture).unwrap();
+    assert_eq!(a[0]["srcaddr"], "172.31.0.238");
+    assert_eq!(a[0]["dstaddr"], "18.196.145.224");
+    for g in 0..2 {
+        for k in ["srcaddr", "dstaddr", "bytes", "packets"] {
+            assert_eq!(a[g][k], b[g][k], "{k}");
+        }
+    }
+    let (code, table, _) = mirrorcap(&[
+        "flows",
+        "--by",
+        "dstport",
+        "--filter",
+        "dstport=22 protocol=6",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("dstport"));
+    assert!(lines[1].starts_with("22 "));
+    let (code, _, err) = mirrorcap(&["flows", "--filter", "dstport", input.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected terms field=value"), "{err}");
+}
