@@ -443,3 +443,37 @@ fn flows_report_top_talkers() {
     assert_eq!(code, 2);
     assert!(err.contains("expected terms field=value"), "{err}");
 }
+
+/// `gzip = true`: `.log.gz` files that zcat and `mirrorcap flows` read.
+#[test]
+fn gzip_flow_files() {
+    let input = testdata("vxlan/tcpdump-vxlan.pcap");
+    let (_t, dir, _) = replay_flows(&input, "gzip = true\n");
+    let files = output_files(&dir.join("flows"));
+    assert!(
+        !files.is_empty()
+            && files
+                .iter()
+                .all(|f| f.to_str().unwrap().ends_with(".log.gz")),
+        "{files:?}"
+    );
+    let out = std::process::Command::new("zcat")
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("version interface-id srcaddr dstaddr"),
+        "{text}"
+    );
+    let (code, table, err) = mirrorcap(&["flows", "--by", "protocol", files[0].to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // 8 ICMP echo packets (ARP is not IP: not flow-logged).
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("1 ") && l.split_whitespace().nth(2) == Some("8")),
+        "{table}"
+    );
+}
