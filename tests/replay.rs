@@ -127,22 +127,10 @@ fn ethernet_fixtures_round_trip_through_vxlan() {
             "2001:db8::b".parse().unwrap()
         };
         let vni = 1000 + i as u32;
-        // Read the frames with the library's reader; tshark checks them below.
-        let f = std::fs::File::open(input).unwrap();
-        let mut r = mirrorcap::capture::CaptureReader::new(f, "x").unwrap();
-        let mut recs = Vec::new();
-        while let Some(rec) = r.next_record().unwrap() {
-            assert_eq!(rec.linktype, 1);
-            let mut payload = vxlan_header(vni).to_vec();
-            payload.extend_from_slice(rec.data);
-            let wire_payload = 8 + rec.orig_len as usize;
-            let pkt = outer_packet(src, 4789, &payload, wire_payload);
-            let orig = (outer_len(src) + wire_payload) as u32;
-            recs.push((rec.ts_ns, pkt, orig));
-        }
+        // Read with the library's reader; tshark checks the frames below.
         let tmp = tempfile::tempdir().unwrap();
         let wrapped = tmp.path().join("wrapped.pcap");
-        write_pcap(&wrapped, 1, &recs);
+        wrap_ethernet_capture(input, &wrapped, vni, src);
         let out = tmp.path().join("out");
         let (code, err) = replay(&out, &[], &wrapped);
         assert_eq!(code, 0, "{input:?}: {err}");

@@ -10,6 +10,41 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A small tmpfs mounted for the test (root only), unmounted on drop.
+struct SmallTmpfs {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small");
+        std::fs::create_dir(&path).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs failed although running as root");
+        SmallTmpfs { _dir: dir, path }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
 fn dgram(vni: u32, seq: u64) -> Vec<u8> {
     let mut d = vxlan_header(vni).to_vec();
     d.extend_from_slice(&inner_frame(seq, 200));
@@ -215,28 +250,8 @@ fn disk_full_counts_drops_and_resumes() {
         eprintln!("SKIPPED disk_full_counts_drops_and_resumes: mounting a tmpfs needs root");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=2m",
-            "tmpfs",
-            mnt.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs failed although running as root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let small = SmallTmpfs::mount("2m");
+    let mnt = small.path.clone();
     // Fill most of it with a file we can delete later.
     let filler = mnt.join("filler");
     std::fs::write(&filler, vec![0u8; 1_500_000]).unwrap();
@@ -448,29 +463,8 @@ fn health_follows_the_output() {
 
 fn health_with_full_tmpfs() {
     let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(
-        std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=1m",
-                "tmpfs",
-                mnt.to_str().unwrap()
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let small = SmallTmpfs::mount("1m");
+    let mnt = small.path.clone();
     let filler = mnt.join("filler");
     std::fs::write(&filler, vec![0u8; 1_000_000]).unwrap();
     let (hport, tport) = (free_tcp_port(), free_tcp_port());
