@@ -228,3 +228,32 @@ fn workers_keep_each_session_whole() {
         );
     }
 }
+
+/// A flood of bad datagrams gives counters and at most a summary line per
+/// 10 s, never a log line per packet.
+#[test]
+fn bad_datagrams_are_not_logged_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for i in 0..3000u32 {
+        s.send_to(&i.to_be_bytes()[..3], d.addr).unwrap();
+        if i % 500 == 499 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        summary_count(&err, "dropped vxlan_too_short"),
+        3000,
+        "{err}"
+    );
+    let lines = err
+        .lines()
+        .filter(|l| l.contains("vxlan_too_short"))
+        .count();
+    assert!(lines <= 2, "{lines} lines mention the drop:\n{err}");
+}

@@ -562,3 +562,40 @@ fn on_rotate_hook_and_session_cap() {
         assert!(rows.len() == 10 || rows.len() == 5, "{n}: {}", rows.len());
     }
 }
+
+/// Files are created 0640 and directories 0750; `max_open_files` counts
+/// what it refuses.
+#[test]
+fn file_modes_and_open_file_cap() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "max_open_files = 1\n").unwrap();
+    let d = Daemon::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..10u64 {
+        tx.send_to(&dgram(41, seq), d.addr).unwrap();
+        tx.send_to(&dgram(42, seq), d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "dropped open_file_limit"), 10, "{err}");
+    let files = output_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let umask = unsafe {
+        let m = libc::umask(0);
+        libc::umask(m);
+        m
+    };
+    assert_eq!(mode(&files[0]), 0o640 & !umask);
+    assert_eq!(mode(files[0].parent().unwrap()), 0o750 & !umask);
+    assert_eq!(mode(&dir.join("41")), 0o750 & !umask);
+}
