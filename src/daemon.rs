@@ -1,94 +1,92 @@
-//! The live loop: a bound [`Receiver`] feeds the [`Pipeline`] until a stop
-//! future resolves (SIGTERM/SIGINT in `main`, anything in tests), then every
-//! file is flushed, closed and renamed and the summary returned.
+//! The live loop: one thread per worker reads its socket with blocking
+//! `recvmmsg(MSG_WAITFORONE)` (one syscall per wakeup, as the C reference
+//! receiver does: no epoll round trip) and feeds its [`Pipeline`] until the
+//! stop flag is set; then the caller finishes the pipelines together.
 //!
-//! Readiness comes from tokio's `AsyncFd` on the socket; once readable, the
-//! loop drains it with `recvmmsg` batches until the kernel says
-//! `EWOULDBLOCK`, yielding to the timer and the stop signal every few
-//! batches. Once a second it closes idle sessions and ended time slots, and
-//! copies the kernel's drop count; every ten seconds it logs the drops seen
-//! since the last report, by reason (never a line per packet).
+//! The socket has a 100 ms receive timeout, so the loop notices the stop
+//! flag and runs its once-a-second housekeeping even when no traffic comes:
+//! close idle sessions and ended time slots, copy the kernel's drop count,
+//! and every ten seconds log the drops seen since the last report, by
+//! reason (never a line per packet). A reloaded config is applied before
+//! the next batch.
 
-use std::future::Future;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-
-use crate::metrics::{DropReason, DropReport};
+use crate::config::Config;
+use crate::metrics::{DropReason, DropReport, LogLimiter};
 use crate::pipeline::Pipeline;
 use crate::socket::{Receiver, now_ns};
 
-/// Batches read before the loop lets the timer and the stop signal run.
-const BATCHES_PER_TURN: usize = 32;
+/// How the main thread tells the workers to stop or to reload.
+#[derive(Clone)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reload: tokio::sync::watch::Receiver<Option<Arc<Config>>>,
+}
 
-/// Runs until `stop` resolves, then returns the pipeline for the caller to
-/// finish (so several workers can finish together). The socket must be
-/// bound already (so the caller can log its address, and tests can bind
-/// port 0).
-pub async fn serve(
-    rx: Receiver,
+/// Runs until `control.stop` is set, then returns the pipeline for the
+/// caller to finish. The socket must be bound already (so the caller can
+/// log its address, and tests can bind port 0).
+pub fn serve(
+    mut rx: Receiver,
     mut pipeline: Pipeline,
-    stop: impl Future<Output = ()>,
-    mut reload: tokio::sync::watch::Receiver<Option<std::sync::Arc<crate::config::Config>>>,
+    mut control: Control,
 ) -> io::Result<Pipeline> {
-    // SAFETY: the Receiver owns the socket, so its fd stays open and the
-    // same for as long as the AsyncFd holds it.
-    let mut rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }
-        .map_err(io::Error::from)?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut report = DropReport::new(Duration::from_secs(10));
+    rx.set_receive_timeout(Duration::from_millis(100))?;
     let counters = pipeline.counters().clone();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Ok(()) = reload.changed() => {
-                let cfg = reload.borrow_and_update().clone();
-                if let Some(cfg) = cfg {
-                    pipeline.reconfigure(&cfg);
-                }
+    let mut report = DropReport::new(Duration::from_secs(10));
+    let mut errors = LogLimiter::new(Duration::from_secs(10));
+    let mut last_tick = Instant::now();
+    while !control.stop.load(Relaxed) {
+        let r = rx.recv_batch(|data, meta, truncated| {
+            if truncated {
+                pipeline.counters().received(data.len());
+                pipeline
+                    .counters()
+                    .count_drop(DropReason::DatagramTruncated);
+            } else {
+                pipeline.push(data, meta);
             }
-            _ = tick.tick() => {
-                pipeline.tick(now_ns());
-                counters.kernel_drops.fetch_add(rx.get_mut().new_kernel_drops(), Relaxed);
-                report.maybe_log(&counters);
-            }
-            ready = rx.readable_mut() => {
-                let mut guard = ready?;
-                for _ in 0..BATCHES_PER_TURN {
-                    let r = guard.get_inner_mut().recv_batch(|data, meta, truncated| {
-                        if truncated {
-                            pipeline.counters().received(data.len());
-                            pipeline.counters().count_drop(DropReason::DatagramTruncated);
-                        } else {
-                            pipeline.push(data, meta);
-                        }
-                    });
-                    match r {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            // ICMP errors queued on the socket and the like:
-                            // not fatal for a receiver.
-                            tracing::warn!(error = %e, "recvmmsg failed; continuing");
-                            guard.clear_ready();
-                            break;
-                        }
-                    }
+        });
+        match r {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // ICMP errors queued on the socket and the like: not fatal
+                // for a receiver.
+                if let Some(held) = errors.allow() {
+                    tracing::warn!(error = %e, held_back = held, "recvmmsg failed; continuing");
                 }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            pipeline.tick(now_ns());
+            counters
+                .kernel_drops
+                .fetch_add(rx.new_kernel_drops(), Relaxed);
+            report.maybe_log(&counters);
+        }
+        // A reload takes effect at the next batch (one atomic load to see).
+        if control.reload.has_changed().unwrap_or(false) {
+            let cfg = control.reload.borrow_and_update().clone();
+            if let Some(cfg) = cfg {
+                pipeline.reconfigure(&cfg);
             }
         }
     }
     counters
         .kernel_drops
-        .fetch_add(rx.get_mut().new_kernel_drops(), Relaxed);
+        .fetch_add(rx.new_kernel_drops(), Relaxed);
     Ok(pipeline)
 }

@@ -264,32 +264,12 @@ fn run_daemon(
     let mut pipelines: Vec<Pipeline> = (1..workers).map(|_| first.sibling()).collect();
     pipelines.insert(0, first);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (reload_tx, reload_rx) = tokio::sync::watch::channel::<Option<Arc<Config>>>(None);
-    let mut handles = Vec::new();
-    let mut work = receivers.into_iter().zip(pipelines);
-    let (rx0, p0) = work.next().expect("one worker at least");
-    for (i, (rx, p)) in work.enumerate() {
-        let mut stop = stop_rx.clone();
-        let reload_rx = reload_rx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("rx{}", i + 1))
-            .spawn(move || -> std::io::Result<Pipeline> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(mirrorcap::daemon::serve(
-                    rx,
-                    p,
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                    reload_rx,
-                ))
-            })
-            .context("starting a worker thread")?;
-        handles.push(h);
-    }
+    let control = mirrorcap::daemon::Control {
+        stop: stop.clone(),
+        reload: reload_rx,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -305,20 +285,29 @@ fn run_daemon(
             signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         )
     };
-    tracing::info!(
-        "listening on {addr}, writing under {}, {workers} worker(s)",
-        cfg.dir.display()
-    );
     let metrics_listener = match cfg.metrics_listen {
         Some(a) => Some(rt.block_on(mirrorcap::health::bind_metrics(a))?),
         None => None,
     };
-    // Worker 0 runs on the main thread, beside the systemd status task and
-    // the metrics and health listeners.
+    // One receive thread per worker; the main thread handles signals, the
+    // systemd status, metrics and health.
+    let mut handles = Vec::new();
+    for (i, (rx, p)) in receivers.into_iter().zip(pipelines).enumerate() {
+        let control = control.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("rx{i}"))
+            .spawn(move || mirrorcap::daemon::serve(rx, p, control))
+            .context("starting a receive thread")?;
+        handles.push(h);
+    }
+    tracing::info!(
+        "listening on {addr}, writing under {}, {workers} worker(s)",
+        cfg.dir.display()
+    );
     let mut notifier = mirrorcap::notify::Notifier::from_env();
     notifier.ready(&format!("listening on {addr}"));
     let status_counters = counters.clone();
-    let p0 = rt.block_on(async {
+    rt.block_on(async {
         let status = async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             let mut last = (std::time::Instant::now(), 0u64);
@@ -338,7 +327,18 @@ fn run_daemon(
                 ));
             }
         };
-        let stop = async {
+        if let Some(l) = metrics_listener {
+            tracing::info!(
+                "metrics on http://{}/metrics and /healthz",
+                l.local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string())
+            );
+            tokio::spawn(mirrorcap::health::serve_metrics(l, counters.clone()));
+        }
+        if let Some(a) = cfg.health_tcp_listen {
+            tokio::spawn(mirrorcap::health::serve_tcp_health(a, counters.clone()));
+        }
+        let signals = async {
             let mut running = cfg.clone();
             loop {
                 tokio::select! {
@@ -359,31 +359,24 @@ fn run_daemon(
                     }
                 }
             }
-            let _ = stop_tx.send(true);
         };
-        if let Some(l) = metrics_listener {
-            tracing::info!(
-                "metrics on http://{}/metrics and /healthz",
-                l.local_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string())
-            );
-            tokio::spawn(mirrorcap::health::serve_metrics(l, counters.clone()));
-        }
-        if let Some(a) = cfg.health_tcp_listen {
-            tokio::spawn(mirrorcap::health::serve_tcp_health(a, counters.clone()));
-        }
         tokio::select! {
-            r = mirrorcap::daemon::serve(rx0, p0, stop, reload_rx) => r,
+            _ = signals => {}
             _ = status => unreachable!("the status task never ends"),
         }
-    })?;
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     mirrorcap::notify::Notifier::from_env().stopping();
-    let rules = p0.rule_counts();
-    let mut sessions = p0.finish_sessions();
+    let mut finished = Vec::new();
     for h in handles {
-        let p = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+        finished.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a receive thread panicked"))??,
+        );
+    }
+    let rules = finished[0].rule_counts();
+    let mut sessions = Vec::new();
+    for p in finished {
         sessions.extend(p.finish_sessions());
     }
     sessions.sort_by_key(|s| (s.vni, s.source));

@@ -1,4 +1,5 @@
-//! Stage 1, live: the UDP socket on port 4789 and batched receive.
+//! Stage 1, live: the UDP socket on port 4789 and batched receive
+//! (blocking `recvmmsg` with `MSG_WAITFORONE`, one thread per socket).
 //!
 //! In: datagrams from the kernel. Out: `(payload, RecvMeta)` pairs handed to
 //! a callback, a batch per `recvmmsg` call. Receive buffers (batch ×
@@ -90,7 +91,7 @@ impl Receiver {
             tracing::debug!(error = %e, "SO_RXQ_OVFL not available; kernel drops are not counted");
         }
         set_recv_buffer(&sock, recv_buffer);
-        sock.set_nonblocking(true)
+        sock.set_nonblocking(false)
             .map_err(|e| opt("O_NONBLOCK", e))?;
         if reuse_port {
             sock.set_reuse_port(true)
@@ -207,6 +208,11 @@ impl Receiver {
         }
     }
 
+    /// How long one receive call may wait for the first datagram.
+    pub fn set_receive_timeout(&self, t: std::time::Duration) -> io::Result<()> {
+        self.sock.set_read_timeout(Some(t))
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
@@ -223,8 +229,10 @@ impl Receiver {
         u64::from(new)
     }
 
-    /// One `recvmmsg` call without blocking. Calls `f` for each datagram;
-    /// returns how many there were, or `WouldBlock` when there were none.
+    /// One `recvmmsg(MSG_WAITFORONE)` call: waits for the first datagram
+    /// (up to the receive timeout), then takes what else is queued, up to a
+    /// batch. Calls `f` for each datagram; returns how many there were, or
+    /// `WouldBlock` when the timeout passed with none.
     pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8], &RecvMeta, bool)) -> io::Result<usize> {
         let n = self.batch;
         for h in &mut self.hdrs {
@@ -239,7 +247,7 @@ impl Receiver {
                 self.sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 n as u32,
-                libc::MSG_DONTWAIT,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };

@@ -213,9 +213,9 @@ fn workers_keep_each_session_whole() {
             .filter(|l| l.contains("new mirror session") && l.contains(w))
             .count()
     };
-    assert_eq!(on("worker=\"main\"") + on("worker=\"rx1\""), 8, "{err}");
+    assert_eq!(on("worker=\"rx0\"") + on("worker=\"rx1\""), 8, "{err}");
     assert!(
-        on("worker=\"main\"") > 0 && on("worker=\"rx1\"") > 0,
+        on("worker=\"rx0\"") > 0 && on("worker=\"rx1\"") > 0,
         "{err}"
     );
     let got = output_by_session(&dir);
