@@ -217,10 +217,6 @@ impl Receiver {
         self.sock.local_addr()
     }
 
-    pub fn socket(&self) -> &UdpSocket {
-        &self.sock
-    }
-
     /// Datagrams the kernel dropped for this socket because its buffer was
     /// full, reported since the last call.
     pub fn new_kernel_drops(&mut self) -> u64 {
@@ -271,12 +267,6 @@ impl Receiver {
             f(data, &meta, truncated);
         }
         Ok(got)
-    }
-}
-
-impl AsRawFd for Receiver {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.sock.as_raw_fd()
     }
 }
 

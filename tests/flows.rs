@@ -44,24 +44,10 @@ const FORMAT: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport
 type Tuple = (String, String, u16, String, u16); // protocol, src, sport, dst, dport
 
 fn replay_flows(input: &Path, extra: &str) -> (tempfile::TempDir, PathBuf, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!("[flows]\nenabled = true\ninterval = \"1s\"\nformat = \"{FORMAT}\"\n{extra}"),
+    replay_to_dir(
+        &format!("[flows]\nenabled = true\ninterval = \"1s\"\nformat = \"{FORMAT}\"\n{extra}"),
+        input,
     )
-    .unwrap();
-    let dir = tmp.path().join("out");
-    let (code, _, err) = mirrorcap(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--dir",
-        dir.to_str().unwrap(),
-        input.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    (tmp, dir, err)
 }
 
 /// tshark `-z conv,tcp` / `conv,udp`: frames per direction.

@@ -13,20 +13,7 @@ const AWS: &str = "vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap";
 /// Replays `input` with `config` (the `[output]` table body) into a fresh
 /// dir; returns the dir's guard, the dir and stderr.
 fn replay_with(output: &str, input: &str) -> (tempfile::TempDir, PathBuf, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, format!("[output]\n{output}\n")).unwrap();
-    let dir = tmp.path().join("out");
-    let (code, _, err) = mirrorcap(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--dir",
-        dir.to_str().unwrap(),
-        testdata(input).to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    (tmp, dir, err)
+    replay_to_dir(&format!("[output]\n{output}\n"), &testdata(input))
 }
 
 fn frames_of(files: &[PathBuf]) -> Vec<Vec<FrameRow>> {

@@ -515,9 +515,9 @@ pub fn wrap_ethernet_capture(input: &Path, out: &Path, vni: u32, src: IpAddr) {
 }
 
 /// `mirrorcap replay --config CFG --dir DIR INPUT` with the config text
-/// given; returns the output frames of every session, concatenated in
-/// session order, and stderr.
-pub fn replay_config(config: &str, input: &Path) -> (Vec<FrameRow>, String) {
+/// given, into a fresh temp dir, asserting success; returns the dir's guard,
+/// the output dir and stderr.
+pub fn replay_to_dir(config: &str, input: &Path) -> (tempfile::TempDir, PathBuf, String) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.toml");
     std::fs::write(&cfg, config).unwrap();
@@ -531,6 +531,13 @@ pub fn replay_config(config: &str, input: &Path) -> (Vec<FrameRow>, String) {
         input.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{config}\n{err}");
+    (tmp, dir, err)
+}
+
+/// Like [`replay_to_dir`]; returns the output frames of every session,
+/// concatenated in session order, and stderr.
+pub fn replay_config(config: &str, input: &Path) -> (Vec<FrameRow>, String) {
+    let (_tmp, dir, err) = replay_to_dir(config, input);
     (
         output_by_session(&dir).into_values().flatten().collect(),
         err,
