@@ -75,42 +75,202 @@ enum Format {
     },
 }
 
-/// A streaming reader over pcap or pcapng.
+/// A reader over pcap or pcapng: a stream read in large blocks, or a
+/// regular file mapped into memory ([`CaptureReader::open_file`]).
 pub struct CaptureReader<R: Read> {
     input: String,
-    r: R,
+    src: Source<R>,
     format: Format,
     /// Bytes consumed so far, for error messages.
     offset: u64,
-    buf: Vec<u8>,
+}
+
+/// Bytes a stream is read in (one `read` call per block, not per record).
+const STREAM_BLOCK: usize = 1 << 20;
+
+/// Where the bytes come from. Records are slices of it: of the stream's one
+/// reused buffer, or of the mapped file itself (no copy at all).
+enum Source<R> {
+    Stream {
+        r: R,
+        buf: Vec<u8>,
+        /// Unread bytes are `buf[pos..end]`.
+        pos: usize,
+        end: usize,
+        eof: bool,
+    },
+    Mapped {
+        map: Mapping,
+        pos: usize,
+    },
+}
+
+impl<R: Read> Source<R> {
+    /// Consumes up to `n` bytes: returns where they start in
+    /// [`Source::bytes`] and how many there are (fewer than `n` only at the
+    /// end of the input). Valid until the next call.
+    fn take(&mut self, n: usize) -> io::Result<(usize, usize)> {
+        match self {
+            Source::Mapped { map, pos } => {
+                let start = *pos;
+                let got = n.min(map.len - start);
+                *pos += got;
+                Ok((start, got))
+            }
+            Source::Stream {
+                r,
+                buf,
+                pos,
+                end,
+                eof,
+            } => {
+                if *end - *pos < n && !*eof {
+                    // Move the unread tail to the front (a partial record:
+                    // small), grow for a record larger than a block, then
+                    // read until `n` bytes are there; a read may bring more.
+                    buf.copy_within(*pos..*end, 0);
+                    *end -= *pos;
+                    *pos = 0;
+                    if buf.len() < n.max(STREAM_BLOCK) {
+                        buf.resize(n.max(STREAM_BLOCK), 0);
+                    }
+                    while *end < n {
+                        match r.read(&mut buf[*end..]) {
+                            Ok(0) => {
+                                *eof = true;
+                                break;
+                            }
+                            Ok(k) => *end += k,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                let start = *pos;
+                let got = n.min(*end - *pos);
+                *pos += got;
+                Ok((start, got))
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Stream { buf, .. } => buf,
+            Source::Mapped { map, .. } => map.as_slice(),
+        }
+    }
+}
+
+/// A whole regular file mapped read-only (`mmap`, `MADV_SEQUENTIAL`).
+/// The file must not shrink while it is read (a capture being cut by
+/// another process would fault); tcpdump and dumpcap only ever append or
+/// start new files.
+struct Mapping {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps `f` if it is a non-empty regular file; `None` otherwise or when
+    /// mapping fails (then it is read as a stream).
+    fn new(f: &std::fs::File) -> Option<Mapping> {
+        use std::os::fd::AsRawFd;
+        let meta = f.metadata().ok()?;
+        let len = usize::try_from(meta.len()).ok()?;
+        if !meta.is_file() || len == 0 {
+            return None;
+        }
+        // SAFETY: a fresh read-only private mapping of a file we hold open.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: the range was just mapped; advice only.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        Some(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is mapped readable for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+impl CaptureReader<std::fs::File> {
+    /// Reads a capture file: mapped into memory when it is a regular file
+    /// (records are then slices of the file's pages, never copied), read
+    /// as a stream otherwise (a FIFO, `/dev/stdin`).
+    pub fn open_file(f: std::fs::File, input: &str) -> Result<Self, CaptureError> {
+        match Mapping::new(&f) {
+            Some(map) => Self::from_source(Source::Mapped { map, pos: 0 }, input),
+            None => Self::new(f, input),
+        }
+    }
 }
 
 impl<R: Read> CaptureReader<R> {
-    /// Reads the file header. `input` names the source in errors.
-    pub fn new(mut r: R, input: &str) -> Result<Self, CaptureError> {
-        let input = input.to_string();
-        let mut magic = [0u8; 4];
-        let got = read_full(&mut r, &mut magic).map_err(|source| CaptureError::Io {
-            input: input.clone(),
-            source,
-        })?;
-        if got < 4 {
-            return Err(CaptureError::NotACapture {
-                input,
-                magic: magic[..got].to_vec(),
-            });
-        }
-        let mut me = CaptureReader {
+    /// Reads the file header from a stream. `input` names the source in
+    /// errors.
+    pub fn new(r: R, input: &str) -> Result<Self, CaptureError> {
+        Self::from_source(
+            Source::Stream {
+                r,
+                buf: Vec::new(),
+                pos: 0,
+                end: 0,
+                eof: false,
+            },
             input,
-            r,
+        )
+    }
+
+    fn from_source(src: Source<R>, input: &str) -> Result<Self, CaptureError> {
+        let mut me = CaptureReader {
+            input: input.to_string(),
+            src,
             format: Format::Pcap {
                 big_endian: false,
                 nanos: false,
                 linktype: 0,
             },
-            offset: 4,
-            buf: Vec::with_capacity(65_536),
+            offset: 0,
         };
+        let (at, got) = me.src.take(4).map_err(|source| CaptureError::Io {
+            input: me.input.clone(),
+            source,
+        })?;
+        me.offset = got as u64;
+        let b = &me.src.bytes()[at..at + got];
+        if got < 4 {
+            return Err(CaptureError::NotACapture {
+                input: me.input,
+                magic: b.to_vec(),
+            });
+        }
+        let magic = [b[0], b[1], b[2], b[3]];
         let le = u32::from_le_bytes(magic);
         let be = u32::from_be_bytes(magic);
         me.format = match (le, be) {
@@ -136,8 +296,8 @@ impl<R: Read> CaptureReader<R> {
     }
 
     fn pcap_header(&mut self, big_endian: bool, nanos: bool) -> Result<Format, CaptureError> {
-        let mut h = [0u8; 20];
-        self.fill(&mut h, "pcap file header")?;
+        let at = self.fill(20, "pcap file header")?;
+        let h: [u8; 20] = self.array(at);
         let linktype = u32_at(&h, 16, big_endian);
         Ok(Format::Pcap {
             big_endian,
@@ -149,8 +309,8 @@ impl<R: Read> CaptureReader<R> {
     /// Reads the rest of a section header block after its block type; returns
     /// the section's byte order.
     fn section_header(&mut self) -> Result<bool, CaptureError> {
-        let mut h = [0u8; 8];
-        self.fill(&mut h, "pcapng section header")?;
+        let at = self.fill(8, "pcapng section header")?;
+        let h: [u8; 8] = self.array(at);
         let big_endian = match u32::from_le_bytes([h[4], h[5], h[6], h[7]]) {
             0x1A2B_3C4D => false,
             0x4D3C_2B1A => true,
@@ -178,10 +338,10 @@ impl<R: Read> CaptureReader<R> {
                 nanos,
                 linktype,
             } => {
-                let mut h = [0u8; 16];
-                if !self.fill_or_eof(&mut h, "pcap record header")? {
+                let Some(at) = self.fill_or_eof(16, "pcap record header")? else {
                     return Ok(None);
-                }
+                };
+                let h: [u8; 16] = self.array(at);
                 let sec = u64::from(u32_at(&h, 0, big_endian));
                 let frac = u64::from(u32_at(&h, 4, big_endian));
                 let caplen = u32_at(&h, 8, big_endian) as usize;
@@ -191,16 +351,12 @@ impl<R: Read> CaptureReader<R> {
                         "record length {caplen} is larger than {MAX_RECORD}"
                     )));
                 }
-                self.buf.resize(caplen, 0);
-                let mut data = std::mem::take(&mut self.buf);
-                let r = self.fill(&mut data, "pcap record");
-                self.buf = data;
-                r?;
+                let at = self.fill(caplen, "pcap record")?;
                 let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
                 Ok(Some(Record {
                     linktype,
                     ts_ns,
-                    data: &self.buf,
+                    data: &self.src.bytes()[at..at + caplen],
                     orig_len: orig_len.max(caplen as u32),
                 }))
             }
@@ -209,14 +365,16 @@ impl<R: Read> CaptureReader<R> {
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
-        loop {
+        // The packet's place in the source, found by the loop (which may
+        // read several blocks first); the record borrows it after.
+        let (linktype, ts_ns, at, caplen, orig_len) = loop {
             let Format::Pcapng { big_endian, .. } = self.format else {
                 unreachable!()
             };
-            let mut h = [0u8; 8];
-            if !self.fill_or_eof(&mut h[..4], "pcapng block header")? {
+            let Some(at) = self.fill_or_eof(4, "pcapng block header")? else {
                 return Ok(None);
-            }
+            };
+            let h: [u8; 4] = self.array(at);
             let block_type = u32_at(&h, 0, big_endian);
             if block_type == 0x0A0D_0D0A {
                 let be = self.section_header()?;
@@ -226,8 +384,8 @@ impl<R: Read> CaptureReader<R> {
                 };
                 continue;
             }
-            let mut l = [0u8; 4];
-            self.fill(&mut l, "pcapng block header")?;
+            let at = self.fill(4, "pcapng block header")?;
+            let l: [u8; 4] = self.array(at);
             let len = u32_at(&l, 0, big_endian) as usize;
             if !(12..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
                 return Err(self.malformed(format!(
@@ -235,12 +393,8 @@ impl<R: Read> CaptureReader<R> {
                 )));
             }
             let body_len = len - 12;
-            self.buf.resize(body_len + 4, 0);
-            let mut body = std::mem::take(&mut self.buf);
-            let r = self.fill(&mut body, "pcapng block");
-            self.buf = body;
-            r?;
-            let b = &self.buf[..body_len];
+            let at = self.fill(body_len + 4, "pcapng block")?;
+            let b = &self.src.bytes()[at..at + body_len];
             let Format::Pcapng { interfaces, .. } = &mut self.format else {
                 unreachable!()
             };
@@ -291,12 +445,7 @@ impl<R: Read> CaptureReader<R> {
                         )));
                     }
                     let ts_ns = to_ns(ts, iface.tsresol, iface.tsoffset_s);
-                    return Ok(Some(Record {
-                        linktype: iface.linktype,
-                        ts_ns,
-                        data: &self.buf[20..20 + caplen],
-                        orig_len: orig_len.max(caplen as u32),
-                    }));
+                    break (iface.linktype, ts_ns, at + 20, caplen, orig_len);
                 }
                 3 => {
                     // Simple packet block: interface 0, no timestamp.
@@ -310,16 +459,17 @@ impl<R: Read> CaptureReader<R> {
                     };
                     let orig_len = u32_at(b, 0, big_endian);
                     let caplen = (orig_len as usize).min(b.len() - 4);
-                    return Ok(Some(Record {
-                        linktype: iface.linktype,
-                        ts_ns: 0,
-                        data: &self.buf[4..4 + caplen],
-                        orig_len: orig_len.max(caplen as u32),
-                    }));
+                    break (iface.linktype, 0, at + 4, caplen, orig_len);
                 }
                 _ => {} // statistics, name resolution, custom, …: no packets
             }
-        }
+        };
+        Ok(Some(Record {
+            linktype,
+            ts_ns,
+            data: &self.src.bytes()[at..at + caplen],
+            orig_len: orig_len.max(caplen as u32),
+        }))
     }
 
     fn malformed(&self, why: impl Into<String>) -> CaptureError {
@@ -330,62 +480,43 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
-    /// Fills `buf` completely, or fails with `Truncated`.
-    fn fill(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), CaptureError> {
-        let got = read_full(&mut self.r, buf).map_err(|source| CaptureError::Io {
+    /// Consumes `n` bytes and returns where they start in the source, or
+    /// fails with `Truncated`.
+    fn fill(&mut self, n: usize, what: &'static str) -> Result<usize, CaptureError> {
+        let (at, got) = self.src.take(n).map_err(|source| CaptureError::Io {
             input: self.input.clone(),
             source,
         })?;
         self.offset += got as u64;
-        if got < buf.len() {
+        if got < n {
             return Err(CaptureError::Truncated {
                 input: self.input.clone(),
                 offset: self.offset - got as u64,
                 what,
-                need: buf.len(),
+                need: n,
                 got,
             });
         }
-        Ok(())
+        Ok(at)
     }
 
-    /// Like `fill`, but a clean end of input before the first byte is `false`.
-    fn fill_or_eof(&mut self, buf: &mut [u8], what: &'static str) -> Result<bool, CaptureError> {
-        let got = read_full(&mut self.r, &mut buf[..1]).map_err(|source| CaptureError::Io {
-            input: self.input.clone(),
-            source,
-        })?;
-        if got == 0 {
-            return Ok(false);
+    /// Like `fill`, but a clean end of input before the first byte is
+    /// `None`.
+    fn fill_or_eof(&mut self, n: usize, what: &'static str) -> Result<Option<usize>, CaptureError> {
+        match self.fill(n, what) {
+            Err(CaptureError::Truncated { got: 0, .. }) => Ok(None),
+            r => r.map(Some),
         }
-        self.offset += 1;
-        match self.fill(&mut buf[1..], what) {
-            Err(CaptureError::Truncated {
-                input,
-                offset,
-                what,
-                need,
-                got,
-            }) => Err(CaptureError::Truncated {
-                input,
-                offset: offset - 1,
-                what,
-                need: need + 1,
-                got: got + 1,
-            }),
-            r => r.map(|_| true),
-        }
+    }
+
+    /// A copy of `N` bytes at `at` (a header, before the next read moves
+    /// the buffer).
+    fn array<const N: usize>(&self, at: usize) -> [u8; N] {
+        self.src.bytes()[at..at + N].try_into().expect("filled")
     }
 
     fn skip(&mut self, n: usize, what: &'static str) -> Result<(), CaptureError> {
-        let mut left = n;
-        let mut tmp = [0u8; 512];
-        while left > 0 {
-            let k = left.min(tmp.len());
-            self.fill(&mut tmp[..k], what)?;
-            left -= k;
-        }
-        Ok(())
+        self.fill(n, what).map(|_| ())
     }
 }
 
@@ -402,20 +533,6 @@ fn to_ns(ts: u64, (decimal, exp): (bool, u8), offset_s: i64) -> u64 {
     };
     let ns = ns as i128 + i128::from(offset_s) * 1_000_000_000;
     ns.clamp(0, i128::from(u64::MAX)) as u64
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
@@ -548,6 +665,47 @@ mod tests {
             Err(CaptureError::NotACapture { .. })
         ));
         assert!(CaptureReader::new(&b""[..], "t").is_err());
+    }
+
+    /// A mapped file gives the same records and errors as the stream.
+    #[test]
+    fn mapped_file_reads_like_the_stream() {
+        let recs: Vec<(u32, u32, Vec<u8>, u32)> = (0..3000u32)
+            .map(|i| (i, i * 7, vec![(i % 251) as u8; (i % 700) as usize], 900))
+            .collect();
+        let borrowed: Vec<(u32, u32, &[u8], u32)> = recs
+            .iter()
+            .map(|(a, b, d, o)| (*a, *b, &d[..], *o))
+            .collect();
+        let f = pcap(false, true, &borrowed);
+        let dir = tempfile::tempdir().unwrap();
+        for cut in [f.len(), f.len() - 5] {
+            let path = dir.path().join("x.pcap");
+            std::fs::write(&path, &f[..cut]).unwrap();
+            let mut mapped =
+                CaptureReader::open_file(std::fs::File::open(&path).unwrap(), "x.pcap").unwrap();
+            assert!(matches!(mapped.src, Source::Mapped { .. }));
+            let mut stream = CaptureReader::new(&f[..cut], "x.pcap").unwrap();
+            loop {
+                let (a, b) = (mapped.next_record(), stream.next_record());
+                match (a, b) {
+                    (Ok(Some(a)), Ok(Some(b))) => {
+                        assert_eq!((a.ts_ns, a.data, a.orig_len), (b.ts_ns, b.data, b.orig_len))
+                    }
+                    (Ok(None), Ok(None)) => break,
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a.to_string(), b.to_string());
+                        break;
+                    }
+                    (a, b) => panic!("{a:?} vs {b:?}"),
+                }
+            }
+        }
+        // An empty file cannot be mapped: read as a stream, same error.
+        let path = dir.path().join("empty.pcap");
+        std::fs::write(&path, b"").unwrap();
+        let e = CaptureReader::open_file(std::fs::File::open(&path).unwrap(), "empty.pcap");
+        assert!(matches!(e, Err(CaptureError::NotACapture { .. })));
     }
 
     #[test]

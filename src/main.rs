@@ -5,7 +5,6 @@
 //! file written is still complete); 2 a usage, config, bind or output error.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -221,6 +220,7 @@ fn reload(path: Option<&PathBuf>, overrides: &Overrides, running: &Config) -> Op
         ("workers", cfg.workers != running.workers),
         ("recv_buffer", cfg.recv_buffer != running.recv_buffer),
         ("batch", cfg.batch != running.batch),
+        ("batch_wait", cfg.batch_wait != running.batch_wait),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -269,6 +269,7 @@ fn run_daemon(
     let control = mirrorcap::daemon::Control {
         stop: stop.clone(),
         reload: reload_rx,
+        batch_wait: cfg.batch_wait,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -352,6 +353,7 @@ fn run_daemon(
                             new.workers = running.workers;
                             new.recv_buffer = running.recv_buffer;
                             new.batch = running.batch;
+                            new.batch_wait = running.batch_wait;
                             set_filters(&counters, &new);
                             let _ = reload_tx.send(Some(Arc::new(new.clone())));
                             running = new;
@@ -399,11 +401,15 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
     let mut failed = false;
     for input in inputs {
-        let reader: Box<dyn Read> = if input == "-" {
-            Box::new(std::io::stdin().lock())
+        // A file is mapped into memory (records are read in place); stdin
+        // is read in 1 MiB blocks.
+        let result = if input == "-" {
+            CaptureReader::new(std::io::stdin().lock(), "<stdin>")
+                .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports))
         } else {
             match std::fs::File::open(input) {
-                Ok(f) => Box::new(f),
+                Ok(f) => CaptureReader::open_file(f, input)
+                    .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports)),
                 Err(e) => {
                     eprintln!("mirrorcap: {input}: cannot open: {e}");
                     failed = true;
@@ -411,14 +417,6 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let name = if input == "-" {
-            "<stdin>"
-        } else {
-            input.as_str()
-        };
-        let reader = std::io::BufReader::with_capacity(1 << 20, reader);
-        let result = CaptureReader::new(reader, name)
-            .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports));
         if let Err(e) = result {
             eprintln!("mirrorcap: {e}");
             failed = true;

@@ -208,6 +208,11 @@ impl Receiver {
         }
     }
 
+    /// Datagrams per receive call.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// How long one receive call may wait for the first datagram.
     pub fn set_receive_timeout(&self, t: std::time::Duration) -> io::Result<()> {
         self.sock.set_read_timeout(Some(t))

@@ -996,7 +996,7 @@ pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
 fn recover_one(part: &Path) -> Option<Recovered> {
     let final_path = part.with_extension("");
     let file = File::open(part).ok()?;
-    let mut r = match crate::capture::CaptureReader::new(io::BufReader::new(file), "") {
+    let mut r = match crate::capture::CaptureReader::new(file, "") {
         Ok(r) => r,
         Err(_) => {
             return match fs::remove_file(part) {
