@@ -54,6 +54,7 @@ pub fn serve(
                 pipeline.push(data, meta);
             }
         });
+        pipeline.publish_counts();
         match r {
             // The socket is empty: sleep instead of blocking in the next
             // call, so what arrives meanwhile is taken in one batch. Waking

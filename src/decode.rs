@@ -83,7 +83,88 @@ impl Decoded {
 
 /// Decodes `frame`, an Ethernet II frame of at least 14 bytes (shorter ones
 /// were dropped by the VXLAN stage; a shorter one here decodes as nothing).
+#[inline]
 pub fn decode(frame: &[u8]) -> Decoded {
+    decode_common(frame).unwrap_or_else(|| decode_any(frame))
+}
+
+/// The common case read straight off the bytes: an untagged frame with a
+/// whole IPv4 header (no AH) or an IPv6 header followed directly by TCP,
+/// UDP, ICMPv6, SCTP or UDP-Lite. `None` for anything else, which
+/// [`decode_any`] reads with etherparse. Gives exactly what `decode_any`
+/// gives (`fast_path_equals_etherparse` checks it on real and mutated
+/// frames); it exists because etherparse's slices are large values whose
+/// copies cost more than the rest of the pipeline (replay profile:
+/// etherparse and its `memcpy` were 30 % of the time).
+#[inline]
+fn decode_common(frame: &[u8]) -> Option<Decoded> {
+    let ether_type = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(14..)?;
+    let info = match ether_type {
+        0x0800 => {
+            let (&vihl, rest) = ip.split_first()?;
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            if vihl >> 4 != 4 || ihl < 20 || ip.len() < ihl || rest.len() < 19 {
+                return None;
+            }
+            let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let protocol = ip[9];
+            if total_len < ihl || protocol == 51 {
+                return None;
+            }
+            let later_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+            let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let end = total_len.min(ip.len());
+            ip_info(
+                IpAddr::V4(src),
+                IpAddr::V4(dst),
+                IpNumber(protocol),
+                later_fragment,
+                total_len as u32,
+                &ip[ihl..end],
+            )
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return None;
+            }
+            let protocol = ip[6];
+            let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if payload_len == 0
+                || !matches!(
+                    protocol,
+                    PROTO_TCP | PROTO_UDP | PROTO_ICMPV6 | PROTO_SCTP | PROTO_UDPLITE
+                )
+            {
+                return None;
+            }
+            let addr = |at: usize| {
+                let b: [u8; 16] = ip[at..at + 16].try_into().expect("40 bytes checked");
+                IpAddr::V6(std::net::Ipv6Addr::from(b))
+            };
+            let end = (40 + payload_len).min(ip.len());
+            ip_info(
+                addr(8),
+                addr(24),
+                IpNumber(protocol),
+                false,
+                40 + payload_len as u32,
+                &ip[40..end],
+            )
+        }
+        _ => return None,
+    };
+    Some(Decoded {
+        vlan_tags: 0,
+        ether_type,
+        l2_len: 14,
+        ip: Some(info),
+    })
+}
+
+/// Decodes any frame with etherparse's lax slicing.
+fn decode_any(frame: &[u8]) -> Decoded {
     let mut out = Decoded {
         vlan_tags: 0,
         ether_type: 0,
@@ -357,6 +438,59 @@ mod tests {
         for len in 14..f.len() {
             let _ = decode(&f[..len]);
         }
+    }
+
+    /// The hand-written common path gives what etherparse gives, on every
+    /// frame of the Ethernet fixtures and on mutations of them: every
+    /// length cut, and random bytes in the IP and transport headers.
+    #[test]
+    fn fast_path_equals_etherparse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ethernet");
+        let mut frames: Vec<Vec<u8>> = vec![tcp_syn(), icmp_echo()];
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let Ok(mut r) = crate::capture::CaptureReader::new(f, "") else {
+                continue;
+            };
+            while let Ok(Some(rec)) = r.next_record() {
+                if rec.linktype == 1 {
+                    frames.push(rec.data.to_vec());
+                }
+            }
+        }
+        assert!(frames.len() > 100, "{} frames", frames.len());
+        let (mut fast, mut x) = (0, 0x9e37_79b9u32);
+        let mut check = |f: &[u8]| {
+            if let Some(d) = decode_common(f) {
+                fast += 1;
+                assert_eq!(d, decode_any(f), "{f:02x?}");
+            }
+        };
+        for f in &frames {
+            for len in 0..=f.len().min(120) {
+                check(&f[..len]);
+            }
+            check(f);
+            for _ in 0..50 {
+                let mut m = f.clone();
+                for _ in 0..3 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let at = 14 + (x as usize >> 8) % 60;
+                    if at < m.len() {
+                        m[at] = x as u8;
+                    }
+                }
+                check(&m);
+                let cut = (x as usize >> 4) % (m.len() + 1);
+                check(&m[..cut]);
+            }
+        }
+        assert!(fast > 10_000, "the fast path took only {fast} frames");
     }
 
     #[test]

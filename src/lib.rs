@@ -16,6 +16,7 @@ pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod fasthash;
 pub mod filter;
 pub mod flow_report;
 pub mod flows;

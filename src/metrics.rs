@@ -217,6 +217,17 @@ pub struct SessionStats {
     pub bytes: AtomicU64,
 }
 
+impl SessionStats {
+    /// Counts one packet. A session is only ever handled by one worker, so
+    /// there is one writer: a plain load and store (no locked
+    /// read-modify-write per packet); readers see whole values.
+    #[inline]
+    pub fn add(&self, bytes: u64) {
+        self.packets.store(self.packets.load(Relaxed) + 1, Relaxed);
+        self.bytes.store(self.bytes.load(Relaxed) + bytes, Relaxed);
+    }
+}
+
 impl Counters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {

@@ -77,6 +77,10 @@ pub struct Pipeline {
     /// Packet time after which idle sessions and ended time slots are next
     /// looked for (once a second of packet time).
     next_sweep_ns: u64,
+    /// Datagrams and bytes received and not yet added to the shared
+    /// counters: added once per batch ([`Pipeline::publish_counts`]), not
+    /// with two atomic operations per datagram.
+    unpublished: (u64, u64),
 }
 
 impl Pipeline {
@@ -116,6 +120,7 @@ impl Pipeline {
             sessions: SessionTable::new(output, counters.clone()),
             counters,
             next_sweep_ns: 0,
+            unpublished: (0, 0),
         }
     }
 
@@ -140,6 +145,7 @@ impl Pipeline {
             sessions: self.sessions.sibling(),
             counters: self.counters.clone(),
             next_sweep_ns: 0,
+            unpublished: (0, 0),
         }
     }
 
@@ -147,10 +153,25 @@ impl Pipeline {
         &self.counters
     }
 
+    /// Adds what was received since the last call to the shared counters.
+    /// The feeds call it after each batch; `tick` and `finish` call it too.
+    pub fn publish_counts(&mut self) {
+        let (n, bytes) = std::mem::take(&mut self.unpublished);
+        if n > 0 {
+            self.counters
+                .datagrams_received
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.counters
+                .bytes_received
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes one VXLAN datagram (UDP payload) through every stage.
     #[inline]
     pub fn push(&mut self, datagram: &[u8], meta: &RecvMeta) {
-        self.counters.received(datagram.len());
+        self.unpublished.0 += 1;
+        self.unpublished.1 += datagram.len() as u64;
         if !self.allow_sources.is_empty()
             && !self.allow_sources.iter().any(|n| n.contains(&meta.source))
         {
@@ -235,6 +256,7 @@ impl Pipeline {
     /// The live daemon calls it once a second with the wall clock; replay
     /// relies on the sweeps `push` makes as packet time advances.
     pub fn tick(&mut self, now_ns: u64) {
+        self.publish_counts();
         if now_ns >= self.next_sweep_ns {
             self.sweep(now_ns);
         }
@@ -250,7 +272,8 @@ impl Pipeline {
 
     /// Closes this pipeline's files; returns its sessions' figures. The
     /// last of a set of siblings to finish also waits for the writer.
-    pub fn finish_sessions(self) -> Vec<SessionSummary> {
+    pub fn finish_sessions(mut self) -> Vec<SessionSummary> {
+        self.publish_counts();
         if let Some((mut flows, shared)) = self.flows {
             flows.finish();
             drop(flows);

@@ -189,7 +189,13 @@ pub fn replay<R: Read>(
     pipeline: &mut Pipeline,
     vxlan_ports: &BTreeSet<u16>,
 ) -> Result<(), CaptureError> {
+    let mut since_publish = 0u32;
     while let Some(rec) = reader.next_record()? {
+        since_publish += 1;
+        if since_publish == 1024 {
+            since_publish = 0;
+            pipeline.publish_counts();
+        }
         // Bytes the outer headers took, to derive the datagram's length
         // on the wire when the capture's snap length cut the record.
         match strip_outer(rec.linktype, rec.data) {
@@ -217,6 +223,7 @@ pub fn replay<R: Read>(
             }
         }
     }
+    pipeline.publish_counts();
     Ok(())
 }
 

@@ -10,7 +10,6 @@
 //! `write_error` and `disk_full` are counted by the writer thread). State
 //! is created per session, never per packet.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -97,12 +96,7 @@ impl Session {
     pub fn count(&mut self, d: &Decoded, wire_len: usize, ts_ns: u64) {
         self.packets += 1;
         self.bytes += wire_len as u64;
-        self.stats
-            .packets
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(wire_len as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.add(wire_len as u64);
         self.last_ns = self.last_ns.max(ts_ns);
         match d.ip {
             Some(ip) => {
@@ -142,7 +136,7 @@ const LOGGED_SESSIONS: usize = 64;
 
 /// Every session seen, and the files they write.
 pub struct SessionTable {
-    index: HashMap<SessionKey, usize>,
+    index: crate::fasthash::FastMap<SessionKey, usize>,
     sessions: Vec<Session>,
     /// The last key looked up: mirrored traffic comes in runs of one session.
     last: Option<(SessionKey, usize)>,
@@ -158,7 +152,7 @@ impl SessionTable {
 
     pub fn new(output: Output, counters: Arc<Counters>) -> SessionTable {
         SessionTable {
-            index: HashMap::new(),
+            index: Default::default(),
             sessions: Vec::new(),
             last: None,
             output,

@@ -9,12 +9,15 @@
 //! `<path>.part` and renamed to `<path>` when closed, so every `*.pcap` /
 //! `*.pcapng` on disk is complete.
 //!
-//! Memory is bounded whatever the number of sessions: records of every
-//! session go into shared chunks ([`CHUNK_LEN`] each, a fixed pool of
-//! them), where consecutive records of one file form a run; the writer
-//! thread writes long runs straight to their file and stages short ones
-//! (sessions interleaved) per file, within [`STAGING_BUDGET`] shared by the
-//! open files, so a file is written in large writes either way. When the disk is slower than
+//! Memory is bounded whatever the number of sessions: records travel in
+//! chunks ([`CHUNK_LEN`] each, a fixed pool of them). The first
+//! [`MAX_LANES`] files written to after each flush get a chunk of their own
+//! (a lane: the whole chunk is one run, written with one `write`, even when
+//! sessions interleave packet by packet); further files share one chunk,
+//! where consecutive records of a file form a run, and the writer thread
+//! writes long runs straight to their file and stages short ones per file,
+//! within [`STAGING_BUDGET`] shared by the open files, so a file is written
+//! in large writes either way. When the disk is slower than
 //! the traffic and no chunk is free, the live daemon drops the record and
 //! counts it (`write_backlog`) instead of blocking the socket; replay waits.
 //! A chunk that is not full is sent once a second, so files are at most
@@ -28,7 +31,7 @@
 //! record, so every file stays readable; later chunks are tried again, so
 //! writing resumes when space returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -44,9 +47,13 @@ use crate::metrics::{Counters, DropReason, LogLimiter};
 pub const CHUNK_LEN: usize = 1 << 20;
 /// Chunks in the pool: the most record bytes in flight.
 pub const DEFAULT_CHUNKS: usize = 16;
+/// Files per receive-side handle that get a chunk of their own.
+pub const MAX_LANES: usize = 4;
 /// What the writer may stage for files whose records arrive interleaved
 /// with other sessions' (shared by the open files).
 pub const STAGING_BUDGET: usize = 16 << 20;
+/// A run this long is written as it is, not staged.
+const LONG_RUN: usize = 64 << 10;
 
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
@@ -300,10 +307,22 @@ enum Command {
     Finish(mpsc::Sender<()>),
 }
 
+/// A file with a chunk of its own: one run, whose prefix is filled in when
+/// the chunk is sent.
+struct Lane {
+    id: FileId,
+    chunk: Option<Vec<u8>>,
+    frames: u32,
+    frame_bytes: u32,
+}
+
 /// The receive side of the writer. With several workers, each has its own
 /// `Output` (see [`Output::sibling`]) feeding the one writer thread.
 pub struct Output {
     commands: mpsc::Sender<Command>,
+    /// Files with a chunk of their own, until the next flush.
+    lanes: Vec<Lane>,
+    /// The chunk the other files share.
     current: Option<Vec<u8>>,
     /// Where the prefix of the current chunk's last run is, and its file.
     last_run: Option<(usize, FileId)>,
@@ -343,7 +362,7 @@ impl Output {
             let _ = free_tx.send(Vec::with_capacity(CHUNK_LEN));
         }
         let mut disk = Disk {
-            files: HashMap::new(),
+            files: Default::default(),
             retention,
             hook,
             counters,
@@ -357,6 +376,7 @@ impl Output {
             .expect("spawning the writer thread");
         Output {
             commands,
+            lanes: Vec::new(),
             current: None,
             last_run: None,
             backlog,
@@ -378,6 +398,7 @@ impl Output {
         self.shared.live.fetch_add(1, Relaxed);
         Output {
             commands: self.commands.clone(),
+            lanes: Vec::new(),
             current: None,
             last_run: None,
             backlog: self.backlog,
@@ -415,6 +436,22 @@ impl Output {
         frame_len: usize,
     ) -> Result<(), DropReason> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
+        let lane = match self.lanes.iter().position(|l| l.id == id) {
+            Some(i) => Some(i),
+            None if self.lanes.len() < MAX_LANES => {
+                self.lanes.push(Lane {
+                    id,
+                    chunk: None,
+                    frames: 0,
+                    frame_bytes: 0,
+                });
+                Some(self.lanes.len() - 1)
+            }
+            None => None,
+        };
+        if let Some(i) = lane {
+            return self.append_to_lane(i, parts, len, frame_len);
+        }
         let need = ENTRY_PREFIX + len;
         if self
             .current
@@ -424,11 +461,7 @@ impl Output {
             self.send_current();
         }
         if self.current.is_none() {
-            let free = self.shared.free.lock().unwrap_or_else(|e| e.into_inner());
-            self.current = match self.backlog {
-                Backlog::Drop => free.try_recv().ok(),
-                Backlog::Wait => free.recv().ok(),
-            };
+            self.current = self.take_chunk();
         }
         let Some(c) = self.current.as_mut() else {
             return Err(DropReason::WriteBacklog);
@@ -455,8 +488,76 @@ impl Output {
         Ok(())
     }
 
-    /// Hands the current chunk to the writer thread, if it holds anything.
+    #[inline]
+    fn append_to_lane(
+        &mut self,
+        i: usize,
+        parts: [&[u8]; 3],
+        len: usize,
+        frame_len: usize,
+    ) -> Result<(), DropReason> {
+        let full = self.lanes[i]
+            .chunk
+            .as_ref()
+            .is_some_and(|c| c.len() + len > c.capacity());
+        if full {
+            self.send_lane(i);
+        }
+        if self.lanes[i].chunk.is_none() {
+            let mut c = self.take_chunk().ok_or(DropReason::WriteBacklog)?;
+            c.resize(ENTRY_PREFIX, 0);
+            self.lanes[i].chunk = Some(c);
+        }
+        let lane = &mut self.lanes[i];
+        let c = lane.chunk.as_mut().expect("taken above");
+        for p in parts {
+            c.extend_from_slice(p);
+        }
+        lane.frames += 1;
+        lane.frame_bytes += frame_len as u32;
+        Ok(())
+    }
+
+    /// A free chunk: waits for one in replay, none when there is none live.
+    fn take_chunk(&self) -> Option<Vec<u8>> {
+        let free = self.shared.free.lock().unwrap_or_else(|e| e.into_inner());
+        match self.backlog {
+            Backlog::Drop => free.try_recv().ok(),
+            Backlog::Wait => free.recv().ok(),
+        }
+    }
+
+    /// Sends lane `i`'s chunk as one run, if it holds a record.
+    fn send_lane(&mut self, i: usize) {
+        let lane = &mut self.lanes[i];
+        if let Some(mut c) = lane.chunk.take() {
+            if c.len() == ENTRY_PREFIX {
+                lane.chunk = Some(c);
+                return;
+            }
+            let run_len = (c.len() - ENTRY_PREFIX) as u32;
+            c[0..4].copy_from_slice(&lane.id.0.to_le_bytes());
+            c[4..8].copy_from_slice(&run_len.to_le_bytes());
+            c[8..12].copy_from_slice(&lane.frames.to_le_bytes());
+            c[12..16].copy_from_slice(&lane.frame_bytes.to_le_bytes());
+            (lane.frames, lane.frame_bytes) = (0, 0);
+            let _ = self.commands.send(Command::Data(c));
+        }
+    }
+
+    /// Hands every chunk holding records to the writer thread, and frees
+    /// the lanes for whichever files come next.
     pub fn flush(&mut self) {
+        for i in 0..self.lanes.len() {
+            self.send_lane(i);
+        }
+        // An empty lane chunk goes back to the pool.
+        for lane in self.lanes.drain(..) {
+            if let Some(mut c) = lane.chunk {
+                c.clear();
+                let _ = self.commands.send(Command::Data(c));
+            }
+        }
         if self.current.as_ref().is_some_and(|c| !c.is_empty()) {
             self.send_current();
         }
@@ -570,7 +671,7 @@ struct DiskFile {
 
 /// The writer thread's state.
 struct Disk {
-    files: HashMap<FileId, DiskFile>,
+    files: crate::fasthash::FastMap<FileId, DiskFile>,
     retention: Retention,
     hook: RotateHook,
     counters: Arc<Counters>,
@@ -750,7 +851,8 @@ impl Disk {
         }
         for &(_, start, len, n, bytes) in recs {
             let run = &chunk[start..start + len];
-            if f.buf.len() + len > cap {
+            let long = len >= cap.min(LONG_RUN);
+            if (long && !f.buf.is_empty()) || f.buf.len() + len > cap {
                 let r = Self::flush_file(f, &self.counters);
                 if let Err((e, lost)) = r {
                     let lost = lost + n as u64 + Self::frames_after(recs, start);
@@ -763,8 +865,9 @@ impl Disk {
                     f.buf.shrink_to(cap);
                 }
             }
-            if len >= cap {
-                // A long run (one busy session) goes straight to the file.
+            if long {
+                // A long run (a busy session, a lane's chunk) goes straight
+                // to the file, after what was staged before it.
                 match write_at_end(f, &[IoSlice::new(run)]) {
                     Ok(()) => {
                         self.counters.set_output_error(None);
