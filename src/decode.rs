@@ -8,8 +8,11 @@
 //! here: a frame that is not IP, or is cut short, decodes as far as it goes
 //! and is still written.
 //!
-//! Parsing uses etherparse's lax slicing (zero-copy, no allocation), which
-//! keeps every layer it could read. Ports, TCP flags and ICMP type are read
+//! The common frame (untagged, a plain IPv4 header or IPv6 followed directly
+//! by a transport header) is read straight off the bytes; every other frame
+//! goes through etherparse's lax slicing (zero-copy, no allocation), which
+//! keeps every layer it could read. Both give the same result
+//! (`fast_path_equals_etherparse`). Ports, TCP flags and ICMP type are read
 //! from the raw transport bytes, because a cut TCP header still has its ports
 //! but etherparse will not give a transport slice for it.
 
