@@ -308,6 +308,8 @@ fn run_daemon(
     let mut notifier = mirrorcap::notify::Notifier::from_env();
     notifier.ready(&format!("listening on {addr}"));
     let status_counters = counters.clone();
+    let host_backlog = std::sync::Arc::new(mirrorcap::metrics::HostBacklog::start());
+    let status_backlog = host_backlog.clone();
     rt.block_on(async {
         let status = async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -315,6 +317,7 @@ fn run_daemon(
             loop {
                 tick.tick().await;
                 let c = &status_counters;
+                status_backlog.update(c);
                 let n = c
                     .datagrams_received
                     .load(std::sync::atomic::Ordering::Relaxed);
@@ -382,6 +385,7 @@ fn run_daemon(
         sessions.extend(p.finish_sessions());
     }
     sessions.sort_by_key(|s| (s.vni, s.source));
+    host_backlog.update(&counters);
     let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");
     Ok(ExitCode::SUCCESS)

@@ -175,6 +175,11 @@ pub struct Counters {
     /// Datagrams the kernel dropped because the socket buffer was full
     /// (SO_RXQ_OVFL): never seen by the pipeline, so not in `drops`.
     pub kernel_drops: AtomicU64,
+    /// Packets the host's per-CPU network backlog dropped since the daemon
+    /// started (`/proc/net/softnet_stat`): before IP and UDP ran, so before
+    /// any socket; host-wide (all traffic, every namespace), which is why it
+    /// is reported apart from the datagrams this daemon lost.
+    pub host_backlog_drops: AtomicU64,
     /// Mirror sessions seen.
     pub sessions: AtomicU64,
     /// Capture files opened, rotated (closed and renamed), deleted by retention.
@@ -320,6 +325,7 @@ pub struct Summary {
     pub bytes_received: u64,
     pub frames_written: u64,
     pub kernel_drops: u64,
+    pub host_backlog_drops: u64,
     pub drops: Vec<(DropReason, u64)>,
     pub sessions: Vec<SessionSummary>,
     /// Packets each mirror-filter rule decided.
@@ -342,6 +348,7 @@ impl Summary {
             bytes_received: c.bytes_received.load(Relaxed),
             frames_written: c.frames_written.load(Relaxed),
             kernel_drops: c.kernel_drops.load(Relaxed),
+            host_backlog_drops: c.host_backlog_drops.load(Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .map(|&r| (r, c.drops(r)))
@@ -367,6 +374,14 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "{} frames written", self.frames_written)?;
         writeln!(f, "{} datagrams dropped by kernel", self.kernel_drops)?;
+        if self.host_backlog_drops > 0 {
+            writeln!(
+                f,
+                "{} packets dropped by the host's network backlog before reaching any socket \
+                 (all traffic on this host, not only mirrored; raise net.core.netdev_max_backlog)",
+                self.host_backlog_drops
+            )?;
+        }
         let dropped: u64 = self.drops.iter().map(|d| d.1).sum();
         writeln!(f, "{dropped} datagrams dropped or skipped by mirrorcap")?;
         for (reason, n) in &self.drops {
@@ -453,6 +468,42 @@ impl LogLimiter {
     }
 }
 
+/// Packets dropped by the host's per-CPU backlog queues so far: the sum
+/// of the second column of `/proc/net/softnet_stat` (one hex line per
+/// CPU). `None` when the file cannot be read.
+pub fn host_backlog_drops() -> Option<u64> {
+    parse_softnet_drops(&std::fs::read_to_string("/proc/net/softnet_stat").ok()?)
+}
+
+fn parse_softnet_drops(text: &str) -> Option<u64> {
+    let mut sum = 0u64;
+    for line in text.lines() {
+        let col = line.split_whitespace().nth(1)?;
+        sum += u64::from_str_radix(col, 16).ok()?;
+    }
+    Some(sum)
+}
+
+/// Keeps [`Counters::host_backlog_drops`] as the drops since it was made.
+pub struct HostBacklog {
+    start: Option<u64>,
+}
+
+impl HostBacklog {
+    pub fn start() -> HostBacklog {
+        HostBacklog {
+            start: host_backlog_drops(),
+        }
+    }
+
+    pub fn update(&self, c: &Counters) {
+        if let (Some(start), Some(now)) = (self.start, host_backlog_drops()) {
+            c.host_backlog_drops
+                .store(now.saturating_sub(start), Relaxed);
+        }
+    }
+}
+
 /// Logs, at most once per interval, how many datagrams were dropped since
 /// the last report, by reason.
 #[derive(Debug)]
@@ -461,6 +512,7 @@ pub struct DropReport {
     last: std::time::Instant,
     seen: [u64; N_REASONS],
     kernel_seen: u64,
+    host_backlog_seen: u64,
 }
 
 impl DropReport {
@@ -470,6 +522,7 @@ impl DropReport {
             last: std::time::Instant::now(),
             seen: [0; N_REASONS],
             kernel_seen: 0,
+            host_backlog_seen: 0,
         }
     }
 
@@ -491,6 +544,14 @@ impl DropReport {
         if k > self.kernel_seen {
             parts.push(format!("kernel_overflow={}", k - self.kernel_seen));
             self.kernel_seen = k;
+        }
+        let h = c.host_backlog_drops.load(Relaxed);
+        if h > self.host_backlog_seen {
+            parts.push(format!(
+                "host_backlog={} (before any socket, all traffic; net.core.netdev_max_backlog)",
+                h - self.host_backlog_seen
+            ));
+            self.host_backlog_seen = h;
         }
         if !parts.is_empty() {
             tracing::warn!(
@@ -563,6 +624,12 @@ pub fn render_prometheus(c: &Counters) -> String {
         "counter",
         "Datagrams not written, by stage and reason.",
         &drops,
+    );
+    metric(
+        "mirrorcap_host_backlog_drops_total",
+        "counter",
+        "Packets the host's per-CPU network backlog dropped since start, before any socket (all traffic on the host; net.core.netdev_max_backlog).",
+        &one(&c.host_backlog_drops),
     );
     let stats = c.session_stats.lock().unwrap_or_else(|e| e.into_inner());
     let label = |s: &SessionStats| format!("{{vni=\"{}\",source=\"{}\"}}", s.vni, s.source);
@@ -661,4 +728,19 @@ pub fn render_prometheus(c: &Counters) -> String {
         &[(String::new(), healthy)],
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softnet_drops_are_summed_over_cpus() {
+        let text = "00291ac9 00000000 00000000 00000000\n174eed22 002bc76c 000022a2 00000000\n";
+        assert_eq!(parse_softnet_drops(text), Some(0x2bc76c));
+        assert_eq!(parse_softnet_drops(""), Some(0));
+        assert_eq!(parse_softnet_drops("zz"), None);
+        // This machine's own file reads.
+        assert!(host_backlog_drops().is_some());
+    }
 }

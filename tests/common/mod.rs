@@ -424,13 +424,17 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
+                // Kept before the address is announced, so a test that
+                // reads stderr right after `start` sees this line.
+                {
+                    let mut b = buf.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
                 if let Some(i) = line.find("listening on ") {
                     let a = line[i + 13..].split([',', ' ']).next().unwrap().to_string();
                     let _ = tx.send(a);
                 }
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
             }
         });
         let addr = rx
