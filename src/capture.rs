@@ -87,6 +87,8 @@ pub struct CaptureReader<R: Read> {
 
 /// Bytes a stream is read in (one `read` call per block, not per record).
 const STREAM_BLOCK: usize = 1 << 20;
+/// The first block: the buffer doubles from here at each refill.
+const FIRST_BLOCK: usize = 64 << 10;
 
 /// Where the bytes come from. Records are slices of it: of the stream's one
 /// reused buffer, or of the mapped file itself (no copy at all).
@@ -126,13 +128,20 @@ impl<R: Read> Source<R> {
             } => {
                 if *end - *pos < n && !*eof {
                     // Move the unread tail to the front (a partial record:
-                    // small), grow for a record larger than a block, then
-                    // read until `n` bytes are there; a read may bring more.
+                    // small); grow the buffer (64 KiB first, doubling at each
+                    // refill up to a block, so a small input never gets a
+                    // megabyte, and at least to the record's size); then
+                    // read until `n` bytes are there: a read may bring more.
                     buf.copy_within(*pos..*end, 0);
                     *end -= *pos;
                     *pos = 0;
-                    if buf.len() < n.max(STREAM_BLOCK) {
-                        buf.resize(n.max(STREAM_BLOCK), 0);
+                    let grown = if buf.is_empty() {
+                        FIRST_BLOCK
+                    } else {
+                        (buf.len() * 2).min(STREAM_BLOCK)
+                    };
+                    if buf.len() < n.max(grown) {
+                        buf.resize(n.max(grown), 0);
                     }
                     while *end < n {
                         match r.read(&mut buf[*end..]) {
@@ -670,9 +679,12 @@ mod tests {
     /// A mapped file gives the same records and errors as the stream.
     #[test]
     fn mapped_file_reads_like_the_stream() {
-        let recs: Vec<(u32, u32, Vec<u8>, u32)> = (0..3000u32)
+        let mut recs: Vec<(u32, u32, Vec<u8>, u32)> = (0..3000u32)
             .map(|i| (i, i * 7, vec![(i % 251) as u8; (i % 700) as usize], 900))
             .collect();
+        // Records larger than the stream's first and later blocks.
+        recs.insert(5, (5, 5, vec![7; 300_000], 300_000));
+        recs.insert(2000, (9, 9, vec![8; 1_500_000], 1_500_000));
         let borrowed: Vec<(u32, u32, &[u8], u32)> = recs
             .iter()
             .map(|(a, b, d, o)| (*a, *b, &d[..], *o))
