@@ -166,6 +166,16 @@ fn decode_common(frame: &[u8]) -> Option<Decoded> {
     })
 }
 
+/// For the fuzzer: panics when the hand-written path and etherparse
+/// disagree on `frame` (the unit test checks fixtures and mutations; the
+/// fuzzer checks whatever it finds).
+#[doc(hidden)]
+pub fn assert_fast_path_agrees(frame: &[u8]) {
+    if let Some(fast) = decode_common(frame) {
+        assert_eq!(fast, decode_any(frame), "{frame:02x?}");
+    }
+}
+
 /// Decodes any frame with etherparse's lax slicing.
 fn decode_any(frame: &[u8]) -> Decoded {
     let mut out = Decoded {

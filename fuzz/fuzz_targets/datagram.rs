@@ -1,7 +1,8 @@
 //! Any bytes as a VXLAN datagram through the receive-side stages (VXLAN
 //! check, decode, AWS rules, tcpdump expression, record encoding), and as
 //! a captured outer packet of each supported link type (replay's
-//! strip_outer). Nothing may panic, loop or allocate without bound.
+//! strip_outer). Nothing may panic, loop or allocate without bound, and
+//! the hand-written decoder must agree with etherparse on every frame.
 #![no_main]
 
 use std::net::IpAddr;
@@ -53,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = Vxlan::new_checked(data) {
         let _ = cfg.vnis.accepts(v.vni());
         let frame = v.inner();
+        mirrorcap::decode::assert_fast_path_agrees(frame);
         let d = decode(frame);
         let wire = d.wire_len(frame.len());
         assert!(wire >= frame.len());
