@@ -2,6 +2,9 @@
 //! `recvmmsg(MSG_WAITFORONE)` (one syscall per wakeup, as the C reference
 //! receiver does: no epoll round trip) and feeds its [`Pipeline`] until the
 //! stop flag is set; then the caller finishes the pipelines together.
+//! After a call that emptied the socket the thread sleeps `batch_wait`
+//! (1 ms) before the next one, so it wakes about a thousand times a second
+//! however fast datagrams come, and reads what came meanwhile in batches.
 //!
 //! The socket has a 100 ms receive timeout, so the loop notices the stop
 //! flag and runs its once-a-second housekeeping even when no traffic comes:
