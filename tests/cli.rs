@@ -110,3 +110,54 @@ fn run_reports_a_port_in_use() {
     assert_eq!(code, 2);
     assert!(err.contains(&format!("cannot bind UDP {addr}")), "{err}");
 }
+
+/// A config with a `bpf` expression on a machine without libpcap: refused
+/// at load with the file, line and key, and the package to install. The
+/// library is hidden in a private mount namespace (`unshare -m`, root) by
+/// mounting /dev/null over it, so dlopen really fails.
+#[test]
+fn bpf_without_libpcap_names_the_package() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED bpf_without_libpcap_names_the_package: a mount namespace needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bpf.toml");
+    std::fs::write(&cfg, "[filter]\nbpf = \"tcp port 22\"\n").unwrap();
+    // Every libpcap the loader could find, as the dynamic linker sees them.
+    let ldconfig = tool("ldconfig", &["-p"]);
+    let libs: Vec<String> = String::from_utf8_lossy(&ldconfig.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("libpcap.so"))
+        .filter_map(|l| l.split("=> ").nth(1))
+        .map(|p| {
+            std::fs::canonicalize(p.trim())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert!(!libs.is_empty(), "libpcap is needed for the tests");
+    let hide: Vec<String> = libs
+        .iter()
+        .map(|l| format!("mount --bind /dev/null {l}"))
+        .collect();
+    let script = format!(
+        "{} && exec {} check-config {}",
+        hide.join(" && "),
+        bin(),
+        cfg.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bpf.toml:2: `filter.bpf`"), "{err}");
+    assert!(err.contains("libpcap is not installed"), "{err}");
+    assert!(err.contains("apt-get install libpcap0.8"), "{err}");
+    // The same file loads where libpcap is present.
+    let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
