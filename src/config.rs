@@ -136,6 +136,9 @@ pub struct OutputConfig {
     pub max_files: Option<u32>,
     pub max_total_bytes: Option<u64>,
     pub idle_timeout: Duration,
+    /// `fdatasync` each file before it is renamed to its final name, so a
+    /// file that has its final name is whole after a power loss.
+    pub fsync: bool,
 }
 
 /// Largest snap length accepted (libpcap's maximum for Ethernet).
@@ -271,6 +274,7 @@ struct RawOutput {
     max_files: Option<u32>,
     max_total_bytes: Option<Spanned<SizeValue>>,
     idle_timeout: Option<Spanned<String>>,
+    fsync: Option<bool>,
 }
 
 type Spanned<T> = toml::Spanned<T>;
@@ -611,6 +615,7 @@ impl Config {
             max_files: o.max_files.filter(|&n| n > 0),
             max_total_bytes: size(&o.max_total_bytes)?,
             idle_timeout: duration(&o.idle_timeout)?.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            fsync: o.fsync.unwrap_or(true),
         };
         let mut ctx = FilterCtx {
             text,

@@ -91,7 +91,7 @@ impl Pipeline {
         crate::writer::recover_parts(&cfg.dir);
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
         retention.scan_existing(&cfg.dir);
-        let output = Output::spawn(
+        let mut output = Output::spawn(
             &cfg.dir,
             cfg.output.template.clone(),
             retention,
@@ -100,6 +100,7 @@ impl Pipeline {
             DEFAULT_CHUNKS,
             backlog,
         );
+        output.set_fsync(cfg.output.fsync);
         let flows = cfg.flows.enabled.then(|| {
             let shared = crate::flows::FlowShared::new(crate::flows::FlowWriter::spawn(
                 &cfg.dir,

@@ -352,6 +352,7 @@ impl SessionTable {
             out.max_total_bytes,
             hook,
         );
+        self.output.set_fsync(out.fsync);
         self.output.flush();
     }
 

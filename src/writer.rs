@@ -7,7 +7,9 @@
 //! queues a command. Out (writer thread): files under the output directory
 //! at the path the [`OutputTemplate`] gives. A file being written is named
 //! `<path>.part` and renamed to `<path>` when closed, so every `*.pcap` /
-//! `*.pcapng` on disk is complete.
+//! `*.pcapng` on disk is complete; with `[output] fsync` (the default) a
+//! third thread `fdatasync`s the closed file first and reports back, so the
+//! rename waits for the disk and nothing else does.
 //!
 //! Memory is bounded whatever the number of sessions: records travel in
 //! chunks ([`CHUNK_LEN`] each, a fixed pool of them). The first
@@ -244,6 +246,8 @@ pub enum WriterError {
         to: PathBuf,
         source: io::Error,
     },
+    #[error("{path}: fdatasync before closing failed (the data may not be on disk): {source}")]
+    Sync { path: PathBuf, source: io::Error },
 }
 
 impl WriterError {
@@ -253,7 +257,8 @@ impl WriterError {
             WriterError::CreateDir { source, .. }
             | WriterError::Create { source, .. }
             | WriterError::Write { source, .. }
-            | WriterError::Rename { source, .. } => source,
+            | WriterError::Rename { source, .. }
+            | WriterError::Sync { source, .. } => source,
             WriterError::NotYet => return false,
         };
         matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -302,6 +307,11 @@ enum Command {
     FlushFiles,
     /// A reloaded config's retention limits and `on_rotate` hook.
     SetRetention(Option<u32>, Option<u64>),
+    /// Whether files are synced before their rename (`[output] fsync`).
+    SetFsync(bool),
+    /// From the sync thread: a closed file's data is on disk (or the sync
+    /// failed); it can get its final name.
+    Synced(Closing, Option<io::Error>),
     SetHook(RotateHook),
     /// Closing time: the writer thread answers on the channel, then ends.
     Finish(mpsc::Sender<()>),
@@ -369,7 +379,26 @@ impl Output {
             free: free_tx,
             error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
             iov_ranges: Vec::new(),
+            fsync: true,
+            syncer: None,
+            syncer_thread: None,
+            pending_syncs: 0,
         };
+        let (sync_tx, sync_rx) = mpsc::channel::<(File, Closing)>();
+        let back = commands.clone();
+        disk.syncer = Some(sync_tx);
+        disk.syncer_thread = Some(
+            std::thread::Builder::new()
+                .name("mirrorcap-sync".into())
+                .spawn(move || {
+                    for (file, closing) in sync_rx {
+                        let r = file.sync_data();
+                        drop(file);
+                        let _ = back.send(Command::Synced(closing, r.err()));
+                    }
+                })
+                .expect("spawning the sync thread"),
+        );
         let thread = std::thread::Builder::new()
             .name("mirrorcap-writer".into())
             .spawn(move || disk.run(rx))
@@ -594,6 +623,11 @@ impl Output {
         let _ = self.commands.send(Command::SetHook(hook));
     }
 
+    /// Whether the writer syncs each file before renaming it.
+    pub fn set_fsync(&mut self, on: bool) {
+        let _ = self.commands.send(Command::SetFsync(on));
+    }
+
     /// Queues closing (and renaming) a file, after its records.
     pub fn close(&mut self, id: FileId) {
         self.flush();
@@ -669,6 +703,15 @@ struct DiskFile {
     )>,
 }
 
+/// A closed file on its way to its final name.
+struct Closing {
+    part: PathBuf,
+    final_path: PathBuf,
+    good_len: u64,
+    session: usize,
+    vni_source: Option<(u32, String)>,
+}
+
 /// The writer thread's state.
 struct Disk {
     files: crate::fasthash::FastMap<FileId, DiskFile>,
@@ -679,6 +722,13 @@ struct Disk {
     error_log: LogLimiter,
     /// Per chunk: (file, start, len, frames, frame bytes) of each run, reused.
     iov_ranges: Vec<(FileId, usize, usize, usize, usize)>,
+    /// `fdatasync` a file before renaming it. The sync runs on its own
+    /// thread (it can take as long as the disk needs to write the file
+    /// out), which sends `Synced` back; the writer keeps writing meanwhile.
+    fsync: bool,
+    syncer: Option<mpsc::Sender<(File, Closing)>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
+    pending_syncs: usize,
 }
 
 impl Disk {
@@ -710,6 +760,12 @@ impl Disk {
                     self.hook = h;
                     self.hook.running = running;
                 }
+                Command::SetFsync(on) => self.fsync = on,
+                Command::Synced(c, err) => {
+                    self.pending_syncs -= 1;
+                    self.synced(c, err);
+                    self.update_output_bytes();
+                }
                 Command::SetRetention(files, bytes) => {
                     self.retention.set_limits(files, bytes);
                     let open: u64 = self.files.values().map(|f| f.good_len).sum();
@@ -726,6 +782,22 @@ impl Disk {
                     for id in ids {
                         self.close(id);
                     }
+                    // Wait for the syncs still queued, then rename those files.
+                    drop(self.syncer.take());
+                    while self.pending_syncs > 0 {
+                        match rx.recv() {
+                            Ok(Command::Synced(c, err)) => {
+                                self.pending_syncs -= 1;
+                                self.synced(c, err);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(t) = self.syncer_thread.take() {
+                        let _ = t.join();
+                    }
+                    self.update_output_bytes();
                     self.hook.finish(&self.counters);
                     let _ = done.send(());
                     return;
@@ -941,23 +1013,62 @@ impl Disk {
             self.fail(&e, lost);
         }
         let Some(file) = f.file else { return };
+        let closing = Closing {
+            part: f.part,
+            final_path: f.final_path,
+            good_len: f.good_len,
+            session: f.session,
+            vni_source: f.vni_source,
+        };
+        // With `fsync`, the data reaches the disk before the file gets its
+        // final name, so after a power loss a `*.pcap` is whole (a `*.part`
+        // is cut back to its last record at the next start). The sync
+        // thread does it; the rename follows when it reports back.
+        if self.fsync
+            && let Some(tx) = &self.syncer
+        {
+            match tx.send((file, closing)) {
+                Ok(()) => {
+                    self.pending_syncs += 1;
+                    return;
+                }
+                Err(mpsc::SendError((file, closing))) => {
+                    let r = file.sync_data();
+                    drop(file);
+                    return self.synced(closing, r.err());
+                }
+            }
+        }
         drop(file);
+        self.synced(closing, None);
+    }
+
+    /// Renames a closed file to its final name (after its sync, when
+    /// `fsync` is on), then runs the hook and retention for it.
+    fn synced(&mut self, c: Closing, sync_error: Option<io::Error>) {
+        if let Some(source) = sync_error {
+            let e = WriterError::Sync {
+                path: c.part.clone(),
+                source,
+            };
+            self.fail(&e, 0);
+        }
         self.counters.open_files.fetch_sub(1, Relaxed);
-        match fs::rename(&f.part, &f.final_path) {
+        match fs::rename(&c.part, &c.final_path) {
             Ok(()) => {
                 self.counters.files_closed.fetch_add(1, Relaxed);
                 self.hook
-                    .queue_for(&f.final_path, f.vni_source.as_ref(), &self.counters);
+                    .queue_for(&c.final_path, c.vni_source.as_ref(), &self.counters);
                 let open: u64 = self.files.values().map(|f| f.good_len).sum();
                 let n = self
                     .retention
-                    .add(f.final_path, f.good_len, f.session, open);
+                    .add(c.final_path, c.good_len, c.session, open);
                 self.counters.files_deleted.fetch_add(n, Relaxed);
             }
             Err(source) => {
                 let e = WriterError::Rename {
-                    path: f.part,
-                    to: f.final_path,
+                    path: c.part,
+                    to: c.final_path,
                     source,
                 };
                 self.fail(&e, 0);
