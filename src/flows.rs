@@ -68,7 +68,7 @@ pub enum Field {
     TrafficPath,
     /// ECS fields (version 7) and reject-reason (version 8): never known
     /// here, always `-`.
-    Unknowable(&'static str, u8),
+    Unknowable,
 }
 
 /// (name, field, version that introduced it).
@@ -102,49 +102,17 @@ const FIELDS: &[(&str, Field, u8)] = &[
     ("pkt-dst-aws-service", Field::PktDstAwsService, 5),
     ("flow-direction", Field::FlowDirection, 5),
     ("traffic-path", Field::TrafficPath, 5),
-    (
-        "ecs-cluster-arn",
-        Field::Unknowable("ecs-cluster-arn", 7),
-        7,
-    ),
-    (
-        "ecs-cluster-name",
-        Field::Unknowable("ecs-cluster-name", 7),
-        7,
-    ),
-    (
-        "ecs-container-instance-arn",
-        Field::Unknowable("ecs-container-instance-arn", 7),
-        7,
-    ),
-    (
-        "ecs-container-instance-id",
-        Field::Unknowable("ecs-container-instance-id", 7),
-        7,
-    ),
-    (
-        "ecs-container-id",
-        Field::Unknowable("ecs-container-id", 7),
-        7,
-    ),
-    (
-        "ecs-second-container-id",
-        Field::Unknowable("ecs-second-container-id", 7),
-        7,
-    ),
-    (
-        "ecs-service-name",
-        Field::Unknowable("ecs-service-name", 7),
-        7,
-    ),
-    (
-        "ecs-task-definition-arn",
-        Field::Unknowable("ecs-task-definition-arn", 7),
-        7,
-    ),
-    ("ecs-task-arn", Field::Unknowable("ecs-task-arn", 7), 7),
-    ("ecs-task-id", Field::Unknowable("ecs-task-id", 7), 7),
-    ("reject-reason", Field::Unknowable("reject-reason", 8), 8),
+    ("ecs-cluster-arn", Field::Unknowable, 7),
+    ("ecs-cluster-name", Field::Unknowable, 7),
+    ("ecs-container-instance-arn", Field::Unknowable, 7),
+    ("ecs-container-instance-id", Field::Unknowable, 7),
+    ("ecs-container-id", Field::Unknowable, 7),
+    ("ecs-second-container-id", Field::Unknowable, 7),
+    ("ecs-service-name", Field::Unknowable, 7),
+    ("ecs-task-definition-arn", Field::Unknowable, 7),
+    ("ecs-task-arn", Field::Unknowable, 7),
+    ("ecs-task-id", Field::Unknowable, 7),
+    ("reject-reason", Field::Unknowable, 8),
 ];
 
 /// AWS's default format (version 2).
@@ -532,7 +500,7 @@ fn value(
         | Field::PktSrcAwsService
         | Field::PktDstAwsService
         | Field::TrafficPath
-        | Field::Unknowable(..) => "-".into(),
+        | Field::Unknowable => "-".into(),
     }
 }
 

@@ -308,8 +308,7 @@ fn run_daemon(
     let mut notifier = mirrorcap::notify::Notifier::from_env();
     notifier.ready(&format!("listening on {addr}"));
     let status_counters = counters.clone();
-    let host_backlog = std::sync::Arc::new(mirrorcap::metrics::HostBacklog::start());
-    let status_backlog = host_backlog.clone();
+    let host_backlog = mirrorcap::metrics::HostBacklog::start();
     rt.block_on(async {
         let status = async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -317,7 +316,7 @@ fn run_daemon(
             loop {
                 tick.tick().await;
                 let c = &status_counters;
-                status_backlog.update(c);
+                host_backlog.update(c);
                 let n = c
                     .datagrams_received
                     .load(std::sync::atomic::Ordering::Relaxed);

@@ -485,6 +485,7 @@ fn parse_softnet_drops(text: &str) -> Option<u64> {
 }
 
 /// Keeps [`Counters::host_backlog_drops`] as the drops since it was made.
+#[derive(Clone, Copy)]
 pub struct HostBacklog {
     start: Option<u64>,
 }

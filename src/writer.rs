@@ -293,14 +293,8 @@ pub struct FileId(u32);
 const ENTRY_PREFIX: usize = 16;
 
 enum Command {
-    Open {
-        id: FileId,
-        session: usize,
-        dir: Arc<Path>,
-        template: Arc<OutputTemplate>,
-        fields: PathFields,
-        header: Vec<u8>,
-    },
+    /// A file to create, as the writer will hold it.
+    Open(FileId, DiskFile),
     Data(Vec<u8>),
     Close(FileId),
     /// Write what is staged for every file (once a second).
@@ -311,7 +305,7 @@ enum Command {
     SetFsync(bool),
     /// From the sync thread: a closed file's data is on disk (or the sync
     /// failed); it can get its final name.
-    Synced(Closing, Option<io::Error>),
+    Synced(DiskFile, Option<io::Error>),
     SetHook(RotateHook),
     /// Closing time: the writer thread answers on the channel, then ends.
     Finish(mpsc::Sender<()>),
@@ -384,17 +378,17 @@ impl Output {
             syncer_thread: None,
             pending_syncs: 0,
         };
-        let (sync_tx, sync_rx) = mpsc::channel::<(File, Closing)>();
+        let (sync_tx, sync_rx) = mpsc::channel::<(File, DiskFile)>();
         let back = commands.clone();
         disk.syncer = Some(sync_tx);
         disk.syncer_thread = Some(
             std::thread::Builder::new()
                 .name("mirrorcap-sync".into())
                 .spawn(move || {
-                    for (file, closing) in sync_rx {
+                    for (file, closed) in sync_rx {
                         let r = file.sync_data();
                         drop(file);
-                        let _ = back.send(Command::Synced(closing, r.err()));
+                        let _ = back.send(Command::Synced(closed, r.err()));
                     }
                 })
                 .expect("spawning the sync thread"),
@@ -443,14 +437,24 @@ impl Output {
     /// taken (a restart within the same second).
     pub fn open(&mut self, session: usize, fields: PathFields, header: Vec<u8>) -> FileId {
         let id = FileId(self.shared.next_id.fetch_add(1, Relaxed));
-        let _ = self.commands.send(Command::Open {
-            id,
+        let f = DiskFile {
+            file: None,
+            part: PathBuf::new(),
+            final_path: PathBuf::new(),
+            good_len: 0,
             session,
-            dir: self.dir.clone(),
-            template: self.template.clone(),
-            fields,
+            vni_source: Some((fields.vni, fields.source.to_string())),
             header,
-        });
+            buf: Vec::new(),
+            staged: (0, 0),
+            retry: Some((
+                self.dir.clone(),
+                self.template.clone(),
+                fields,
+                std::time::Instant::now(),
+            )),
+        };
+        let _ = self.commands.send(Command::Open(id, f));
         id
     }
 
@@ -703,15 +707,6 @@ struct DiskFile {
     )>,
 }
 
-/// A closed file on its way to its final name.
-struct Closing {
-    part: PathBuf,
-    final_path: PathBuf,
-    good_len: u64,
-    session: usize,
-    vni_source: Option<(u32, String)>,
-}
-
 /// The writer thread's state.
 struct Disk {
     files: crate::fasthash::FastMap<FileId, DiskFile>,
@@ -726,7 +721,7 @@ struct Disk {
     /// thread (it can take as long as the disk needs to write the file
     /// out), which sends `Synced` back; the writer keeps writing meanwhile.
     fsync: bool,
-    syncer: Option<mpsc::Sender<(File, Closing)>>,
+    syncer: Option<mpsc::Sender<(File, DiskFile)>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     pending_syncs: usize,
 }
@@ -736,14 +731,7 @@ impl Disk {
         self.update_output_bytes();
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Command::Open {
-                    id,
-                    session,
-                    dir,
-                    template,
-                    fields,
-                    header,
-                } => self.open(id, session, dir, template, fields, header),
+                Command::Open(id, f) => self.open(id, f),
                 Command::Data(chunk) => {
                     self.write_chunk(&chunk);
                     self.update_output_bytes();
@@ -813,27 +801,9 @@ impl Disk {
             .store(self.retention.closed_bytes() + open, Relaxed);
     }
 
-    fn open(
-        &mut self,
-        id: FileId,
-        session: usize,
-        dir: Arc<Path>,
-        template: Arc<OutputTemplate>,
-        fields: PathFields,
-        header: Vec<u8>,
-    ) {
-        let mut f = DiskFile {
-            file: None,
-            part: PathBuf::new(),
-            final_path: PathBuf::new(),
-            good_len: 0,
-            session,
-            vni_source: Some((fields.vni, fields.source.to_string())),
-            header,
-            buf: Vec::new(),
-            staged: (0, 0),
-            retry: Some((dir, template, fields, std::time::Instant::now())),
-        };
+    /// Creates a file the receive side opened (retried once a second
+    /// when that fails).
+    fn open(&mut self, id: FileId, mut f: DiskFile) {
         if let Err(e) = Self::create(&mut f, &self.counters) {
             self.fail(&e, 0);
         }
@@ -1012,14 +982,9 @@ impl Disk {
         if let Err((e, lost)) = Self::flush_file(&mut f, &self.counters) {
             self.fail(&e, lost);
         }
-        let Some(file) = f.file else { return };
-        let closing = Closing {
-            part: f.part,
-            final_path: f.final_path,
-            good_len: f.good_len,
-            session: f.session,
-            vni_source: f.vni_source,
-        };
+        let Some(file) = f.file.take() else { return };
+        // Its staging memory goes back now, not after the sync.
+        f.buf = Vec::new();
         // With `fsync`, the data reaches the disk before the file gets its
         // final name, so after a power loss a `*.pcap` is whole (a `*.part`
         // is cut back to its last record at the next start). The sync
@@ -1027,25 +992,25 @@ impl Disk {
         if self.fsync
             && let Some(tx) = &self.syncer
         {
-            match tx.send((file, closing)) {
+            match tx.send((file, f)) {
                 Ok(()) => {
                     self.pending_syncs += 1;
                     return;
                 }
-                Err(mpsc::SendError((file, closing))) => {
+                Err(mpsc::SendError((file, f))) => {
                     let r = file.sync_data();
                     drop(file);
-                    return self.synced(closing, r.err());
+                    return self.synced(f, r.err());
                 }
             }
         }
         drop(file);
-        self.synced(closing, None);
+        self.synced(f, None);
     }
 
     /// Renames a closed file to its final name (after its sync, when
     /// `fsync` is on), then runs the hook and retention for it.
-    fn synced(&mut self, c: Closing, sync_error: Option<io::Error>) {
+    fn synced(&mut self, c: DiskFile, sync_error: Option<io::Error>) {
         if let Some(source) = sync_error {
             let e = WriterError::Sync {
                 path: c.part.clone(),
