@@ -70,11 +70,11 @@ fn config(dir: &std::path::Path) -> Config {
 /// both the per-file lanes and the shared chunk are used.
 fn send(socks: &[UdpSocket], to: std::net::SocketAddr, from_seq: u64, n: u64) {
     let vnis = [7u32, 100, 5_569_041, 0xff_ffff];
-    let mut d = Vec::new();
     for seq in from_seq..from_seq + n {
-        d.clear();
-        d.extend_from_slice(&vxlan_header(vnis[(seq / 2 % 4) as usize]));
-        d.extend_from_slice(&inner_frame(seq, 60 + (seq as usize * 37) % 1400));
+        let d = datagram(
+            vnis[(seq / 2 % 4) as usize],
+            &inner_frame(seq, 60 + (seq as usize * 37) % 1400),
+        );
         socks[(seq % 2) as usize].send_to(&d, to).unwrap();
         if seq % 500 == 499 {
             std::thread::sleep(Duration::from_millis(1));
@@ -154,8 +154,10 @@ fn replay_loop_allocates_nothing_per_record() {
     let records = |from: u64, n: u64| -> Vec<(u64, Vec<u8>, u32)> {
         (from..from + n)
             .map(|seq| {
-                let mut d = vxlan_header(vnis[(seq / 2 % 4) as usize]).to_vec();
-                d.extend_from_slice(&inner_frame(seq, 60 + (seq as usize * 37) % 1400));
+                let d = datagram(
+                    vnis[(seq / 2 % 4) as usize],
+                    &inner_frame(seq, 60 + (seq as usize * 37) % 1400),
+                );
                 let p = outer_packet(sources[(seq % 2) as usize], 4789, &d, d.len());
                 let len = p.len() as u32;
                 (1_700_000_000_000_000_000 + seq * 1_000, p, len)

@@ -323,8 +323,7 @@ fn window_edges_and_nodata() {
     let b: IpAddr = "172.31.0.20".parse().unwrap();
     let mut recs = Vec::new();
     let mut push = |src: IpAddr, vni: u32, t_ms: u64, seq: u64, len: usize| {
-        let mut p = vxlan_header(vni).to_vec();
-        p.extend_from_slice(&inner_frame(seq, len));
+        let p = datagram(vni, &inner_frame(seq, len));
         let pkt = outer_packet(src, 4789, &p, p.len());
         let n = pkt.len() as u32;
         recs.push((base + t_ms * 1_000_000, pkt, n));

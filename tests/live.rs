@@ -29,8 +29,7 @@ fn live_100k_datagrams_8_sessions() {
         let vni = vnis[(seq / 2 % 4) as usize];
         let len = 60 + (seq as usize * 37) % 1400;
         let frame = inner_frame(seq, len);
-        let mut dgram = vxlan_header(vni).to_vec();
-        dgram.extend_from_slice(&frame);
+        let dgram = datagram(vni, &frame);
         socks[src].send_to(&dgram, d.addr).unwrap();
         want.entry((vni, sources[src].to_string()))
             .or_default()
@@ -81,11 +80,7 @@ fn bad_datagrams_are_counted_not_fatal() {
     let dir = tmp.path().join("cap");
     let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
     let s = UdpSocket::bind("127.0.0.2:0").unwrap();
-    let good = |seq| {
-        let mut g = vxlan_header(42).to_vec();
-        g.extend_from_slice(&inner_frame(seq, 100));
-        g
-    };
+    let good = |seq| datagram(42, &inner_frame(seq, 100));
     s.send_to(&good(1), d.addr).unwrap();
     s.send_to(&[], d.addr).unwrap();
     s.send_to(&[0x08], d.addr).unwrap();
@@ -124,16 +119,9 @@ fn idle_session_closes_its_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cap");
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, "[output]\nidle_timeout = \"1s\"\n").unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let d = Daemon::start_with_config(&dir, &cfg, "[output]\nidle_timeout = \"1s\"\n");
     let s = UdpSocket::bind("127.0.0.3:0").unwrap();
-    let mut g = vxlan_header(9).to_vec();
-    g.extend_from_slice(&inner_frame(1, 80));
+    let g = datagram(9, &inner_frame(1, 80));
     s.send_to(&g, d.addr).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let files = output_files(&dir);
@@ -170,13 +158,7 @@ fn workers_keep_each_session_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cap");
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, "workers = 2\n").unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let d = Daemon::start_with_config(&dir, &cfg, "workers = 2\n");
     assert!(d.stderr.lock().unwrap().contains("2 worker(s)"));
     let sources = ["127.0.0.2", "127.0.0.3"];
     let socks: Vec<Vec<UdpSocket>> = sources
@@ -189,8 +171,7 @@ fn workers_keep_each_session_whole() {
         let src = (seq % 2) as usize;
         let vni = vnis[(seq / 2 % 4) as usize];
         let frame = inner_frame(seq, 100 + (seq as usize % 300));
-        let mut dgram = vxlan_header(vni).to_vec();
-        dgram.extend_from_slice(&frame);
+        let dgram = datagram(vni, &frame);
         socks[src][(seq / 8 % 4) as usize]
             .send_to(&dgram, d.addr)
             .unwrap();

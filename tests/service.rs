@@ -46,9 +46,7 @@ impl Drop for SmallTmpfs {
 }
 
 fn dgram(vni: u32, seq: u64) -> Vec<u8> {
-    let mut d = vxlan_header(vni).to_vec();
-    d.extend_from_slice(&inner_frame(seq, 200));
-    d
+    datagram(vni, &inner_frame(seq, 200))
 }
 
 #[test]
@@ -109,13 +107,7 @@ fn sighup_reloads_without_losing_a_datagram() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cap");
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, "[output]\nrotate_packets = 1000\n").unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let d = Daemon::start_with_config(&dir, &cfg, "[output]\nrotate_packets = 1000\n");
     let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
     let mut sent = [0u64; 2];
     let mut seq = 0u64;
@@ -193,8 +185,7 @@ fn crash_recovery_after_sigkill() {
         let mut seq = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) && seq < 400_000 {
             let frame = inner_frame(seq, 100 + (seq as usize % 1300));
-            let mut d = vxlan_header(77).to_vec();
-            d.extend_from_slice(&frame);
+            let d = datagram(77, &frame);
             if tx.send_to(&d, addr).is_err() {
                 break;
             }
@@ -261,8 +252,7 @@ fn disk_full_counts_drops_and_resumes() {
     let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
     let send = |from: u64, n: u64| {
         for seq in from..from + n {
-            let mut g = vxlan_header(3).to_vec();
-            g.extend_from_slice(&inner_frame(seq, 1000));
+            let g = datagram(3, &inner_frame(seq, 1000));
             tx.send_to(&g, d.addr).unwrap();
             if seq.is_multiple_of(100) {
                 std::thread::sleep(Duration::from_millis(2));
@@ -370,21 +360,15 @@ fn metrics_endpoint_counts_what_was_sent() {
     let dir = tmp.path().join("cap");
     let port = free_tcp_port();
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(
+    let d = Daemon::start_with_config(
+        &dir,
         &cfg,
-        format!(
+        &format!(
             "metrics_listen = \"127.0.0.1:{port}\"\nallow_sources = [\"127.0.0.2/32\"]\n\
              [[filter.ingress]]\nrule_number = 7\nrule_action = \"accept\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"\n\
              [[filter.egress]]\nrule_number = 9\nrule_action = \"accept\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"\n"
         ),
-    )
-    .unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    );
     let ok = UdpSocket::bind("127.0.0.2:0").unwrap();
     let other = UdpSocket::bind("127.0.0.3:0").unwrap();
     for seq in 0..300u64 {
@@ -469,20 +453,14 @@ fn health_with_full_tmpfs() {
     std::fs::write(&filler, vec![0u8; 1_000_000]).unwrap();
     let (hport, tport) = (free_tcp_port(), free_tcp_port());
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(
+    let dir = mnt.join("cap");
+    let d = Daemon::start_with_config(
+        &dir,
         &cfg,
-        format!(
+        &format!(
             "metrics_listen = \"127.0.0.1:{hport}\"\nhealth_tcp_listen = \"127.0.0.1:{tport}\"\n"
         ),
-    )
-    .unwrap();
-    let dir = mnt.join("cap");
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    );
     std::thread::sleep(Duration::from_millis(700));
     let connects = || std::net::TcpStream::connect(("127.0.0.1", tport)).is_ok();
     assert!(connects(), "TCP health port should accept while healthy");
@@ -492,8 +470,7 @@ fn health_with_full_tmpfs() {
     );
     let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
     for seq in 0..400u64 {
-        let mut g = vxlan_header(4).to_vec();
-        g.extend_from_slice(&inner_frame(seq, 1000));
+        let g = datagram(4, &inner_frame(seq, 1000));
         tx.send_to(&g, d.addr).unwrap();
     }
     std::thread::sleep(Duration::from_millis(2500));
@@ -503,8 +480,7 @@ fn health_with_full_tmpfs() {
     assert!(!connects(), "TCP health port should refuse while unhealthy");
     std::fs::remove_file(&filler).unwrap();
     for seq in 400..420u64 {
-        let mut g = vxlan_header(4).to_vec();
-        g.extend_from_slice(&inner_frame(seq, 1000));
+        let g = datagram(4, &inner_frame(seq, 1000));
         tx.send_to(&g, d.addr).unwrap();
     }
     std::thread::sleep(Duration::from_millis(2500));
@@ -526,20 +502,14 @@ fn on_rotate_hook_and_session_cap() {
     let shipped = tmp.path().join("shipped");
     std::fs::create_dir(&shipped).unwrap();
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(
+    let d = Daemon::start_with_config(
+        &dir,
         &cfg,
-        format!(
+        &format!(
             "max_sessions = 2\non_rotate = [\"/bin/cp\", \"{{path}}\", \"{}/{{vni}}-{{source}}.pcap\"]\non_rotate_jobs = 1\n[output]\nrotate_packets = 10\n",
             shipped.display()
         ),
-    )
-    .unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    );
     let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
     for seq in 0..25u64 {
         tx.send_to(&dgram(31, seq), d.addr).unwrap();
@@ -571,13 +541,7 @@ fn file_modes_and_open_file_cap() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cap");
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, "max_open_files = 1\n").unwrap();
-    let d = Daemon::start(&[
-        "--dir",
-        dir.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let d = Daemon::start_with_config(&dir, &cfg, "max_open_files = 1\n");
     let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
     for seq in 0..10u64 {
         tx.send_to(&dgram(41, seq), d.addr).unwrap();

@@ -212,6 +212,13 @@ pub fn vxlan_header(vni: u32) -> [u8; 8] {
     ]
 }
 
+/// A VXLAN datagram: the header for `vni`, then `frame`.
+pub fn datagram(vni: u32, frame: &[u8]) -> Vec<u8> {
+    let mut d = vxlan_header(vni).to_vec();
+    d.extend_from_slice(frame);
+    d
+}
+
 /// An Ethernet/IPv4/UDP frame of `len` bytes (at least 42) whose payload
 /// starts with `seq`.
 pub fn inner_frame(seq: u64, len: usize) -> Vec<u8> {
@@ -406,6 +413,17 @@ impl Daemon {
     /// `listening on` line.
     pub fn start(args: &[&str]) -> Daemon {
         Daemon::start_with_env(args, &[])
+    }
+
+    /// Writes `config` to `cfg`, then starts with `--dir DIR --config CFG`.
+    pub fn start_with_config(dir: &Path, cfg: &Path, config: &str) -> Daemon {
+        std::fs::write(cfg, config).unwrap();
+        Daemon::start(&[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
     }
 
     /// Like `start`, with environment variables set for the daemon.
