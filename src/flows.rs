@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -261,6 +260,8 @@ pub struct FlowBatch {
     pub window_s: u64,
     pub lines: String,
     pub json: String,
+    /// Records in `lines` (one a line).
+    pub records: u64,
 }
 
 /// Per-worker aggregation of flows.
@@ -369,6 +370,7 @@ impl FlowTable {
             window_s,
             lines: String::new(),
             json: String::new(),
+            records: 0,
         };
         let mut flows: Vec<(FlowKey, FlowAgg)> = self.flows.drain().collect();
         flows.sort_by_key(|(k, a)| {
@@ -415,6 +417,7 @@ impl FlowTable {
             })
             .collect();
         let _ = writeln!(batch.lines, "{}", values.join(" "));
+        batch.records += 1;
         if self.cfg.json {
             batch.json.push('{');
             for (i, (name, v)) in self.cfg.format.names.iter().zip(&values).enumerate() {
@@ -550,18 +553,46 @@ impl FlowShared {
 /// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), a new file
 /// every `file_interval`, written as `.part` and renamed when closed;
 /// `max_files` closed flow files are kept (oldest deleted first).
+///
+/// Each batch (a window's records) is appended with one write; with
+/// `gzip` it is one gzip member of its own (a file of several members is
+/// one valid gzip stream: `gzip -t`, zcat, Athena and `mirrorcap flows`
+/// read it whole). A write that fails (disk full) cuts the file back to
+/// its last whole batch, counts the batch's records as lost
+/// (`mirrorcap_flow_records_lost_total`), turns `/healthz` to 503 until a
+/// write succeeds again, and the next batch is tried anew; so a flow file
+/// on disk is always whole, and it gets its final name only after its
+/// data is synced. A file that holds no batch is removed, not published.
 pub struct FlowWriter {
     tx: Option<mpsc::Sender<FlowBatch>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FlowWriter {
-    pub fn spawn(dir: &Path, cfg: Arc<FlowConfig>, max_files: Option<u32>) -> FlowWriter {
+    pub fn spawn(
+        dir: &Path,
+        cfg: Arc<FlowConfig>,
+        max_files: Option<u32>,
+        counters: Arc<crate::metrics::Counters>,
+    ) -> FlowWriter {
         let (tx, rx) = mpsc::channel::<FlowBatch>();
         let dir = dir.join("flows");
         let thread = std::thread::Builder::new()
             .name("mirrorcap-flows".into())
-            .spawn(move || run_writer(dir, cfg, max_files, rx))
+            .spawn(move || {
+                FlowFiles {
+                    dir,
+                    cfg,
+                    max_files,
+                    counters,
+                    current: None,
+                    closed: Default::default(),
+                    seq: 0,
+                    gz_buf: Vec::new(),
+                    errors: crate::metrics::LogLimiter::new(std::time::Duration::from_secs(10)),
+                }
+                .run(rx)
+            })
             .expect("spawning the flow writer");
         FlowWriter {
             tx: Some(tx),
@@ -576,116 +607,263 @@ impl FlowWriter {
     /// Waits until every table's sender is gone and the files are closed.
     pub fn finish(mut self) {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("flows: the flow writer thread panicked");
+        }
+    }
+}
+
+/// Errors writing flow files; each is counted and logged by [`FlowFiles`].
+#[derive(Debug, thiserror::Error)]
+pub enum FlowFileError {
+    #[error("{path}: cannot create directory: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot create flow file: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: write failed (the file is cut back to its last whole batch): {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot sync or rename to its final name: {source}")]
+    Close {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One open flow file (`.part`): only whole batches are in it.
+struct FlowFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Bytes of whole batches (what a failed write is cut back to).
+    good_len: u64,
+}
+
+impl FlowFile {
+    fn create(path: PathBuf) -> Result<FlowFile, FlowFileError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let part = crate::writer::part_path_of(&path);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::writer::FILE_MODE)
+            .open(&part)
+        {
+            Ok(file) => Ok(FlowFile {
+                path,
+                file,
+                good_len: 0,
+            }),
+            Err(source) => Err(FlowFileError::Create { path: part, source }),
+        }
+    }
+
+    /// Appends `bytes` whole, or cuts the file back to where it was.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FlowFileError> {
+        use std::io::{Seek, Write};
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.good_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                let _ = self.file.set_len(self.good_len);
+                let _ = self.file.seek(std::io::SeekFrom::Start(self.good_len));
+                Err(FlowFileError::Write {
+                    path: crate::writer::part_path_of(&self.path),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Syncs and renames the file to its final name; one with no batch in
+    /// it is removed instead. Returns the final path when published.
+    fn close(self) -> Result<Option<PathBuf>, FlowFileError> {
+        let part = crate::writer::part_path_of(&self.path);
+        if self.good_len == 0 {
+            drop(self.file);
+            let _ = std::fs::remove_file(&part);
+            return Ok(None);
+        }
+        let r = self
+            .file
+            .sync_data()
+            .and_then(|()| std::fs::rename(&part, &self.path));
+        match r {
+            Ok(()) => Ok(Some(self.path)),
+            Err(source) => Err(FlowFileError::Close { path: part, source }),
         }
     }
 }
 
 struct OpenFlowFile {
     slot: u64,
-    text: (PathBuf, Box<dyn std::io::Write + Send>),
-    json: Option<(PathBuf, Box<dyn std::io::Write + Send>)>,
+    text: FlowFile,
+    json: Option<FlowFile>,
 }
 
-fn open_writer(path: &Path, gzip: bool) -> std::io::Result<Box<dyn std::io::Write + Send>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(crate::writer::FILE_MODE)
-        .open(crate::writer::part_path_of(path))?;
-    let w = std::io::BufWriter::with_capacity(256 << 10, f);
-    Ok(if gzip {
-        Box::new(flate2::write::GzEncoder::new(
-            w,
-            flate2::Compression::default(),
-        ))
-    } else {
-        Box::new(w)
-    })
-}
-
-fn run_writer(
+/// The flow writer thread's state.
+struct FlowFiles {
     dir: PathBuf,
     cfg: Arc<FlowConfig>,
     max_files: Option<u32>,
-    rx: mpsc::Receiver<FlowBatch>,
-) {
-    let mut current: Option<OpenFlowFile> = None;
-    let mut closed: std::collections::VecDeque<PathBuf> = Default::default();
-    let mut seq = 0u32;
-    let ext = if cfg.gzip { ".gz" } else { "" };
-    let close = |f: OpenFlowFile, closed: &mut std::collections::VecDeque<PathBuf>| {
-        for (path, w) in std::iter::once(f.text).chain(f.json) {
-            drop(w); // flushes (and finishes the gzip stream)
-            match std::fs::rename(crate::writer::part_path_of(&path), &path) {
-                Ok(()) => closed.push_back(path),
-                Err(e) => tracing::error!(path = %path.display(), "flows: cannot rename: {e}"),
-            }
+    counters: Arc<crate::metrics::Counters>,
+    current: Option<OpenFlowFile>,
+    closed: std::collections::VecDeque<PathBuf>,
+    seq: u32,
+    /// A batch compressed as one gzip member, reused.
+    gz_buf: Vec<u8>,
+    errors: crate::metrics::LogLimiter,
+}
+
+impl FlowFiles {
+    fn run(mut self, rx: mpsc::Receiver<FlowBatch>) {
+        while let Ok(batch) = rx.recv() {
+            self.write_batch(&batch);
         }
-        if let Some(max) = max_files {
-            while closed.len() > max as usize {
-                if let Some(old) = closed.pop_front() {
-                    let _ = std::fs::remove_file(&old);
-                }
-            }
-        }
-    };
-    while let Ok(batch) = rx.recv() {
-        let slot = batch.window_s / cfg.file_interval_s;
-        if current.as_ref().is_some_and(|c| c.slot != slot) {
-            close(current.take().expect("some"), &mut closed);
-        }
-        if current.is_none() {
-            let t = crate::writer::UtcTime::from_unix(slot * cfg.file_interval_s);
-            let sub = dir.join(format!("{:04}/{:02}/{:02}", t.year, t.month, t.day));
-            let _ = std::fs::DirBuilder::new().recursive(true).create(&sub);
-            let base = format!(
-                "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                t.year, t.month, t.day, t.hour, t.minute, t.second
-            );
-            let mut opened = None;
-            for _ in 0..1000 {
-                let text = sub.join(format!("{base}-{seq:06}.log{ext}"));
-                seq += 1;
-                if text.exists() || crate::writer::part_path_of(&text).exists() {
-                    continue;
-                }
-                let w = match open_writer(&text, cfg.gzip) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!(path = %text.display(), "flows: cannot create: {e}");
-                        break;
-                    }
-                };
-                let json = if cfg.json {
-                    let p = sub.join(format!("{base}-{:06}.jsonl{ext}", seq - 1));
-                    open_writer(&p, cfg.gzip).ok().map(|w| (p, w))
-                } else {
-                    None
-                };
-                opened = Some(OpenFlowFile {
-                    slot,
-                    text: (text, w),
-                    json,
-                });
-                break;
-            }
-            let Some(mut f) = opened else { continue };
-            let _ = writeln!(f.text.1, "{}", cfg.format.header());
-            current = Some(f);
-        }
-        let c = current.as_mut().expect("opened");
-        if let Err(e) = c.text.1.write_all(batch.lines.as_bytes()) {
-            tracing::error!("flows: write failed: {e}");
-        }
-        if let Some((_, j)) = &mut c.json {
-            let _ = j.write_all(batch.json.as_bytes());
+        if let Some(f) = self.current.take() {
+            self.close(f);
         }
     }
-    if let Some(f) = current.take() {
-        close(f, &mut closed);
+
+    fn write_batch(&mut self, batch: &FlowBatch) {
+        let slot = batch.window_s / self.cfg.file_interval_s;
+        if let Some(f) = self.current.take_if(|c| c.slot != slot) {
+            self.close(f);
+        }
+        if self.current.is_none() {
+            match self.open(slot) {
+                Ok(f) => self.current = Some(f),
+                Err(e) => return self.fail(&e, batch.records),
+            }
+        }
+        let mut text = String::new();
+        let c = self.current.as_ref().expect("opened");
+        if c.text.good_len == 0 {
+            text.push_str(&self.cfg.format.header());
+            text.push('\n');
+        }
+        text.push_str(&batch.lines);
+        let r = self.append(false, text.as_bytes());
+        if let Err(e) = r {
+            return self.fail(&e, batch.records);
+        }
+        if self.cfg.json
+            && let Err(e) = self.append(true, batch.json.as_bytes())
+        {
+            // The text file has the records; the JSON copy lost them.
+            self.fail(&e, 0);
+        }
+        self.counters.set_flow_output_error(None);
+    }
+
+    /// Appends `bytes` to the text (or JSON) file, as one gzip member
+    /// with `gzip`.
+    fn append(&mut self, json: bool, bytes: &[u8]) -> Result<(), FlowFileError> {
+        let c = self.current.as_mut().expect("opened");
+        let Some(f) = (if json { c.json.as_mut() } else { Some(&mut c.text) }) else {
+            return Ok(());
+        };
+        if !self.cfg.gzip {
+            return f.append(bytes);
+        }
+        use std::io::Write;
+        self.gz_buf.clear();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::mem::take(&mut self.gz_buf),
+            flate2::Compression::default(),
+        );
+        let compressed = gz.write_all(bytes).and_then(|()| gz.finish());
+        match compressed {
+            Ok(member) => {
+                let r = f.append(&member);
+                self.gz_buf = member;
+                r
+            }
+            Err(source) => Err(FlowFileError::Write {
+                path: f.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+        let ext = if self.cfg.gzip { ".gz" } else { "" };
+        let t = crate::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
+        let sub = self
+            .dir
+            .join(format!("{:04}/{:02}/{:02}", t.year, t.month, t.day));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(&sub)
+            .map_err(|source| FlowFileError::CreateDir {
+                path: sub.clone(),
+                source,
+            })?;
+        let base = format!(
+            "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        );
+        loop {
+            let seq = self.seq;
+            self.seq += 1;
+            let text = sub.join(format!("{base}-{seq:06}.log{ext}"));
+            let json = sub.join(format!("{base}-{seq:06}.jsonl{ext}"));
+            let taken = |p: &Path| p.exists() || crate::writer::part_path_of(p).exists();
+            if taken(&text) || (self.cfg.json && taken(&json)) {
+                continue;
+            }
+            let text = FlowFile::create(text)?;
+            let json = if self.cfg.json {
+                Some(FlowFile::create(json)?)
+            } else {
+                None
+            };
+            return Ok(OpenFlowFile { slot, text, json });
+        }
+    }
+
+    fn close(&mut self, f: OpenFlowFile) {
+        for file in std::iter::once(f.text).chain(f.json) {
+            match file.close() {
+                Ok(Some(path)) => self.closed.push_back(path),
+                Ok(None) => {}
+                Err(e) => self.fail(&e, 0),
+            }
+        }
+        if let Some(max) = self.max_files {
+            while self.closed.len() > max as usize {
+                if let Some(old) = self.closed.pop_front()
+                    && let Err(e) = std::fs::remove_file(&old)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %old.display(), error = %e, "flows: retention cannot delete file");
+                }
+            }
+        }
+    }
+
+    /// Counts a failure (and the records it lost), marks the output
+    /// unhealthy and logs it, at most once per 10 s.
+    fn fail(&mut self, e: &FlowFileError, records_lost: u64) {
+        self.counters.flow_write_errors.fetch_add(1, Relaxed);
+        self.counters
+            .flow_records_lost
+            .fetch_add(records_lost, Relaxed);
+        self.counters.set_flow_output_error(Some(e.to_string()));
+        if let Some(held) = self.errors.allow() {
+            tracing::error!(error = %e, records_lost, held_back = held, "flows: cannot write flow records; they are counted as lost");
+        }
     }
 }
 

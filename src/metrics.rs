@@ -202,6 +202,10 @@ pub struct Counters {
     pub flow_records: AtomicU64,
     pub flow_nodata: AtomicU64,
     pub flow_early_flushes: AtomicU64,
+    /// Flow files that could not be created, written, synced or renamed,
+    /// and the flow records lost with them (`[flows]`).
+    pub flow_write_errors: AtomicU64,
+    pub flow_records_lost: AtomicU64,
     drops: [AtomicU64; N_REASONS],
     /// Every session's packet and byte counters, for the metrics endpoint.
     pub session_stats: std::sync::Mutex<Vec<std::sync::Arc<SessionStats>>>,
@@ -211,6 +215,9 @@ pub struct Counters {
     /// by `/healthz` and the TCP health check.
     pub output_error: std::sync::Mutex<Option<String>>,
     output_failing: std::sync::atomic::AtomicBool,
+    /// Why flow files cannot be written now (`None` while they can).
+    flow_output_error: std::sync::Mutex<Option<String>>,
+    flow_output_failing: std::sync::atomic::AtomicBool,
 }
 
 /// One session's counters, shared with the metrics endpoint.
@@ -276,12 +283,32 @@ impl Counters {
         *self.output_error.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
-    /// `None` while healthy, else why not.
+    /// Like [`Counters::set_output_error`], for the flow files.
+    pub fn set_flow_output_error(&self, why: Option<String>) {
+        if self.flow_output_failing.load(Relaxed) == why.is_some() {
+            return;
+        }
+        self.flow_output_failing.store(why.is_some(), Relaxed);
+        *self
+            .flow_output_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// `None` while healthy (capture and flow files can be written), else
+    /// why not.
     pub fn unhealthy(&self) -> Option<String> {
-        self.output_error
+        let capture = self
+            .output_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        capture.or_else(|| {
+            self.flow_output_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
     }
 
     pub fn total_drops(&self) -> u64 {
@@ -335,6 +362,7 @@ pub struct Summary {
     pub flow_records: u64,
     pub flow_nodata: u64,
     pub flow_early_flushes: u64,
+    pub flow_records_lost: u64,
 }
 
 impl Summary {
@@ -356,9 +384,12 @@ impl Summary {
                 .collect(),
             sessions,
             rules,
-            flow_records: c.flow_records.load(Relaxed) + c.flow_nodata.load(Relaxed),
+            // Made minus lost: what is in the flow files.
+            flow_records: (c.flow_records.load(Relaxed) + c.flow_nodata.load(Relaxed))
+                .saturating_sub(c.flow_records_lost.load(Relaxed)),
             flow_nodata: c.flow_nodata.load(Relaxed),
             flow_early_flushes: c.flow_early_flushes.load(Relaxed),
+            flow_records_lost: c.flow_records_lost.load(Relaxed),
             files_written: c.files_closed.load(Relaxed),
             files_deleted: c.files_deleted.load(Relaxed),
         }
@@ -415,11 +446,18 @@ impl fmt::Display for Summary {
             self.files_written,
             self.files_deleted
         )?;
-        if self.flow_records > 0 {
+        if self.flow_records + self.flow_records_lost > 0 {
             writeln!(
                 f,
                 "{} flow records written ({} NODATA), {} windows written early (flows.max_flows)",
                 self.flow_records, self.flow_nodata, self.flow_early_flushes
+            )?;
+        }
+        if self.flow_records_lost > 0 {
+            writeln!(
+                f,
+                "{} flow records lost (flow files could not be written)",
+                self.flow_records_lost
             )?;
         }
         for s in &self.sessions {
@@ -703,6 +741,18 @@ pub fn render_prometheus(c: &Counters) -> String {
         "on_rotate commands that failed or were not run.",
         &one(&c.hook_failures),
     );
+    metric(
+        "mirrorcap_flow_write_errors_total",
+        "counter",
+        "Flow files that could not be created, written, synced or renamed.",
+        &one(&c.flow_write_errors),
+    );
+    metric(
+        "mirrorcap_flow_records_lost_total",
+        "counter",
+        "Flow records lost because their file could not be written.",
+        &one(&c.flow_records_lost),
+    );
     let mut rules = Vec::new();
     for f in c.filters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         for r in f.rule_counts() {
@@ -725,7 +775,7 @@ pub fn render_prometheus(c: &Counters) -> String {
     metric(
         "mirrorcap_healthy",
         "gauge",
-        "1 while capture files can be written.",
+        "1 while capture and flow files can be written.",
         &[(String::new(), healthy)],
     );
     o

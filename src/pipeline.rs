@@ -106,6 +106,7 @@ impl Pipeline {
                 &cfg.dir,
                 cfg.flows.clone(),
                 cfg.output.max_files,
+                counters.clone(),
             ));
             (shared.table(cfg.flows.clone(), counters.clone()), shared)
         });

@@ -285,12 +285,59 @@ pub enum Backlog {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId(u32);
 
-/// Bytes before each run of records of one file in a chunk: file id, run
-/// length, frames in the run and their bytes (for the counters). Records
+/// The header before each run of records of one file in a chunk. Records
 /// that follow each other for the same file extend the run, so the writer
 /// writes one contiguous slice per run (one for a whole chunk of a single
 /// busy session) instead of one per record.
-const ENTRY_PREFIX: usize = 16;
+///
+/// Layout (little-endian `u32`s, [`RunHeader::LEN`] bytes): file id, run
+/// length in bytes, frames in the run, their frame bytes (for the
+/// counters). A run with no bytes and `frames == u32::MAX` is a close
+/// marker: the file is closed once the records before it are written, so
+/// closing a file travels in the data stream and costs 16 bytes, not a
+/// chunk of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RunHeader {
+    file: FileId,
+    len: u32,
+    frames: u32,
+    frame_bytes: u32,
+}
+
+impl RunHeader {
+    const LEN: usize = 16;
+    const CLOSE_FRAMES: u32 = u32::MAX;
+
+    fn close(file: FileId) -> RunHeader {
+        RunHeader {
+            file,
+            len: 0,
+            frames: Self::CLOSE_FRAMES,
+            frame_bytes: 0,
+        }
+    }
+
+    fn is_close(&self) -> bool {
+        self.len == 0 && self.frames == Self::CLOSE_FRAMES
+    }
+
+    fn write_to(&self, b: &mut [u8]) {
+        b[0..4].copy_from_slice(&self.file.0.to_le_bytes());
+        b[4..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..12].copy_from_slice(&self.frames.to_le_bytes());
+        b[12..16].copy_from_slice(&self.frame_bytes.to_le_bytes());
+    }
+
+    fn read_from(b: &[u8]) -> RunHeader {
+        let word = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        RunHeader {
+            file: FileId(word(0)),
+            len: word(4),
+            frames: word(8),
+            frame_bytes: word(12),
+        }
+    }
+}
 
 enum Command {
     /// A file to create, as the writer will hold it.
@@ -342,6 +389,9 @@ pub struct Output {
 struct OutputShared {
     /// Free chunks; taken once per chunk, so the lock is cold.
     free: std::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    /// Returns chunks to `free` from the receive side (a lane's chunk whose
+    /// records were copied into the shared chunk).
+    give_back: mpsc::Sender<Vec<u8>>,
     next_id: std::sync::atomic::AtomicU32,
     /// Handles not finished yet; the last to finish stops the thread.
     live: std::sync::atomic::AtomicUsize,
@@ -365,14 +415,16 @@ impl Output {
         for _ in 0..chunks.max(2) {
             let _ = free_tx.send(Vec::with_capacity(CHUNK_LEN));
         }
+        let give_back_tx = free_tx.clone();
         let mut disk = Disk {
             files: Default::default(),
             retention,
             hook,
             counters,
-            free: free_tx,
+            free: free_tx.clone(),
             error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
             iov_ranges: Vec::new(),
+            closes: Vec::new(),
             fsync: true,
             syncer: None,
             syncer_thread: None,
@@ -407,6 +459,7 @@ impl Output {
             template: Arc::new(template),
             shared: Arc::new(OutputShared {
                 free: std::sync::Mutex::new(free),
+                give_back: give_back_tx,
                 next_id: std::sync::atomic::AtomicU32::new(0),
                 live: std::sync::atomic::AtomicUsize::new(1),
                 thread: std::sync::Mutex::new(Some(thread)),
@@ -419,6 +472,11 @@ impl Output {
     /// worker.
     pub fn sibling(&self) -> Output {
         self.shared.live.fetch_add(1, Relaxed);
+        // Each handle holds up to a chunk per lane and the shared one: the
+        // pool grows by that much, so a worker never starves the others.
+        for _ in 0..=MAX_LANES {
+            let _ = self.shared.give_back.send(Vec::with_capacity(CHUNK_LEN));
+        }
         Output {
             commands: self.commands.clone(),
             lanes: Vec::new(),
@@ -485,7 +543,41 @@ impl Output {
         if let Some(i) = lane {
             return self.append_to_lane(i, parts, len, frame_len);
         }
-        let need = ENTRY_PREFIX + len;
+        if !self.make_room(RunHeader::LEN + len) {
+            return Err(DropReason::WriteBacklog);
+        }
+        let c = self.current.as_mut().expect("made room above");
+        match self.last_run {
+            Some((at, run_id)) if run_id == id => {
+                let mut h = RunHeader::read_from(&c[at..]);
+                h.len += len as u32;
+                h.frames += 1;
+                h.frame_bytes += frame_len as u32;
+                h.write_to(&mut c[at..]);
+            }
+            _ => {
+                self.last_run = Some((c.len(), id));
+                let h = RunHeader {
+                    file: id,
+                    len: len as u32,
+                    frames: 1,
+                    frame_bytes: frame_len as u32,
+                };
+                let at = c.len();
+                c.resize(at + RunHeader::LEN, 0);
+                h.write_to(&mut c[at..]);
+            }
+        }
+        for p in parts {
+            c.extend_from_slice(p);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the current chunk has room for `need` more bytes: a full
+    /// one is sent first. False when no chunk is free (live only).
+    #[inline]
+    fn make_room(&mut self, need: usize) -> bool {
         if self
             .current
             .as_ref()
@@ -496,29 +588,7 @@ impl Output {
         if self.current.is_none() {
             self.current = self.take_chunk();
         }
-        let Some(c) = self.current.as_mut() else {
-            return Err(DropReason::WriteBacklog);
-        };
-        match self.last_run {
-            Some((at, run_id)) if run_id == id => {
-                let word = |c: &[u8], o: usize| u32::from_le_bytes(c[o..o + 4].try_into().unwrap());
-                let (run_len, frames, bytes) = (word(c, at + 4), word(c, at + 8), word(c, at + 12));
-                c[at + 4..at + 8].copy_from_slice(&(run_len + len as u32).to_le_bytes());
-                c[at + 8..at + 12].copy_from_slice(&(frames + 1).to_le_bytes());
-                c[at + 12..at + 16].copy_from_slice(&(bytes + frame_len as u32).to_le_bytes());
-            }
-            _ => {
-                self.last_run = Some((c.len(), id));
-                c.extend_from_slice(&id.0.to_le_bytes());
-                c.extend_from_slice(&(len as u32).to_le_bytes());
-                c.extend_from_slice(&1u32.to_le_bytes());
-                c.extend_from_slice(&(frame_len as u32).to_le_bytes());
-            }
-        }
-        for p in parts {
-            c.extend_from_slice(p);
-        }
-        Ok(())
+        self.current.is_some()
     }
 
     #[inline]
@@ -538,7 +608,7 @@ impl Output {
         }
         if self.lanes[i].chunk.is_none() {
             let mut c = self.take_chunk().ok_or(DropReason::WriteBacklog)?;
-            c.resize(ENTRY_PREFIX, 0);
+            c.resize(RunHeader::LEN, 0);
             self.lanes[i].chunk = Some(c);
         }
         let lane = &mut self.lanes[i];
@@ -560,36 +630,76 @@ impl Output {
         }
     }
 
+    /// Puts a chunk back in the pool without a round trip through the
+    /// writer thread.
+    fn give_back(&self, mut c: Vec<u8>) {
+        c.clear();
+        let _ = self.shared.give_back.send(c);
+    }
+
     /// Sends lane `i`'s chunk as one run, if it holds a record.
     fn send_lane(&mut self, i: usize) {
         let lane = &mut self.lanes[i];
         if let Some(mut c) = lane.chunk.take() {
-            if c.len() == ENTRY_PREFIX {
+            if c.len() == RunHeader::LEN {
                 lane.chunk = Some(c);
                 return;
             }
-            let run_len = (c.len() - ENTRY_PREFIX) as u32;
-            c[0..4].copy_from_slice(&lane.id.0.to_le_bytes());
-            c[4..8].copy_from_slice(&run_len.to_le_bytes());
-            c[8..12].copy_from_slice(&lane.frames.to_le_bytes());
-            c[12..16].copy_from_slice(&lane.frame_bytes.to_le_bytes());
+            RunHeader {
+                file: lane.id,
+                len: (c.len() - RunHeader::LEN) as u32,
+                frames: lane.frames,
+                frame_bytes: lane.frame_bytes,
+            }
+            .write_to(&mut c);
             (lane.frames, lane.frame_bytes) = (0, 0);
             let _ = self.commands.send(Command::Data(c));
         }
     }
 
-    /// Hands every chunk holding records to the writer thread, and frees
-    /// the lanes for whichever files come next.
-    pub fn flush(&mut self) {
-        for i in 0..self.lanes.len() {
-            self.send_lane(i);
+    /// Ends lane `i` (a flush, or its file closing) and hands its records
+    /// on in proportion to their size: a lane holding little is copied
+    /// into the shared chunk as one run and its chunk goes straight back to
+    /// the pool, so a second's worth of a quiet session, or a file closed
+    /// early, does not take a 1 MiB chunk to the writer thread; a lane
+    /// holding [`LONG_RUN`] or more is sent as it is (no copy).
+    fn retire_lane(&mut self, i: usize) {
+        let mut lane = self.lanes.swap_remove(i);
+        let Some(chunk) = lane.chunk.take() else {
+            return;
+        };
+        let run_len = chunk.len() - RunHeader::LEN;
+        if run_len == 0 {
+            return self.give_back(chunk);
         }
-        // An empty lane chunk goes back to the pool.
-        for lane in self.lanes.drain(..) {
-            if let Some(mut c) = lane.chunk {
-                c.clear();
-                let _ = self.commands.send(Command::Data(c));
+        if run_len < LONG_RUN && self.make_room(RunHeader::LEN + run_len) {
+            let c = self.current.as_mut().expect("made room above");
+            let at = c.len();
+            c.resize(at + RunHeader::LEN, 0);
+            RunHeader {
+                file: lane.id,
+                len: run_len as u32,
+                frames: lane.frames,
+                frame_bytes: lane.frame_bytes,
             }
+            .write_to(&mut c[at..]);
+            c.extend_from_slice(&chunk[RunHeader::LEN..]);
+            self.last_run = Some((at, lane.id));
+            return self.give_back(chunk);
+        }
+        lane.chunk = Some(chunk);
+        self.lanes.push(lane);
+        let last = self.lanes.len() - 1;
+        self.send_lane(last);
+        self.lanes.pop();
+    }
+
+    /// Hands every record to the writer thread, and frees the lanes for
+    /// whichever files come next. Sends at most one chunk besides the
+    /// lanes holding [`LONG_RUN`] or more.
+    pub fn flush(&mut self) {
+        while !self.lanes.is_empty() {
+            self.retire_lane(self.lanes.len() - 1);
         }
         if self.current.as_ref().is_some_and(|c| !c.is_empty()) {
             self.send_current();
@@ -632,10 +742,29 @@ impl Output {
         let _ = self.commands.send(Command::SetFsync(on));
     }
 
-    /// Queues closing (and renaming) a file, after its records.
+    /// Queues closing (and renaming) a file, after its records. The close
+    /// goes into the shared chunk as a marker behind them, so it sends no
+    /// chunk of its own: rotating many sessions at once (a time slot
+    /// ending) costs buffers in proportion to the records, not to the
+    /// number of files. The writer closes the file when that chunk arrives
+    /// (at the latest with the once-a-second flush).
     pub fn close(&mut self, id: FileId) {
-        self.flush();
-        let _ = self.commands.send(Command::Close(id));
+        if let Some(i) = self.lanes.iter().position(|l| l.id == id) {
+            self.retire_lane(i);
+        }
+        if self.make_room(RunHeader::LEN) {
+            let c = self.current.as_mut().expect("made room above");
+            let at = c.len();
+            c.resize(at + RunHeader::LEN, 0);
+            RunHeader::close(id).write_to(&mut c[at..]);
+            // The next record starts a run after the marker.
+            self.last_run = None;
+        } else {
+            // No chunk free (live, the disk behind): every record of the
+            // file is in chunks already sent, so the command can follow
+            // them on the channel.
+            let _ = self.commands.send(Command::Close(id));
+        }
     }
 
     /// Flushes everything, waits until the writer thread has closed every
@@ -707,6 +836,16 @@ struct DiskFile {
     )>,
 }
 
+/// Where one run of records of a file lies in a chunk.
+#[derive(Clone, Copy, Debug)]
+struct RunRange {
+    file: FileId,
+    start: usize,
+    len: usize,
+    frames: u64,
+    frame_bytes: u64,
+}
+
 /// The writer thread's state.
 struct Disk {
     files: crate::fasthash::FastMap<FileId, DiskFile>,
@@ -715,8 +854,10 @@ struct Disk {
     counters: Arc<Counters>,
     free: mpsc::Sender<Vec<u8>>,
     error_log: LogLimiter,
-    /// Per chunk: (file, start, len, frames, frame bytes) of each run, reused.
-    iov_ranges: Vec<(FileId, usize, usize, usize, usize)>,
+    /// Per chunk: where each run of records is, reused.
+    iov_ranges: Vec<RunRange>,
+    /// Per chunk: the files whose close marker it holds, reused.
+    closes: Vec<FileId>,
     /// `fdatasync` a file before renaming it. The sync runs on its own
     /// thread (it can take as long as the disk needs to write the file
     /// out), which sends `Synced` back; the writer keeps writing meanwhile.
@@ -837,29 +978,42 @@ impl Disk {
     fn write_chunk(&mut self, chunk: &[u8]) {
         let mut ranges = std::mem::take(&mut self.iov_ranges);
         ranges.clear();
+        let mut closes = std::mem::take(&mut self.closes);
+        closes.clear();
         let mut at = 0;
-        while at + ENTRY_PREFIX <= chunk.len() {
-            let word = |o: usize| u32::from_le_bytes(chunk[o..o + 4].try_into().unwrap()) as usize;
-            let id = FileId(word(at) as u32);
-            let len = word(at + 4);
-            let frames = word(at + 8);
-            let bytes = word(at + 12);
-            ranges.push((id, at + ENTRY_PREFIX, len, frames, bytes));
-            at += ENTRY_PREFIX + len;
+        while at + RunHeader::LEN <= chunk.len() {
+            let h = RunHeader::read_from(&chunk[at..]);
+            if h.is_close() {
+                closes.push(h.file);
+            } else {
+                ranges.push(RunRange {
+                    file: h.file,
+                    start: at + RunHeader::LEN,
+                    len: h.len as usize,
+                    frames: h.frames as u64,
+                    frame_bytes: h.frame_bytes as u64,
+                });
+            }
+            at += RunHeader::LEN + h.len as usize;
         }
         // Group by file, keeping each file's records in order.
-        ranges.sort_by_key(|r| r.0.0);
+        ranges.sort_by_key(|r| r.file.0);
         let mut i = 0;
         while i < ranges.len() {
-            let id = ranges[i].0;
+            let id = ranges[i].file;
             let mut j = i;
-            while j < ranges.len() && ranges[j].0 == id {
+            while j < ranges.len() && ranges[j].file == id {
                 j += 1;
             }
             self.write_records(id, chunk, &ranges[i..j]);
             i = j;
         }
         self.iov_ranges = ranges;
+        // A close marker follows every record of its file.
+        for &id in &closes {
+            self.close(id);
+        }
+        self.closes = closes;
         if self.retention.max_total_bytes.is_some() {
             let open: u64 = self.files.values().map(|f| f.good_len).sum();
             let n = self.retention.enforce_total(open);
@@ -877,10 +1031,10 @@ impl Disk {
         &mut self,
         id: FileId,
         chunk: &[u8],
-        recs: &[(FileId, usize, usize, usize, usize)],
+        recs: &[RunRange],
     ) {
         let cap = self.stage_cap();
-        let frames: u64 = recs.iter().map(|r| r.3 as u64).sum();
+        let frames: u64 = recs.iter().map(|r| r.frames).sum();
         let Some(f) = self.files.get_mut(&id) else {
             self.counters.count_drops(DropReason::WriteError, frames);
             return;
@@ -891,7 +1045,14 @@ impl Disk {
             self.fail(&e, frames);
             return;
         }
-        for &(_, start, len, n, bytes) in recs {
+        for &RunRange {
+            start,
+            len,
+            frames: n,
+            frame_bytes: bytes,
+            ..
+        } in recs
+        {
             let run = &chunk[start..start + len];
             let long = len >= cap.min(LONG_RUN);
             if (long && !f.buf.is_empty()) || f.buf.len() + len > cap {
@@ -933,10 +1094,10 @@ impl Disk {
 
     /// Frames of the runs after `failed_at` in `recs`: lost with the
     /// failed write, since their file was cut back.
-    fn frames_after(recs: &[(FileId, usize, usize, usize, usize)], failed_at: usize) -> u64 {
+    fn frames_after(recs: &[RunRange], failed_at: usize) -> u64 {
         recs.iter()
-            .filter(|r| r.1 > failed_at)
-            .map(|r| r.3 as u64)
+            .filter(|r| r.start > failed_at)
+            .map(|r| r.frames)
             .sum()
     }
 
@@ -1540,4 +1701,52 @@ mod tests {
             }
         );
     }
+
+    /// Issue 12, item 1: opening, writing one record to and closing 200
+    /// files in a burst (a time slot ending for many sessions, or
+    /// `rotate_packets = 1`) with the smallest pool (2 chunks) and the live
+    /// policy (drop when no chunk is free) loses nothing: closing costs no
+    /// chunk, a retired lane gives its chunk straight back.
+    #[test]
+    fn closing_many_files_in_a_burst_takes_no_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut out = Output::spawn(
+            tmp.path(),
+            OutputTemplate::default(),
+            Retention::new(None, None),
+            RotateHook::default(),
+            counters.clone(),
+            2,
+            Backlog::Drop,
+        );
+        out.set_fsync(false);
+        let header = {
+            let mut h = Vec::new();
+            crate::format::pcap_file_header(&mut h, 65535);
+            h
+        };
+        let frame = [0u8; 60];
+        for round in 0..20u32 {
+            for vni in 0..10u32 {
+                let fields = PathFields {
+                    vni,
+                    source: "127.0.0.2".parse().unwrap(),
+                    start_ns: 1_764_040_800_000_000_000 + u64::from(round) * 1_000_000_000,
+                    seq: round,
+                    format: OutputFormat::Pcap,
+                };
+                let id = out.open(vni as usize, fields, header.clone());
+                let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
+                let (tail, n) = rec.tail();
+                out.append(id, [rec.header(), &frame, &tail[..n]], 60)
+                    .expect("a chunk is free");
+                out.close(id);
+            }
+        }
+        out.finish();
+        assert_eq!(counters.frames_written.load(Relaxed), 200);
+        assert_eq!(counters.files_closed.load(Relaxed), 200);
+    }
+
 }
