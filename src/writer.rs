@@ -57,6 +57,12 @@ pub const STAGING_BUDGET: usize = 16 << 20;
 /// A run this long is written as it is, not staged.
 const LONG_RUN: usize = 64 << 10;
 
+/// Test only: with this environment variable set to N, the writer thread
+/// panics when it is asked to open its N-th file, so that the tests can
+/// check what a dead writer does to health and to the exit code on the
+/// real binary. Read once when the writer starts; unset, it costs nothing.
+pub const TEST_WRITER_PANIC_AT_OPEN: &str = "MIRRORCAP_TEST_WRITER_PANIC_AT_OPEN";
+
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
 pub const DIR_MODE: u32 = 0o750;
@@ -377,6 +383,10 @@ impl Output {
             syncer: None,
             syncer_thread: None,
             pending_syncs: 0,
+            panic_at_open: std::env::var(TEST_WRITER_PANIC_AT_OPEN)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &u64| n > 0),
         };
         let (sync_tx, sync_rx) = mpsc::channel::<(File, DiskFile)>();
         let back = commands.clone();
@@ -724,6 +734,10 @@ struct Disk {
     syncer: Option<mpsc::Sender<(File, DiskFile)>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     pending_syncs: usize,
+    /// Test only ([`TEST_WRITER_PANIC_AT_OPEN`]): files left to open
+    /// before the thread panics; `None` (always, unless the variable is
+    /// set) does nothing.
+    panic_at_open: Option<u64>,
 }
 
 impl Disk {
@@ -804,6 +818,12 @@ impl Disk {
     /// Creates a file the receive side opened (retried once a second
     /// when that fails).
     fn open(&mut self, id: FileId, mut f: DiskFile) {
+        if let Some(n) = &mut self.panic_at_open {
+            *n -= 1;
+            if *n == 0 {
+                panic!("{TEST_WRITER_PANIC_AT_OPEN} is set: the test asked the writer thread to die");
+            }
+        }
         if let Err(e) = Self::create(&mut f, &self.counters) {
             self.fail(&e, 0);
         }
