@@ -592,7 +592,10 @@ fn output_symlink_under_dir_is_not_followed() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert!(leaked.is_empty(), "written through the link: {leaked:?}\n{err}");
+    assert!(
+        leaked.is_empty(),
+        "written through the link: {leaked:?}\n{err}"
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary_count(&err, "dropped output_symlink"), 40, "{err}");
     assert_eq!(summary_count(&err, "frames written"), 40, "{err}");
@@ -684,7 +687,12 @@ fn dead_writer_thread_turns_health_503_and_exits_nonzero() {
     let cfg = tmp.path().join("c.toml");
     std::fs::write(&cfg, format!("metrics_listen = \"127.0.0.1:{port}\"\n")).unwrap();
     let mut d = Daemon::start_with_env(
-        &["--dir", dir.to_str().unwrap(), "--config", cfg.to_str().unwrap()],
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         &[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
             ("MIRRORCAP_TEST_WRITER_PANIC_AT_OPEN", "1"),
@@ -738,7 +746,11 @@ fn dead_writer_thread_turns_health_503_and_exits_nonzero() {
     let body = seen.unwrap_or_else(|| panic!("/healthz never said 503\n{err}"));
     assert!(body.contains("writer thread died"), "{body}");
     assert_eq!(status.code(), Some(2), "{err}");
-    assert_eq!(err.matches("the capture writer thread died").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("the capture writer thread died").count(),
+        1,
+        "{err}"
+    );
     assert_eq!(summary_count(&err, "datagrams received"), 5, "{err}");
     assert_eq!(summary_count(&err, "dropped write_error"), 5, "{err}");
 }
@@ -794,7 +806,10 @@ fn max_total_bytes_holds_while_running() {
     let most = sampler.join().unwrap();
     let (code, _, err) = d.stop();
     assert_eq!(code, 0, "{err}");
-    assert!(summary_count(&err, "files deleted by retention") > 0, "{err}");
+    assert!(
+        summary_count(&err, "files deleted by retention") > 0,
+        "{err}"
+    );
     let files = output_files(&dir);
     let total: u64 = files
         .iter()
