@@ -24,6 +24,7 @@ pub mod format;
 pub mod health;
 pub mod metrics;
 pub mod notify;
+pub mod outdir;
 pub mod pipeline;
 pub mod replay;
 pub mod session;

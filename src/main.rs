@@ -310,12 +310,17 @@ fn run_daemon(
     let status_counters = counters.clone();
     let host_backlog = mirrorcap::metrics::HostBacklog::start();
     rt.block_on(async {
+        // Once a second: the systemd status, and a look at the writer
+        // thread; a dead writer ends the daemon (see below).
         let status = async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             let mut last = (std::time::Instant::now(), 0u64);
             loop {
                 tick.tick().await;
                 let c = &status_counters;
+                if c.writer_death().is_some() {
+                    return;
+                }
                 host_backlog.update(c);
                 let n = c
                     .datagrams_received
@@ -366,7 +371,7 @@ fn run_daemon(
         };
         tokio::select! {
             _ = signals => {}
-            _ = status => unreachable!("the status task never ends"),
+            _ = status => {}
         }
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -387,6 +392,11 @@ fn run_daemon(
     host_backlog.update(&counters);
     let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");
+    // A dead writer thread (logged when it died) is an output error: exit
+    // 2, so that systemd (`Restart=on-failure`) starts a new daemon.
+    if let Some(why) = counters.writer_death() {
+        anyhow::bail!("stopped because capture files could no longer be written: {why}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -400,7 +410,7 @@ fn set_filters(counters: &Counters, cfg: &Config) {
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     let counters = Arc::new(Counters::default());
-    let mut pipeline = Pipeline::new(&cfg, counters, Backlog::Wait);
+    let mut pipeline = Pipeline::new(&cfg, counters.clone(), Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
     let mut failed = false;
     for input in inputs {
@@ -427,6 +437,9 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     }
     let summary = pipeline.finish();
     eprint!("{summary}");
+    if let Some(why) = counters.writer_death() {
+        anyhow::bail!("capture files could no longer be written: {why}");
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {

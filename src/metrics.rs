@@ -61,10 +61,13 @@ pub enum DropReason {
     SessionLimit,
     /// A file beyond `max_open_files` would have been opened.
     OpenFileLimit,
+    /// The file's path under the output directory goes through a symbolic
+    /// link, which mirrorcap never follows.
+    OutputSymlink,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::SourceNotAllowed,
         DropReason::SessionLimit,
         DropReason::OpenFileLimit,
+        DropReason::OutputSymlink,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -108,6 +112,7 @@ impl DropReason {
             DropReason::SourceNotAllowed => "source_not_allowed",
             DropReason::SessionLimit => "session_limit",
             DropReason::OpenFileLimit => "open_file_limit",
+            DropReason::OutputSymlink => "output_symlink",
         }
     }
 
@@ -130,7 +135,8 @@ impl DropReason {
             DropReason::WriteError
             | DropReason::DiskFull
             | DropReason::WriteBacklog
-            | DropReason::OpenFileLimit => "writer",
+            | DropReason::OpenFileLimit
+            | DropReason::OutputSymlink => "writer",
             DropReason::SourceNotAllowed => "source",
             DropReason::SessionLimit => "session",
         }
@@ -218,6 +224,10 @@ pub struct Counters {
     /// Why flow files cannot be written now (`None` while they can).
     flow_output_error: std::sync::Mutex<Option<String>>,
     flow_output_failing: std::sync::atomic::AtomicBool,
+    /// Set once, for good, when the capture writer thread has died (a
+    /// panic, or its channel closed before the end): health stays 503 and
+    /// `run` stops with an error.
+    writer_dead: std::sync::OnceLock<String>,
 }
 
 /// One session's counters, shared with the metrics endpoint.
@@ -295,9 +305,23 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner()) = why;
     }
 
-    /// `None` while healthy (capture and flow files can be written), else
-    /// why not.
+    /// Records that the capture writer thread died, and why; true the
+    /// first time (the caller logs it then).
+    pub fn writer_died(&self, why: String) -> bool {
+        self.writer_dead.set(why).is_ok()
+    }
+
+    /// Why the capture writer thread died, if it did.
+    pub fn writer_death(&self) -> Option<&str> {
+        self.writer_dead.get().map(String::as_str)
+    }
+
+    /// `None` while healthy (the writer thread runs, capture and flow
+    /// files can be written), else why not.
     pub fn unhealthy(&self) -> Option<String> {
+        if let Some(why) = self.writer_death() {
+            return Some(format!("the writer thread died: {why}"));
+        }
         let capture = self
             .output_error
             .lock()
@@ -784,6 +808,21 @@ pub fn render_prometheus(c: &Counters) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12, item 9: a dead writer keeps health at 503, whatever a
+    /// later successful write (of flow files, say) reports.
+    #[test]
+    fn dead_writer_is_unhealthy_for_good() {
+        let c = Counters::default();
+        assert!(c.unhealthy().is_none());
+        assert!(c.writer_died("it panicked: x".into()));
+        assert!(!c.writer_died("again".into()));
+        c.set_output_error(Some("disk full".into()));
+        c.set_output_error(None);
+        let why = c.unhealthy().expect("unhealthy");
+        assert!(why.contains("writer thread died: it panicked: x"), "{why}");
+        assert!(render_prometheus(&c).contains("mirrorcap_healthy 0"));
+    }
 
     #[test]
     fn softnet_drops_are_summed_over_cpus() {

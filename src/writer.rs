@@ -27,16 +27,28 @@
 //!
 //! Retention also runs in the writer thread: `max_files` closed files per
 //! session and `max_total_bytes` under the output directory (closed files
-//! of this and earlier runs plus the open ones); the oldest closed file is
-//! deleted first. A write that fails (disk full, I/O error) drops that
-//! chunk's records for the file and truncates it back to its last whole
-//! record, so every file stays readable; later chunks are tried again, so
-//! writing resumes when space returns.
+//! of this and earlier runs, the open ones, those being synced and the
+//! records staged for them); before each write the oldest closed files are
+//! deleted until the write fits, so the limit holds while running unless
+//! the open files alone exceed it. A write that fails (disk full, I/O
+//! error) drops that chunk's records for the file and truncates it back to
+//! its last whole record, so every file stays readable; later chunks are
+//! tried again, so writing resumes when space returns.
+//!
+//! Below the output directory no symbolic link is followed: directories,
+//! files, renames and deletions go through [`crate::outdir`]; a file whose
+//! path meets a link is not created, and its frames are dropped and counted
+//! as `output_symlink`.
+//!
+//! A writer thread that dies (a panic) is caught: it counts what it held
+//! as lost, marks the counters (health 503 for good, see
+//! [`Counters::writer_died`]; `run` then stops with exit code 2), and from
+//! then on counts every frame sent to it as `write_error` and answers
+//! `Finish`, so the receive side neither blocks nor loses count.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,6 +56,7 @@ use std::sync::mpsc;
 
 use crate::format::OutputFormat;
 use crate::metrics::{Counters, DropReason, LogLimiter};
+use crate::outdir::{self, OutDirError};
 
 /// Bytes per chunk of records on their way to the writer thread.
 pub const CHUNK_LEN: usize = 1 << 20;
@@ -56,6 +69,32 @@ pub const MAX_LANES: usize = 4;
 pub const STAGING_BUDGET: usize = 16 << 20;
 /// A run this long is written as it is, not staged.
 const LONG_RUN: usize = 64 << 10;
+
+/// Test only: with this environment variable set to N, the writer thread
+/// panics when it is asked to open its N-th file, so that the tests can
+/// check what a dead writer does to health and to the exit code on the
+/// real binary. Read once when the writer starts; unset, it costs nothing.
+pub const TEST_WRITER_PANIC_AT_OPEN: &str = "MIRRORCAP_TEST_WRITER_PANIC_AT_OPEN";
+
+/// Records that the writer thread died, and logs it the first time.
+fn writer_died(counters: &Counters, why: &str, frames_lost: u64) {
+    if counters.writer_died(why.to_string()) {
+        tracing::error!(
+            frames_lost,
+            "the capture writer thread died ({why}): nothing more is written; /healthz answers 503 \
+             and mirrorcap stops with exit code 2 so that its service manager restarts it (the \
+             next start recovers the files left open)"
+        );
+    }
+}
+
+/// The message of a panic payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
 
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
@@ -232,14 +271,17 @@ impl UtcTime {
 /// Errors creating, writing or renaming capture files.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
-    #[error("{path}: cannot create directory: {source}")]
-    CreateDir { path: PathBuf, source: io::Error },
+    /// Reaching the file's directory (or creating it) failed, or a link
+    /// was found on the way ([`OutDirError::Link`]).
+    #[error(transparent)]
+    OutDir(#[from] OutDirError),
     #[error("{path}: cannot create file: {source}")]
     Create { path: PathBuf, source: io::Error },
     #[error("{path}: write failed: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// Creating the file failed less than a second ago, for this reason.
     #[error("a file that could not be created is retried once a second")]
-    NotYet,
+    NotYet(DropReason),
     #[error("{path}: cannot rename to {to}: {source}")]
     Rename {
         path: PathBuf,
@@ -254,14 +296,27 @@ impl WriterError {
     /// True when the cause is a full file system (or quota).
     pub fn is_disk_full(&self) -> bool {
         let e = match self {
-            WriterError::CreateDir { source, .. }
-            | WriterError::Create { source, .. }
+            WriterError::Create { source, .. }
             | WriterError::Write { source, .. }
             | WriterError::Rename { source, .. }
             | WriterError::Sync { source, .. } => source,
-            WriterError::NotYet => return false,
+            WriterError::OutDir(e) => match e.io() {
+                Some(e) => e,
+                None => return false,
+            },
+            WriterError::NotYet(reason) => return *reason == DropReason::DiskFull,
         };
         matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    }
+
+    /// The reason frames lost to this error are counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            WriterError::NotYet(reason) => *reason,
+            WriterError::OutDir(OutDirError::Link { .. }) => DropReason::OutputSymlink,
+            e if e.is_disk_full() => DropReason::DiskFull,
+            _ => DropReason::WriteError,
+        }
     }
 }
 
@@ -396,6 +451,8 @@ struct OutputShared {
     /// Handles not finished yet; the last to finish stops the thread.
     live: std::sync::atomic::AtomicUsize,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// To report a writer thread found dead at the end.
+    counters: Arc<Counters>,
 }
 
 impl Output {
@@ -404,7 +461,7 @@ impl Output {
     pub fn spawn(
         dir: &Path,
         template: OutputTemplate,
-        retention: Retention,
+        mut retention: Retention,
         hook: RotateHook,
         counters: Arc<Counters>,
         chunks: usize,
@@ -412,11 +469,14 @@ impl Output {
     ) -> Output {
         let (commands, rx) = mpsc::channel();
         let (free_tx, free) = mpsc::channel();
+        let counters_for_handles = counters.clone();
         for _ in 0..chunks.max(2) {
             let _ = free_tx.send(Vec::with_capacity(CHUNK_LEN));
         }
         let give_back_tx = free_tx.clone();
+        retention.root = Some(dir.to_path_buf());
         let mut disk = Disk {
+            root: dir.to_path_buf(),
             files: Default::default(),
             retention,
             hook,
@@ -429,6 +489,11 @@ impl Output {
             syncer: None,
             syncer_thread: None,
             pending_syncs: 0,
+            syncing_bytes: 0,
+            panic_at_open: std::env::var(TEST_WRITER_PANIC_AT_OPEN)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &u64| n > 0),
         };
         let (sync_tx, sync_rx) = mpsc::channel::<(File, DiskFile)>();
         let back = commands.clone();
@@ -447,7 +512,18 @@ impl Output {
         );
         let thread = std::thread::Builder::new()
             .name("mirrorcap-writer".into())
-            .spawn(move || disk.run(rx))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| disk.run(&rx)));
+                let why = match ran {
+                    Ok(true) => return,
+                    Ok(false) => "its command channel closed before the end".to_string(),
+                    Err(p) => format!("it panicked: {}", panic_text(p.as_ref())),
+                };
+                disk.died(&why);
+                // A second panic here ends the thread for good; the
+                // receive side notices (see `Output::finish_inner`).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| disk.drain(&rx)));
+            })
             .expect("spawning the writer thread");
         Output {
             commands,
@@ -463,6 +539,7 @@ impl Output {
                 next_id: std::sync::atomic::AtomicU32::new(0),
                 live: std::sync::atomic::AtomicUsize::new(1),
                 thread: std::sync::Mutex::new(Some(thread)),
+                counters: counters_for_handles,
             }),
             finished: false,
         }
@@ -510,6 +587,7 @@ impl Output {
                 self.template.clone(),
                 fields,
                 std::time::Instant::now(),
+                DropReason::WriteError,
             )),
         };
         let _ = self.commands.send(Command::Open(id, f));
@@ -789,17 +867,23 @@ impl Output {
             return;
         }
         let (tx, rx) = mpsc::channel();
-        if self.commands.send(Command::Finish(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        let answered = self.commands.send(Command::Finish(tx)).is_ok() && rx.recv().is_ok();
         let thread = self
             .shared
             .thread
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(t) = thread {
-            let _ = t.join();
+        let joined = thread.map(|t| t.join());
+        let counters = &self.shared.counters;
+        if let Some(Err(p)) = joined {
+            writer_died(
+                counters,
+                &format!("it panicked: {}", panic_text(p.as_ref())),
+                0,
+            );
+        } else if !answered {
+            writer_died(counters, "it ended without closing its files", 0);
         }
     }
 }
@@ -827,13 +911,9 @@ struct DiskFile {
     /// `staged` counts its frames and their bytes for the counters.
     buf: Vec<u8>,
     staged: (u64, u64),
-    /// When creating it failed: what to create, and when to try again.
-    retry: Option<(
-        Arc<Path>,
-        Arc<OutputTemplate>,
-        PathFields,
-        std::time::Instant,
-    )>,
+    /// Until it is created: what to create, when to try, and why the last
+    /// attempt failed (frames lost meanwhile count under it).
+    retry: Option<Retry>,
 }
 
 /// Where one run of records of a file lies in a chunk.
@@ -846,8 +926,20 @@ struct RunRange {
     frame_bytes: u64,
 }
 
+/// (output directory, template, fields, next attempt, last failure).
+type Retry = (
+    Arc<Path>,
+    Arc<OutputTemplate>,
+    PathFields,
+    std::time::Instant,
+    DropReason,
+);
+
 /// The writer thread's state.
 struct Disk {
+    /// The output directory: files are reached from it without following
+    /// links ([`crate::outdir`]).
+    root: PathBuf,
     files: crate::fasthash::FastMap<FileId, DiskFile>,
     retention: Retention,
     hook: RotateHook,
@@ -865,10 +957,19 @@ struct Disk {
     syncer: Option<mpsc::Sender<(File, DiskFile)>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     pending_syncs: usize,
+    /// Bytes of the files handed to the sync thread and not renamed yet:
+    /// on disk, neither open nor closed, and counted for `max_total_bytes`.
+    syncing_bytes: u64,
+    /// Test only ([`TEST_WRITER_PANIC_AT_OPEN`]): files left to open
+    /// before the thread panics; `None` (always, unless the variable is
+    /// set) does nothing.
+    panic_at_open: Option<u64>,
 }
 
 impl Disk {
-    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+    /// Handles commands until `Finish` (true), or until the channel
+    /// closes without one (false: the writer is not expected to end so).
+    fn run(&mut self, rx: &mpsc::Receiver<Command>) -> bool {
         self.update_output_bytes();
         while let Ok(cmd) = rx.recv() {
             match cmd {
@@ -890,16 +991,10 @@ impl Disk {
                     self.hook.running = running;
                 }
                 Command::SetFsync(on) => self.fsync = on,
-                Command::Synced(c, err) => {
-                    self.pending_syncs -= 1;
-                    self.synced(c, err);
-                    self.update_output_bytes();
-                }
+                Command::Synced(c, err) => self.sync_done(c, err),
                 Command::SetRetention(files, bytes) => {
                     self.retention.set_limits(files, bytes);
-                    let open: u64 = self.files.values().map(|f| f.good_len).sum();
-                    let n = self.retention.enforce_total(open);
-                    self.counters.files_deleted.fetch_add(n, Relaxed);
+                    self.make_room(0);
                 }
                 Command::FlushFiles => {
                     self.flush_all();
@@ -907,44 +1002,132 @@ impl Disk {
                     self.hook.reap(&self.counters);
                 }
                 Command::Finish(done) => {
-                    let ids: Vec<FileId> = self.files.keys().copied().collect();
-                    for id in ids {
-                        self.close(id);
-                    }
-                    // Wait for the syncs still queued, then rename those files.
-                    drop(self.syncer.take());
-                    while self.pending_syncs > 0 {
-                        match rx.recv() {
-                            Ok(Command::Synced(c, err)) => {
-                                self.pending_syncs -= 1;
-                                self.synced(c, err);
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    if let Some(t) = self.syncer_thread.take() {
-                        let _ = t.join();
-                    }
-                    self.update_output_bytes();
-                    self.hook.finish(&self.counters);
+                    self.finish(rx);
+                    let _ = done.send(());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Closes every file, waits for the syncs still queued and renames
+    /// those files, and waits for the `on_rotate` commands.
+    fn finish(&mut self, rx: &mpsc::Receiver<Command>) {
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+        drop(self.syncer.take());
+        while self.pending_syncs > 0 {
+            match rx.recv() {
+                Ok(Command::Synced(c, err)) => self.sync_done(c, err),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(t) = self.syncer_thread.take() {
+            let _ = t.join();
+        }
+        self.update_output_bytes();
+        self.hook.finish(&self.counters);
+    }
+
+    /// The sync thread is done with a closed file: rename it.
+    fn sync_done(&mut self, c: DiskFile, err: Option<io::Error>) {
+        self.pending_syncs -= 1;
+        self.syncing_bytes -= c.good_len;
+        self.synced(c, err);
+        self.update_output_bytes();
+    }
+
+    /// After `run` ended without `Finish` (`why`: a panic, or the channel
+    /// closed): nothing more is written. Health turns 503 for good and the
+    /// daemon stops with an error (see `main.rs`); the frames staged in
+    /// open files are counted as lost; the open files are left as `.part`
+    /// (the next start cuts them to their last whole record and renames
+    /// them); retention deletes nothing more.
+    fn died(&mut self, why: &str) {
+        let lost: u64 = self.files.values().map(|f| f.staged.0).sum();
+        self.counters.count_drops(DropReason::WriteError, lost);
+        self.files.clear();
+        self.retention.set_limits(None, None);
+        writer_died(&self.counters, why, lost);
+    }
+
+    /// What a dead writer still does, until `Finish`: every frame sent is
+    /// counted as lost (`write_error`: no file is open any more, so
+    /// `write_chunk` counts each run of records as it would for a file
+    /// that does not exist), chunks go back to the pool (so the receive
+    /// side neither blocks nor counts `write_backlog`), and syncs already
+    /// queued still end in a rename, since their files are whole.
+    fn drain(&mut self, rx: &mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Data(mut chunk) => {
+                    self.write_chunk(&chunk);
+                    chunk.clear();
+                    let _ = self.free.send(chunk);
+                }
+                Command::Synced(c, err) => self.sync_done(c, err),
+                Command::Finish(done) => {
+                    self.finish(rx);
                     let _ = done.send(());
                     return;
                 }
+                Command::Open(..)
+                | Command::Close(_)
+                | Command::FlushFiles
+                | Command::SetRetention(..)
+                | Command::SetFsync(_)
+                | Command::SetHook(_) => {}
             }
         }
     }
 
+    /// Bytes of capture files under the output directory that are not
+    /// closed: open files and files being synced before their rename.
+    fn open_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.good_len).sum::<u64>() + self.syncing_bytes
+    }
+
+    /// Deletes the oldest closed files, when `max_total_bytes` is set,
+    /// until what is on disk, what is staged to be written and `incoming`
+    /// more bytes fit. Called before each write (a chunk, a file header),
+    /// so the total under the output directory stays within the limit
+    /// while running, as long as closed files remain to be deleted.
+    fn make_room(&mut self, incoming: u64) {
+        if !self.retention.max_total_bytes_set() {
+            return;
+        }
+        let pending: u64 = self
+            .files
+            .values()
+            .map(|f| f.good_len + f.buf.len() as u64)
+            .sum::<u64>()
+            + self.syncing_bytes;
+        let n = self.retention.enforce_total(pending + incoming);
+        self.counters.files_deleted.fetch_add(n, Relaxed);
+    }
+
     fn update_output_bytes(&self) {
-        let open: u64 = self.files.values().map(|f| f.good_len).sum();
         self.counters
             .output_bytes
-            .store(self.retention.closed_bytes() + open, Relaxed);
+            .store(self.retention.closed_bytes() + self.open_bytes(), Relaxed);
     }
 
     /// Creates a file the receive side opened (retried once a second
     /// when that fails).
     fn open(&mut self, id: FileId, mut f: DiskFile) {
+        if let Some(n) = &mut self.panic_at_open {
+            *n -= 1;
+            if *n == 0 {
+                panic!(
+                    "{TEST_WRITER_PANIC_AT_OPEN} is set: the test asked the writer thread to die"
+                );
+            }
+        }
+        self.make_room(f.header.len() as u64);
         if let Err(e) = Self::create(&mut f, &self.counters) {
             self.fail(&e, 0);
         }
@@ -955,14 +1138,16 @@ impl Disk {
     /// the last failed attempt was less than a second ago (so a broken
     /// output costs one attempt per second, not one per chunk).
     fn create(f: &mut DiskFile, counters: &Counters) -> Result<(), WriterError> {
-        let Some((dir, template, fields, at)) = &mut f.retry else {
+        let Some((dir, template, fields, at, why)) = &mut f.retry else {
             return Ok(());
         };
         if std::time::Instant::now() < *at {
-            return Err(WriterError::NotYet);
+            return Err(WriterError::NotYet(*why));
         }
         *at = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let (file, part, final_path) = create_file(dir, template, fields)?;
+        let (file, part, final_path) = create_file(dir, template, fields).inspect_err(|e| {
+            *why = e.drop_reason();
+        })?;
         f.part = part;
         f.final_path = final_path;
         f.file = Some(file);
@@ -976,6 +1161,8 @@ impl Disk {
     }
 
     fn write_chunk(&mut self, chunk: &[u8]) {
+        // `max_total_bytes`: room for the chunk before it is written.
+        self.make_room(chunk.len() as u64);
         let mut ranges = std::mem::take(&mut self.iov_ranges);
         ranges.clear();
         let mut closes = std::mem::take(&mut self.closes);
@@ -1014,11 +1201,6 @@ impl Disk {
             self.close(id);
         }
         self.closes = closes;
-        if self.retention.max_total_bytes.is_some() {
-            let open: u64 = self.files.values().map(|f| f.good_len).sum();
-            let n = self.retention.enforce_total(open);
-            self.counters.files_deleted.fetch_add(n, Relaxed);
-        }
     }
 
     /// The staging size per file: the budget shared by the open files, at
@@ -1153,9 +1335,11 @@ impl Disk {
         if self.fsync
             && let Some(tx) = &self.syncer
         {
+            let bytes = f.good_len;
             match tx.send((file, f)) {
                 Ok(()) => {
                     self.pending_syncs += 1;
+                    self.syncing_bytes += bytes;
                     return;
                 }
                 Err(mpsc::SendError((file, f))) => {
@@ -1180,37 +1364,26 @@ impl Disk {
             self.fail(&e, 0);
         }
         self.counters.open_files.fetch_sub(1, Relaxed);
-        match fs::rename(&c.part, &c.final_path) {
+        match rename_part(&self.root, &c.part, &c.final_path) {
             Ok(()) => {
                 self.counters.files_closed.fetch_add(1, Relaxed);
                 self.hook
                     .queue_for(&c.final_path, c.vni_source.as_ref(), &self.counters);
-                let open: u64 = self.files.values().map(|f| f.good_len).sum();
+                let open = self.open_bytes();
                 let n = self
                     .retention
                     .add(c.final_path, c.good_len, c.session, open);
                 self.counters.files_deleted.fetch_add(n, Relaxed);
             }
-            Err(source) => {
-                let e = WriterError::Rename {
-                    path: c.part,
-                    to: c.final_path,
-                    source,
-                };
-                self.fail(&e, 0);
-            }
+            Err(e) => self.fail(&e, 0),
         }
     }
 
     fn fail(&mut self, e: &WriterError, frames: u64) {
-        if !matches!(e, WriterError::NotYet) {
+        if !matches!(e, WriterError::NotYet(_)) {
             self.counters.set_output_error(Some(e.to_string()));
         }
-        let reason = if e.is_disk_full() {
-            DropReason::DiskFull
-        } else {
-            DropReason::WriteError
-        };
+        let reason = e.drop_reason();
         self.counters.count_drops(reason, frames);
         if let Some(held) = self.error_log.allow() {
             tracing::error!(error = %e, frames_lost = frames, held_back = held, "cannot write capture file; frames are dropped and counted as {reason}");
@@ -1256,41 +1429,48 @@ fn truncate_back(f: &mut DiskFile, source: io::Error) -> WriterError {
     }
 }
 
-/// Creates `<dir>/<rel>.part` (parents too). When `<rel>` or its `.part`
-/// exists, `seq` is increased until the name is free.
+/// Creates `<dir>/<rel>.part` (parents too), following no link below
+/// `dir` (see [`crate::outdir`]): a link on the way is an error
+/// ([`OutDirError::Link`]). When `<rel>` or its `.part` exists (a link
+/// included), `seq` is increased until the name is free.
 fn create_file(
     dir: &Path,
     template: &OutputTemplate,
     fields: &mut PathFields,
 ) -> Result<(File, PathBuf, PathBuf), WriterError> {
+    let root = outdir::Dir::open_root(dir, true, DIR_MODE)?;
     loop {
-        let final_path = dir.join(template.render(fields));
+        let rel = template.render(fields);
+        let final_path = dir.join(&rel);
         let part = part_path_of(&final_path);
-        if let Some(parent) = final_path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(parent)
-                .map_err(|source| WriterError::CreateDir {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-        }
-        if final_path.exists() {
+        let parent = root.sub(rel.parent().unwrap_or(Path::new("")), true, DIR_MODE)?;
+        let name = rel.file_name().expect("a template ends in `.{ext}`");
+        let taken = parent.exists(name).map_err(|source| WriterError::Create {
+            path: final_path.clone(),
+            source,
+        })?;
+        if taken {
             fields.seq += 1;
             continue;
         }
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&part)
-        {
+        match parent.create_file(&outdir::part_name(name), FILE_MODE) {
             Ok(f) => return Ok((f, part, final_path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fields.seq += 1,
             Err(source) => return Err(WriterError::Create { path: part, source }),
         }
     }
+}
+
+/// Renames the `.part` of `final_path` (a file under `root`) to it, on
+/// its directory's descriptor, reached without following links.
+fn rename_part(root: &Path, part: &Path, final_path: &Path) -> Result<(), WriterError> {
+    let (dir, name) = outdir::open_parent(root, part, false, DIR_MODE)?;
+    let to = final_path.file_name().unwrap_or_default();
+    dir.rename(name, to).map_err(|source| WriterError::Rename {
+        path: part.to_path_buf(),
+        to: final_path.to_path_buf(),
+        source,
+    })
 }
 
 /// What crash recovery did with one leftover `.part` file.
@@ -1305,12 +1485,22 @@ pub enum Recovered {
     },
     /// Not even a whole file header: deleted.
     Deleted(PathBuf),
+    /// A file header and no record (opened just before the crash):
+    /// deleted, as a capture of nothing.
+    Empty(PathBuf),
 }
+
+/// Recovered files logged one by one; the rest are summed up in one line.
+const RECOVERY_LOG_LINES: usize = 20;
 
 /// After a crash or power loss: every `*.part` file under `dir` (left by a
 /// writer that did not close it) is cut to its last whole record and
-/// renamed to its final name, so it opens without a warning. Runs before
-/// the writer starts, so no file of this run can be mistaken for one.
+/// renamed to its final name, so it opens without a warning; one with no
+/// record is deleted. Runs before the writer starts, so no file of this
+/// run can be mistaken for one. Links under `dir` are neither followed nor
+/// touched: directories are listed by entry type (a link is not a
+/// directory), and each file is opened, cut, renamed or deleted on its
+/// directory's descriptor ([`crate::outdir`]).
 pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
     let mut done = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1321,7 +1511,7 @@ pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
                 Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "part") => {
-                    if let Some(r) = recover_one(&p) {
+                    if let Some(r) = recover_one(dir, &p, done.len() < RECOVERY_LOG_LINES) {
                         done.push(r);
                     }
                 }
@@ -1330,26 +1520,60 @@ pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
         }
     }
     done.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    if done.len() > RECOVERY_LOG_LINES {
+        let renamed = done
+            .iter()
+            .filter(|r| matches!(r, Recovered::Renamed { .. }))
+            .count();
+        tracing::warn!(
+            renamed,
+            deleted = done.len() - renamed,
+            "recovery: capture files left open by an earlier run (the first {RECOVERY_LOG_LINES} are logged above)"
+        );
+    }
     done
 }
 
-fn recover_one(part: &Path) -> Option<Recovered> {
+fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recovered> {
     let final_path = part.with_extension("");
-    let file = File::open(part).ok()?;
-    let mut r = match crate::capture::CaptureReader::new(file, "") {
-        Ok(r) => r,
-        Err(_) => {
-            return match fs::remove_file(part) {
-                Ok(()) => {
-                    tracing::warn!(path = %part.display(), "recovery: no whole file header; deleted");
-                    Some(Recovered::Deleted(part.to_path_buf()))
-                }
-                Err(e) => {
-                    tracing::error!(path = %part.display(), error = %e, "recovery: cannot delete");
-                    None
-                }
-            };
+    let (dir, name) = match outdir::open_parent(root, part, false, DIR_MODE) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("recovery: {e}");
+            return None;
         }
+    };
+    let file = match dir.open_file(name) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("recovery: {e}");
+            return None;
+        }
+    };
+    let delete = |what: &str, r: Recovered| match dir.unlink(name) {
+        Ok(()) => {
+            if log {
+                tracing::warn!(path = %part.display(), "recovery: a capture file left open by an earlier run {what}; deleted");
+            }
+            Some(r)
+        }
+        Err(e) => {
+            tracing::error!(path = %part.display(), error = %e, "recovery: cannot delete");
+            None
+        }
+    };
+    let reader = match file.try_clone() {
+        Ok(f) => crate::capture::CaptureReader::new(f, "").ok(),
+        Err(e) => {
+            tracing::error!(path = %part.display(), error = %e, "recovery: cannot read");
+            return None;
+        }
+    };
+    let Some(mut r) = reader else {
+        return delete(
+            "has no whole file header",
+            Recovered::Deleted(part.to_path_buf()),
+        );
     };
     let mut kept = r.offset();
     let mut records = 0;
@@ -1358,20 +1582,22 @@ fn recover_one(part: &Path) -> Option<Recovered> {
         kept = r.offset();
     }
     drop(r);
-    let cut = OpenOptions::new()
-        .write(true)
-        .open(part)
-        .and_then(|f| f.set_len(kept));
-    if let Err(e) = cut.and_then(|_| fs::rename(part, &final_path)) {
+    if records == 0 {
+        return delete("holds no record", Recovered::Empty(part.to_path_buf()));
+    }
+    let to = final_path.file_name().unwrap_or_default();
+    if let Err(e) = file.set_len(kept).and_then(|()| dir.rename(name, to)) {
         tracing::error!(path = %part.display(), error = %e, "recovery: cannot cut and rename");
         return None;
     }
-    tracing::warn!(
-        path = %final_path.display(),
-        records,
-        bytes = kept,
-        "recovery: a capture file left open by an earlier run was cut to its last whole record and renamed"
-    );
+    if log {
+        tracing::warn!(
+            path = %final_path.display(),
+            records,
+            bytes = kept,
+            "recovery: a capture file left open by an earlier run was cut to its last whole record and renamed"
+        );
+    }
     Some(Recovered::Renamed {
         path: final_path,
         kept,
@@ -1499,6 +1725,9 @@ struct ClosedFile {
 /// Retention over every closed file under the output directory.
 #[derive(Debug, Default)]
 pub struct Retention {
+    /// The output directory (set by [`Output::spawn`]): files are deleted
+    /// on their directory's descriptor, reached without following links.
+    root: Option<PathBuf>,
     files: VecDeque<ClosedFile>,
     closed_bytes: u64,
     max_files: Option<u32>,
@@ -1521,7 +1750,8 @@ impl Retention {
 
     /// Adds the complete capture files already under `dir` (from earlier
     /// runs), oldest first by modification time, so `max_total_bytes` counts
-    /// them too.
+    /// them too. Links are not followed (entry types and `lstat` sizes), so
+    /// nothing outside `dir` is counted or, later, deleted.
     pub fn scan_existing(&mut self, dir: &Path) {
         let mut found = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
@@ -1610,12 +1840,18 @@ impl Retention {
     fn delete_at(&mut self, i: usize) {
         if let Some(f) = self.files.remove(i) {
             self.closed_bytes -= f.bytes;
-            if let Err(e) = fs::remove_file(&f.path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %f.path.display(), error = %e, "retention: cannot delete file");
-                }
-            } else {
-                tracing::debug!(path = %f.path.display(), "retention: deleted");
+            let r = match &self.root {
+                Some(root) => outdir::unlink_under(root, &f.path),
+                None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
+                    path: f.path.clone(),
+                    what: "delete",
+                    source,
+                }),
+            };
+            match r {
+                Ok(()) => tracing::debug!(path = %f.path.display(), "retention: deleted"),
+                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(e) => tracing::warn!("retention: not deleted: {e}"),
             }
         }
     }

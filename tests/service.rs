@@ -639,3 +639,266 @@ fn flow_files_stay_whole_on_a_full_disk() {
     .concat());
     assert_eq!(code, 0, "{report_err}");
 }
+
+/// Issue 12, item 4: a symbolic link under `dir` is never followed. A
+/// directory link `DIR/7/127.0.0.1 -> elsewhere` (as a local user who can
+/// write under `dir` could plant) gets no file written through it: the
+/// session's frames are dropped and counted as `output_symlink`, and the
+/// log names the link.
+#[test]
+fn output_symlink_under_dir_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(dir.join("7")).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = dir.join("7").join("127.0.0.1");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..40u64 {
+        tx.send_to(&dgram(7, seq), d.addr).unwrap();
+        // Another session, under no link, is written as usual.
+        other.send_to(&dgram(7, seq), d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, _, err) = d.stop();
+    let leaked: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "written through the link: {leaked:?}\n{err}"
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "dropped output_symlink"), 40, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 40, "{err}");
+    assert!(
+        err.contains(&format!("{}: is a symbolic link", link.display())),
+        "the log does not name the link: {err}"
+    );
+    // The link is still a link, pointing where it did.
+    assert_eq!(std::fs::read_link(&link).unwrap(), elsewhere);
+    let got = output_by_session(&dir);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[&(7, "127.0.0.2".to_string())].len(), 40);
+}
+
+/// Issue 12, item 10: recovery after SIGKILL deletes a `.part` that holds
+/// a file header and no record (a file opened just before the kill)
+/// instead of renaming it to an empty `.pcap`; a `.part` with a record is
+/// still cut and renamed.
+#[test]
+fn recovery_deletes_header_only_part_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let sdir = dir.join("7").join("127.0.0.1");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut pcap = Vec::new();
+    mirrorcap::format::pcap_file_header(&mut pcap, 262_144);
+    let mut pcapng = Vec::new();
+    mirrorcap::format::pcapng_file_header(&mut pcapng, 262_144, "vxlan-7-127.0.0.1", "test");
+    let empty_pcap = sdir.join("20250101T000000Z-000000.pcap.part");
+    let empty_pcapng = sdir.join("20250101T000001Z-000001.pcapng.part");
+    std::fs::write(&empty_pcap, &pcap).unwrap();
+    std::fs::write(&empty_pcapng, &pcapng).unwrap();
+    // One with a record (and a cut one after it): kept, cut, renamed.
+    let whole = sdir.join("20250101T000002Z-000002.pcap");
+    write_pcap(
+        &whole,
+        1,
+        &[(1_735_689_602_000_000_000, inner_frame(1, 100), 100)],
+    );
+    let mut bytes = std::fs::read(&whole).unwrap();
+    std::fs::remove_file(&whole).unwrap();
+    bytes.extend_from_slice(&[1, 2, 3]);
+    let with_record = sdir.join("20250101T000002Z-000002.pcap.part");
+    std::fs::write(&with_record, &bytes).unwrap();
+
+    let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    let files = output_files(&dir);
+    assert_eq!(files, vec![whole.clone()], "{err}");
+    assert_eq!(tshark_frames(&whole).len(), 1);
+    assert!(err.contains("no record"), "{err}");
+}
+
+/// `GET path` on 127.0.0.1:`port` with a plain socket (fast enough to poll
+/// every few milliseconds); returns (status, body), or None when nothing
+/// answers.
+fn quick_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+    Some((code, body))
+}
+
+/// Issue 12, item 9: a writer thread that dies (here: made to panic by
+/// the test-only `MIRRORCAP_TEST_WRITER_PANIC_AT_OPEN`) turns `/healthz`
+/// to 503, is logged once, and ends the daemon by itself with exit code 2
+/// (an output error), so that systemd (`Restart=on-failure`) restarts it.
+/// The frames it could not write are counted.
+#[test]
+fn dead_writer_thread_turns_health_503_and_exits_nonzero() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mirrorcap.service"
+    ))
+    .unwrap();
+    assert!(unit.lines().any(|l| l.trim() == "Restart=on-failure"));
+    let tmp = tempfile::tempdir().unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dir = tmp.path().join("cap");
+    let port = free_tcp_port();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, format!("metrics_listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut d = Daemon::start_with_env(
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("MIRRORCAP_TEST_WRITER_PANIC_AT_OPEN", "1"),
+        ],
+    );
+    let mut buf = [0u8; 4096];
+    let healthy = quick_get(port, "/healthz");
+    // A STATUS line comes right after the daemon's once-a-second look at
+    // its threads: the writer dies just after it, so the test has most of
+    // a second to see the 503 before the daemon stops.
+    loop {
+        let n = sock.recv(&mut buf).expect("no STATUS from the daemon");
+        let m = String::from_utf8_lossy(&buf[..n]);
+        if m.starts_with("STATUS=") {
+            break;
+        }
+    }
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..5u64 {
+        tx.send_to(&dgram(9, seq), d.addr).unwrap();
+    }
+    let t = Instant::now();
+    let mut seen = None;
+    let mut exited = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        if seen.is_none()
+            && let Some((503, body)) = quick_get(port, "/healthz")
+        {
+            seen = Some(body);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = match exited {
+        Some(s) => s,
+        None => {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            panic!(
+                "the daemon did not exit by itself; /healthz said 503: {seen:?}\n{}",
+                d.stderr_now()
+            );
+        }
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let err = d.stderr_now();
+    assert_eq!(healthy.map(|h| h.0), Some(200), "{err}");
+    let body = seen.unwrap_or_else(|| panic!("/healthz never said 503\n{err}"));
+    assert!(body.contains("writer thread died"), "{body}");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.matches("the capture writer thread died").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(summary_count(&err, "datagrams received"), 5, "{err}");
+    assert_eq!(summary_count(&err, "dropped write_error"), 5, "{err}");
+}
+
+/// Issue 12, item 10: `max_total_bytes` holds while running, not only at
+/// the end: files being written, being synced and the records waiting in
+/// the writer count, and closed files are deleted before a write would go
+/// over. Ten sessions write about 2 MB against a 1 MiB limit; the capture
+/// bytes under `dir` are sampled every few milliseconds.
+#[test]
+fn max_total_bytes_holds_while_running() {
+    const LIMIT: u64 = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    let d = Daemon::start_with_config(
+        &dir,
+        &cfg,
+        "[output]\nrotate_interval = \"2s\"\nmax_total_bytes = \"1MiB\"\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, dir2) = (stop.clone(), dir.clone());
+    // Capture bytes under dir (`.part` files too), as `du -b` would add
+    // them up.
+    let sampler = std::thread::spawn(move || {
+        let mut most = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let total: u64 = output_files(&dir2)
+                .iter()
+                .filter_map(|f| std::fs::symlink_metadata(f).ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
+            most = most.max(total);
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        most
+    });
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    // 10 sessions x 480 datagrams of ~450 bytes (about 2 MB), at about 60
+    // per second per session (8 s).
+    for seq in 0..480u64 {
+        for vni in 1..=10 {
+            tx.send_to(&datagram(vni, &inner_frame(seq, 400)), d.addr)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(16));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        summary_count(&err, "files deleted by retention") > 0,
+        "{err}"
+    );
+    let files = output_files(&dir);
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= LIMIT, "{total} bytes at the end");
+    for f in &files {
+        capinfos_ok(f);
+    }
+    // The sampler reads file sizes one after another, not atomically: a
+    // file deleted after it was read and bytes written after that can
+    // both be counted, by at most what the writer writes at once at this
+    // rate (a few KiB per session); 32 KiB covers it.
+    assert!(
+        most <= LIMIT + (32 << 10),
+        "{most} bytes under dir while running, limit {LIMIT}"
+    );
+}
