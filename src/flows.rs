@@ -576,12 +576,12 @@ impl FlowWriter {
         counters: Arc<crate::metrics::Counters>,
     ) -> FlowWriter {
         let (tx, rx) = mpsc::channel::<FlowBatch>();
-        let dir = dir.join("flows");
+        let root = dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("mirrorcap-flows".into())
             .spawn(move || {
                 FlowFiles {
-                    dir,
+                    root,
                     cfg,
                     max_files,
                     counters,
@@ -618,11 +618,8 @@ impl FlowWriter {
 /// Errors writing flow files; each is counted and logged by [`FlowFiles`].
 #[derive(Debug, thiserror::Error)]
 pub enum FlowFileError {
-    #[error("{path}: cannot create directory: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Dir(#[from] crate::outdir::OutDirError),
     #[error("{path}: cannot create flow file: {source}")]
     Create {
         path: PathBuf,
@@ -640,31 +637,40 @@ pub enum FlowFileError {
     },
 }
 
-/// One open flow file (`.part`): only whole batches are in it.
+/// One open flow file (`.part`): only whole batches are in it. Its
+/// directory is held open (reached without following links, see
+/// [`crate::outdir`]), so the rename and a deletion cannot be redirected.
 struct FlowFile {
-    path: PathBuf,
+    dir: crate::outdir::Dir,
+    name: std::ffi::OsString,
     file: std::fs::File,
     /// Bytes of whole batches (what a failed write is cut back to).
     good_len: u64,
 }
 
 impl FlowFile {
-    fn create(path: PathBuf) -> Result<FlowFile, FlowFileError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let part = crate::writer::part_path_of(&path);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::writer::FILE_MODE)
-            .open(&part)
-        {
+    fn create(dir: crate::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
+        let part = crate::outdir::part_name(name.as_ref());
+        match dir.create_file(&part, crate::writer::FILE_MODE) {
             Ok(file) => Ok(FlowFile {
-                path,
+                dir,
+                name: name.into(),
                 file,
                 good_len: 0,
             }),
-            Err(source) => Err(FlowFileError::Create { path: part, source }),
+            Err(source) => Err(FlowFileError::Create {
+                path: dir.path().join(part),
+                source,
+            }),
         }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    fn part_path(&self) -> PathBuf {
+        self.dir.path().join(crate::outdir::part_name(&self.name))
     }
 
     /// Appends `bytes` whole, or cuts the file back to where it was.
@@ -679,7 +685,7 @@ impl FlowFile {
                 let _ = self.file.set_len(self.good_len);
                 let _ = self.file.seek(std::io::SeekFrom::Start(self.good_len));
                 Err(FlowFileError::Write {
-                    path: crate::writer::part_path_of(&self.path),
+                    path: self.part_path(),
                     source,
                 })
             }
@@ -689,19 +695,22 @@ impl FlowFile {
     /// Syncs and renames the file to its final name; one with no batch in
     /// it is removed instead. Returns the final path when published.
     fn close(self) -> Result<Option<PathBuf>, FlowFileError> {
-        let part = crate::writer::part_path_of(&self.path);
+        let part = crate::outdir::part_name(&self.name);
         if self.good_len == 0 {
             drop(self.file);
-            let _ = std::fs::remove_file(&part);
+            let _ = self.dir.unlink(&part);
             return Ok(None);
         }
         let r = self
             .file
             .sync_data()
-            .and_then(|()| std::fs::rename(&part, &self.path));
+            .and_then(|()| self.dir.rename(&part, &self.name));
         match r {
-            Ok(()) => Ok(Some(self.path)),
-            Err(source) => Err(FlowFileError::Close { path: part, source }),
+            Ok(()) => Ok(Some(self.path())),
+            Err(source) => Err(FlowFileError::Close {
+                path: self.part_path(),
+                source,
+            }),
         }
     }
 }
@@ -714,7 +723,8 @@ struct OpenFlowFile {
 
 /// The flow writer thread's state.
 struct FlowFiles {
-    dir: PathBuf,
+    /// The output directory; flow files go under `flows/` in it.
+    root: PathBuf,
     cfg: Arc<FlowConfig>,
     max_files: Option<u32>,
     counters: Arc<crate::metrics::Counters>,
@@ -791,25 +801,23 @@ impl FlowFiles {
                 r
             }
             Err(source) => Err(FlowFileError::Write {
-                path: f.path.clone(),
+                path: f.part_path(),
                 source,
             }),
         }
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+        use crate::outdir::{Dir, part_name};
+        use crate::writer::DIR_MODE;
         let ext = if self.cfg.gzip { ".gz" } else { "" };
         let t = crate::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
-        let sub = self
-            .dir
-            .join(format!("{:04}/{:02}/{:02}", t.year, t.month, t.day));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(&sub)
-            .map_err(|source| FlowFileError::CreateDir {
-                path: sub.clone(),
-                source,
-            })?;
+        let rel = PathBuf::from(format!(
+            "flows/{:04}/{:02}/{:02}",
+            t.year, t.month, t.day
+        ));
+        let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
+        let dir = open_dir()?;
         let base = format!(
             "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
             t.year, t.month, t.day, t.hour, t.minute, t.second
@@ -817,18 +825,21 @@ impl FlowFiles {
         loop {
             let seq = self.seq;
             self.seq += 1;
-            let text = sub.join(format!("{base}-{seq:06}.log{ext}"));
-            let json = sub.join(format!("{base}-{seq:06}.jsonl{ext}"));
-            let taken = |p: &Path| p.exists() || crate::writer::part_path_of(p).exists();
+            let text = format!("{base}-{seq:06}.log{ext}");
+            let json = format!("{base}-{seq:06}.jsonl{ext}");
+            let taken = |n: &str| {
+                dir.exists(n.as_ref()).unwrap_or(true)
+                    || dir.exists(&part_name(n.as_ref())).unwrap_or(true)
+            };
             if taken(&text) || (self.cfg.json && taken(&json)) {
                 continue;
             }
-            let text = FlowFile::create(text)?;
             let json = if self.cfg.json {
-                Some(FlowFile::create(json)?)
+                Some(FlowFile::create(open_dir()?, json)?)
             } else {
                 None
             };
+            let text = FlowFile::create(dir, text)?;
             return Ok(OpenFlowFile { slot, text, json });
         }
     }
@@ -844,8 +855,8 @@ impl FlowFiles {
         if let Some(max) = self.max_files {
             while self.closed.len() > max as usize {
                 if let Some(old) = self.closed.pop_front()
-                    && let Err(e) = std::fs::remove_file(&old)
-                    && e.kind() != std::io::ErrorKind::NotFound
+                    && let Err(e) = crate::outdir::unlink_under(&self.root, &old)
+                    && e.io().is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
                 {
                     tracing::warn!(path = %old.display(), error = %e, "flows: retention cannot delete file");
                 }

@@ -902,3 +902,29 @@ fn max_total_bytes_holds_while_running() {
         "{most} bytes under dir while running, limit {LIMIT}"
     );
 }
+
+/// Issue 12, item 4, for flow files: a link `DIR/flows -> elsewhere` is not
+/// followed either; the records are counted as lost and nothing is written
+/// through the link.
+#[test]
+fn flow_files_do_not_follow_a_link_under_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("flows")).unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[flows]\nenabled = true\ninterval = \"1s\"\n").unwrap();
+    let (_code, _, err) = mirrorcap(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+        testdata("vxlan/tcpdump-vxlan.pcap").to_str().unwrap(),
+    ]);
+    assert!(output_files(&elsewhere).is_empty(), "{err}");
+    assert!(summary_count(&err, "flow records lost") > 0, "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+}
