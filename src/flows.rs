@@ -230,7 +230,10 @@ impl FlowConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
-    session: usize,
+    /// The session's id ([`crate::metrics::SessionStats::id`]): never
+    /// reused, so two sessions that had the same table slot one after the
+    /// other are never mixed.
+    session: u64,
     protocol: u8,
     src: IpAddr,
     dst: IpAddr,
@@ -253,6 +256,9 @@ struct FlowSession {
     meta: FlowMetadata,
     /// Packets in the current window.
     active: bool,
+    /// The session was freed (idle or evicted): its records of the current
+    /// window are written, then it is forgotten (no more NODATA).
+    released: bool,
 }
 
 /// One window's records (or a part of it, when `max_flows` cut it).
@@ -267,7 +273,8 @@ pub struct FlowBatch {
 pub struct FlowTable {
     cfg: Arc<FlowConfig>,
     flows: HashMap<FlowKey, FlowAgg>,
-    sessions: Vec<FlowSession>,
+    /// The sessions seen, by id, until they are freed.
+    sessions: crate::fasthash::FastMap<u64, FlowSession>,
     /// Current window index (`ts / interval`), `None` before the first packet.
     window: Option<u64>,
     out: mpsc::Sender<FlowBatch>,
@@ -283,7 +290,7 @@ impl FlowTable {
         FlowTable {
             cfg,
             flows: HashMap::new(),
-            sessions: Vec::new(),
+            sessions: Default::default(),
             window: None,
             out,
             stats,
@@ -294,12 +301,12 @@ impl FlowTable {
         self.cfg.clone()
     }
 
-    /// Counts one kept frame of session `session` (index in the worker's
-    /// session table; `vni`, `source` for its metadata).
+    /// Counts one kept frame of session `session` (its id; `vni`, `source`
+    /// for its metadata).
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
-        session: usize,
+        session: u64,
         vni: u32,
         source: IpAddr,
         own: &OwnAddresses,
@@ -308,14 +315,15 @@ impl FlowTable {
     ) {
         let Some(ip) = &d.ip else { return };
         self.advance(ts_ns);
-        while self.sessions.len() <= session {
-            let meta = self.cfg.metadata(vni, source);
-            self.sessions.push(FlowSession {
-                meta,
+        let cfg = &self.cfg;
+        self.sessions
+            .entry(session)
+            .or_insert_with(|| FlowSession {
+                meta: cfg.metadata(vni, source),
                 active: false,
-            });
-        }
-        self.sessions[session].active = true;
+                released: false,
+            })
+            .active = true;
         let (sport, dport) = ip.ports.unwrap_or((0, 0));
         let key = FlowKey {
             session,
@@ -343,6 +351,14 @@ impl FlowTable {
         e.last_ns = e.last_ns.max(ts_ns);
         if ip.protocol == PROTO_TCP {
             e.tcp_flags |= ip.tcp_flags.unwrap_or(0) & 0x3f;
+        }
+    }
+
+    /// Session `session` was freed: after the records of the current
+    /// window, it gets no more (no NODATA either).
+    pub fn release(&mut self, session: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.released = true;
         }
     }
 
@@ -384,20 +400,25 @@ impl FlowTable {
             .flow_records
             .fetch_add(flows.len() as u64, Relaxed);
         if end_of_window {
-            for i in 0..self.sessions.len() {
-                if !std::mem::replace(&mut self.sessions[i].active, false) {
-                    self.write(&mut batch, i, &Record::NoData, window_s);
+            let mut ids: Vec<u64> = self.sessions.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let s = self.sessions.get_mut(&id).expect("listed above");
+                let (active, released) = (std::mem::replace(&mut s.active, false), s.released);
+                if !active && !released {
+                    self.write(&mut batch, id, &Record::NoData, window_s);
                     self.stats.flow_nodata.fetch_add(1, Relaxed);
                 }
             }
+            self.sessions.retain(|_, s| !s.released);
         }
         if !batch.lines.is_empty() {
             let _ = self.out.send(batch);
         }
     }
 
-    fn write(&self, batch: &mut FlowBatch, session: usize, rec: &Record, window_s: u64) {
-        let meta = &self.sessions[session].meta;
+    fn write(&self, batch: &mut FlowBatch, session: u64, rec: &Record, window_s: u64) {
+        let meta = &self.sessions[&session].meta;
         let values: Vec<String> = self
             .cfg
             .format
