@@ -1143,6 +1143,31 @@ idle_timeout = "30s"
         assert!(e.contains("\"0ms\"") && e.contains("\"100ms\""), "{e}");
     }
 
+    /// Issue 12 item 6: `metrics_max_sessions` bounds the per-session
+    /// series and summary lines; 0 leaves only the sums.
+    #[test]
+    fn metrics_max_sessions() {
+        assert_eq!(
+            Config::default_config().metrics_max_sessions,
+            DEFAULT_METRICS_MAX_SESSIONS
+        );
+        assert_eq!(
+            parse("metrics_max_sessions = 0\n")
+                .unwrap()
+                .metrics_max_sessions,
+            0
+        );
+        assert_eq!(
+            parse("metrics_max_sessions = 2000\n")
+                .unwrap()
+                .metrics_max_sessions,
+            2000
+        );
+        let e = parse("metrics_max_sessions = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:1: "), "{e}");
+        assert!(e.contains("metrics_max_sessions"), "{e}");
+    }
+
     #[test]
     fn batch_wait() {
         assert_eq!(Config::default_config().batch_wait, DEFAULT_BATCH_WAIT);

@@ -16,7 +16,9 @@
 //! seen (AWS's bit values: FIN 1, SYN 2, RST 4, PSH 8, ACK 16, URG 32);
 //! `flow-direction` is ingress/egress relative to the session's addresses;
 //! `type` IPv4/IPv6; `action` ACCEPT (the packet was mirrored and kept);
-//! `log-status` OK, or NODATA for a session that had no packet in a window.
+//! `log-status` OK, or NODATA for a session that had no packet in a window
+//! (until the session is freed, `idle_timeout` after its last datagram:
+//! sessions are told apart by a never-reused id, not by table slot).
 //! Frames that are not IP are not flow-logged (AWS logs IP traffic only).
 //!
 //! Memory is bounded by `flows.max_flows`: when a window has that many
@@ -713,6 +715,65 @@ fn run_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Ethernet/IPv4/UDP frame 10.0.0.1:40000 -> 10.0.0.2:53.
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 16, 0, 0]);
+        f.extend_from_slice(&[0; 8]);
+        f
+    }
+
+    /// Issue 12 item 2: sessions are told apart by id, not table slot; a
+    /// freed session's records of the window are written, then it gets no
+    /// more NODATA.
+    #[test]
+    fn freed_sessions_are_not_mixed_and_get_no_more_nodata() {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(crate::metrics::Counters::default());
+        let cfg = FlowConfig {
+            enabled: true,
+            interval_s: 1,
+            format: FlowFormat::parse("${srcaddr} ${packets} ${log-status} ${interface-id}")
+                .unwrap(),
+            sessions: vec![FlowSessionMeta {
+                vni: Some(7),
+                source: None,
+                meta: FlowMetadata {
+                    interface_id: Some("eni-seven".into()),
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
+        let mut t = FlowTable::new(Arc::new(cfg), tx, counters);
+        let src: IpAddr = "10.0.0.9".parse().unwrap();
+        let own = OwnAddresses {
+            outer: src,
+            extra: Vec::new(),
+        };
+        let frame = udp_frame();
+        let d = crate::decode::decode(&frame);
+        const S: u64 = 1_000_000_000;
+        // Session 1 (VNI 7) freed; session 2 (VNI 8) took its slot.
+        t.add(1, 7, src, &own, &d, 10 * S);
+        t.add(1, 7, src, &own, &d, 10 * S);
+        t.release(1);
+        t.add(2, 8, src, &own, &d, 10 * S);
+        t.advance(11 * S);
+        t.advance(12 * S);
+        drop(t);
+        let lines: Vec<String> = rx
+            .iter()
+            .flat_map(|b| b.lines.lines().map(String::from).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            lines,
+            ["10.0.0.1 2 OK eni-seven", "10.0.0.1 1 OK -", "- - NODATA -",]
+        );
+    }
 
     #[test]
     fn formats_and_versions() {

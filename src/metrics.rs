@@ -808,7 +808,12 @@ pub fn render_prometheus(c: &Counters) -> String {
     // At most `metrics_max_sessions` sessions have their own series; the
     // others (live or freed) are summed in `vni="other"`.
     let reg = c.registry();
-    let mut own: Vec<&SessionStats> = reg.live.values().filter(|s| s.labelled).map(|s| &**s).collect();
+    let mut own: Vec<&SessionStats> = reg
+        .live
+        .values()
+        .filter(|s| s.labelled)
+        .map(|s| &**s)
+        .collect();
     own.sort_by_key(|s| (s.vni, s.source, s.id));
     let label = |s: &SessionStats| format!("{{vni=\"{}\",source=\"{}\"}}", s.vni, s.source);
     let mut packets: Vec<_> = own
@@ -994,7 +999,10 @@ mod tests {
             t.join().unwrap();
         }
         let over = over.load(Relaxed);
-        assert_eq!(over, 0, "{over} of {ROUNDS} rounds gave out 2 slots where 1 was free");
+        assert_eq!(
+            over, 0,
+            "{over} of {ROUNDS} rounds gave out 2 slots where 1 was free"
+        );
     }
 
     #[test]

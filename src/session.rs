@@ -247,7 +247,7 @@ impl List {
 
     /// Moves `i` (in this list) to the front.
     #[inline]
-    fn to_front(&mut self, links: &mut [Link], i: usize) {
+    fn move_to_front(&mut self, links: &mut [Link], i: usize) {
         if self.head != i as u32 {
             self.remove(links, i);
             self.push_front(links, i);
@@ -374,9 +374,9 @@ impl SessionTable {
         s.seen_ns = s.seen_ns.max(now_ns);
         if !s.protected {
             let has_file = s.file.is_some();
-            self.recent.to_front(&mut self.links, i);
+            self.recent.move_to_front(&mut self.links, i);
             if has_file {
-                self.open.to_front(&mut self.open_links, i);
+                self.open.move_to_front(&mut self.open_links, i);
             }
         }
     }
@@ -538,9 +538,11 @@ impl SessionTable {
             self.close(i);
         }
         if self.sessions[i].file.is_none() {
-            if !self.counters.reserve_file(max_open_files)
-                && !(self.evict(ts_ns, true) && self.counters.reserve_file(max_open_files))
-            {
+            // A free slot, else one freed by evicting the least recently
+            // active session with a file.
+            let reserved = self.counters.reserve_file(max_open_files)
+                || (self.evict(ts_ns, true) && self.counters.reserve_file(max_open_files));
+            if !reserved {
                 return self
                     .counters
                     .count_drop(crate::metrics::DropReason::OpenFileLimit);
@@ -730,9 +732,9 @@ mod tests {
         }
         assert_eq!(order(&l, &links), [4, 3, 2, 1, 0]);
         assert_eq!(l.tail(), Some(0));
-        l.to_front(&mut links, 0);
+        l.move_to_front(&mut links, 0);
         assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
-        l.to_front(&mut links, 0);
+        l.move_to_front(&mut links, 0);
         assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
         l.remove(&mut links, 3);
         l.remove(&mut links, 1);
@@ -791,10 +793,18 @@ mod tests {
         assert_eq!(t.lookup(key(2), 13 * S, 3, plain), Some(1));
         // Within a second of its last datagram, nothing is evicted.
         assert_eq!(t.lookup(key(4), 12 * S + S / 2, 3, plain), None);
-        assert_eq!(c.sessions_evicted.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            c.sessions_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         // Later, 3 is evicted (not 1: protected) and its slot reused.
         assert_eq!(t.lookup(key(4), 14 * S, 3, plain), Some(2));
-        assert_eq!(c.sessions_evicted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            c.sessions_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         assert_eq!(t.len(), 3);
         // 3 again: 2 goes (least recent of 2 and 4), 3 gets its slot.
         assert_eq!(t.lookup(key(3), 20 * S + S / 2, 3, plain), Some(1));
@@ -822,8 +832,14 @@ mod tests {
         assert_eq!(t.sessions[i].seq, 1);
         t.close_idle(7 * S, &out);
         assert_eq!(t.len(), 0);
-        assert_eq!(c.sessions_freed.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(c.files_requested.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            c.sessions_freed.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         // Back before the slot is reused: same slot, next file number.
         let j = t.lookup(key(1), 8 * S, 10, plain).unwrap();
         assert_eq!((j, t.sessions[j].seq), (i, 1));
@@ -854,9 +870,15 @@ mod tests {
         let i = t.lookup(key(3), 10 * S, 10, plain).unwrap();
         t.write(i, 10 * S, &frame, 60, &out, 2);
         assert!(t.sessions[i].file.is_some());
-        assert!(!t.sessions[0].live, "session 1 was the least recently active");
+        assert!(
+            !t.sessions[0].live,
+            "session 1 was the least recently active"
+        );
         assert!(t.sessions[1].live);
-        assert_eq!(c.files_requested.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
         assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 0);
         t.finish();
     }

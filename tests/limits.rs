@@ -125,7 +125,10 @@ fn session_flood_does_not_lock_out_a_real_session() {
         .map(|r| r.3)
         .collect();
     assert_eq!(got.len(), want.len(), "frames of the real session:\n{err}");
-    assert!(got == want, "the real session's frames differ or are out of order");
+    assert!(
+        got == want,
+        "the real session's frames differ or are out of order"
+    );
     assert!(summary_count(&err, "sessions evicted") > 0, "{err}");
 }
 
@@ -225,4 +228,53 @@ fn summary_counts_no_file_for_a_session_that_wrote_none() {
         })
         .unwrap_or_else(|| panic!("no `files written` in: {err}"));
     assert_eq!(written, 1, "{err}");
+}
+
+/// Issue 12 item 2 (retention keyed by session slot): `max_files` counts
+/// the files of each session, (VNI, source), whichever worker has it and
+/// whichever slot of its table. Two sessions on two workers (each the
+/// first of its worker's table) keep `max_files` files each.
+#[test]
+fn max_files_is_per_session_across_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    let d = Daemon::start_with_config(
+        &dir,
+        &cfg,
+        "workers = 2\n[output]\nrotate_packets = 1\nmax_files = 2\n",
+    );
+    let sources = ["127.0.0.2", "127.0.0.3"];
+    let socks: Vec<UdpSocket> = sources
+        .iter()
+        .map(|s| UdpSocket::bind((*s, 0)).unwrap())
+        .collect();
+    for seq in 0..6u64 {
+        for s in &socks {
+            s.send_to(&datagram(5, &inner_frame(seq, 100)), d.addr)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    let on = |w: &str| {
+        err.lines()
+            .filter(|l| l.contains("new mirror session") && l.contains(w))
+            .count()
+    };
+    assert!(
+        on("worker=\"rx0\"") == 1 && on("worker=\"rx1\"") == 1,
+        "the two sources should land on different workers:\n{err}"
+    );
+    let files = output_files(&dir);
+    for src in sources {
+        let n = files
+            .iter()
+            .filter(|f| session_of(&dir, f).1 == src)
+            .count();
+        assert_eq!(n, 2, "files of 5/{src}: {files:?}\n{err}");
+    }
+    assert!(err.contains("8 files deleted by retention"), "{err}");
 }
