@@ -25,7 +25,8 @@
 //!   [`EVICT_MIN_IDLE_NS`]: when every session is busy the new one is
 //!   refused as before, rather than sessions evicting each other packet by
 //!   packet. Sessions named in `[[session]]` or in `vnis` are never
-//!   evicted.
+//!   evicted. A worker evicts only its own sessions (for a file slot: one
+//!   of its sessions that has a file open).
 //!
 //! Least recently active is kept in O(1) per datagram without allocation:
 //! doubly linked lists threaded through the slots (a session moves to the
