@@ -89,12 +89,18 @@ pub struct Config {
     /// Outer source addresses accepted; empty = any. Checked before any
     /// other work.
     pub allow_sources: Vec<IpNet>,
-    /// Most sessions tracked at once per worker; datagrams of further new
-    /// sessions are dropped and counted (`session_limit`).
+    /// Most sessions tracked at once per worker; when reached, the least
+    /// recently active session (silent for a second, not named in
+    /// `[[session]]` or `vnis`) is evicted for a new one, else the new
+    /// one's datagrams are dropped and counted (`session_limit`).
     pub max_sessions: usize,
-    /// Most capture files open at once; a session that would open one more
-    /// drops its frames (`open_file_limit`) until one closes.
+    /// Most capture files open at once; when reached, the least recently
+    /// active session with a file open is evicted as for `max_sessions`,
+    /// else the frame is dropped and counted (`open_file_limit`).
     pub max_open_files: usize,
+    /// Most sessions with their own `/metrics` series and their own line
+    /// in the shutdown summary; the others are summed.
+    pub metrics_max_sessions: usize,
     /// A command run after each file is closed and renamed (like
     /// `tcpdump -z`), without a shell; `{path}`, `{vni}`, `{source}` are
     /// replaced in each argument.
@@ -167,6 +173,7 @@ struct RawConfig {
     allow_sources: Vec<Spanned<String>>,
     max_sessions: Option<Spanned<u32>>,
     max_open_files: Option<Spanned<u32>>,
+    metrics_max_sessions: Option<Spanned<u32>>,
     #[serde(default)]
     on_rotate: Vec<String>,
     on_rotate_jobs: Option<Spanned<u32>>,
@@ -459,6 +466,11 @@ impl Config {
             };
         let max_sessions = positive(&raw.max_sessions, DEFAULT_MAX_SESSIONS, "session")?;
         let max_open_files = positive(&raw.max_open_files, DEFAULT_MAX_OPEN_FILES, "file")?;
+        // 0 is meaningful here: no per-session series, only the sum.
+        let metrics_max_sessions = raw
+            .metrics_max_sessions
+            .as_ref()
+            .map_or(DEFAULT_METRICS_MAX_SESSIONS, |v| *v.get_ref() as usize);
         let on_rotate_jobs = positive(&raw.on_rotate_jobs, 2, "job")?;
         let on_rotate = raw.on_rotate;
         if let Some(first) = on_rotate.first()
@@ -689,6 +701,7 @@ impl Config {
             allow_sources,
             max_sessions,
             max_open_files,
+            metrics_max_sessions,
             on_rotate,
             on_rotate_jobs,
             flows: Arc::new(flows),
@@ -946,6 +959,8 @@ impl FilterCtx<'_> {
 /// Default caps: sessions per worker and capture files open at once.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub const DEFAULT_MAX_OPEN_FILES: usize = 4096;
+/// Sessions with their own `/metrics` series and summary line.
+pub const DEFAULT_METRICS_MAX_SESSIONS: usize = 100;
 
 /// A session with no packet for this long closes its file.
 /// Default for `batch_wait`: 1 ms, like the block timeout tcpdump gives
@@ -1126,6 +1141,31 @@ idle_timeout = "30s"
         let e = parse("batch_wait = \"1s\"\n").unwrap_err();
         assert!(e.starts_with("t.toml:1: `batch_wait`: \"1s\""), "{e}");
         assert!(e.contains("\"0ms\"") && e.contains("\"100ms\""), "{e}");
+    }
+
+    /// Issue 12 item 6: `metrics_max_sessions` bounds the per-session
+    /// series and summary lines; 0 leaves only the sums.
+    #[test]
+    fn metrics_max_sessions() {
+        assert_eq!(
+            Config::default_config().metrics_max_sessions,
+            DEFAULT_METRICS_MAX_SESSIONS
+        );
+        assert_eq!(
+            parse("metrics_max_sessions = 0\n")
+                .unwrap()
+                .metrics_max_sessions,
+            0
+        );
+        assert_eq!(
+            parse("metrics_max_sessions = 2000\n")
+                .unwrap()
+                .metrics_max_sessions,
+            2000
+        );
+        let e = parse("metrics_max_sessions = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:1: "), "{e}");
+        assert!(e.contains("metrics_max_sessions"), "{e}");
     }
 
     #[test]

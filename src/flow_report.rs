@@ -112,7 +112,7 @@ fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, Re
     let (tx, rx) = std::sync::mpsc::channel();
     let counters = Arc::new(crate::metrics::Counters::default());
     let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
-    let mut sessions: HashMap<(IpAddr, u32), usize> = HashMap::new();
+    let mut sessions: HashMap<(IpAddr, u32), u64> = HashMap::new();
     let mut reader = crate::capture::CaptureReader::new(bytes, input)?;
     while let Some(rec) = reader.next_record()? {
         let Ok(udp) = crate::replay::strip_outer(rec.linktype, rec.data) else {
@@ -121,7 +121,7 @@ fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, Re
         let Ok(v) = crate::vxlan::Vxlan::new_checked(udp.payload) else {
             continue;
         };
-        let next = sessions.len();
+        let next = sessions.len() as u64;
         let i = *sessions.entry((udp.source, v.vni())).or_insert(next);
         let own = crate::filter::OwnAddresses {
             outer: udp.source,

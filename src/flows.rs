@@ -16,7 +16,9 @@
 //! seen (AWS's bit values: FIN 1, SYN 2, RST 4, PSH 8, ACK 16, URG 32);
 //! `flow-direction` is ingress/egress relative to the session's addresses;
 //! `type` IPv4/IPv6; `action` ACCEPT (the packet was mirrored and kept);
-//! `log-status` OK, or NODATA for a session that had no packet in a window.
+//! `log-status` OK, or NODATA for a session that had no packet in a window
+//! (until the session is freed, `idle_timeout` after its last datagram:
+//! sessions are told apart by a never-reused id, not by table slot).
 //! Frames that are not IP are not flow-logged (AWS logs IP traffic only).
 //!
 //! Memory is bounded by `flows.max_flows`: when a window has that many
@@ -229,7 +231,10 @@ impl FlowConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
-    session: usize,
+    /// The session's id ([`crate::metrics::SessionStats::id`]): never
+    /// reused, so two sessions that had the same table slot one after the
+    /// other are never mixed.
+    session: u64,
     protocol: u8,
     src: IpAddr,
     dst: IpAddr,
@@ -252,6 +257,9 @@ struct FlowSession {
     meta: FlowMetadata,
     /// Packets in the current window.
     active: bool,
+    /// The session was freed (idle or evicted): its records of the current
+    /// window are written, then it is forgotten (no more NODATA).
+    released: bool,
 }
 
 /// One window's records (or a part of it, when `max_flows` cut it).
@@ -268,7 +276,8 @@ pub struct FlowBatch {
 pub struct FlowTable {
     cfg: Arc<FlowConfig>,
     flows: HashMap<FlowKey, FlowAgg>,
-    sessions: Vec<FlowSession>,
+    /// The sessions seen, by id, until they are freed.
+    sessions: crate::fasthash::FastMap<u64, FlowSession>,
     /// Current window index (`ts / interval`), `None` before the first packet.
     window: Option<u64>,
     out: mpsc::Sender<FlowBatch>,
@@ -284,7 +293,7 @@ impl FlowTable {
         FlowTable {
             cfg,
             flows: HashMap::new(),
-            sessions: Vec::new(),
+            sessions: Default::default(),
             window: None,
             out,
             stats,
@@ -295,12 +304,12 @@ impl FlowTable {
         self.cfg.clone()
     }
 
-    /// Counts one kept frame of session `session` (index in the worker's
-    /// session table; `vni`, `source` for its metadata).
+    /// Counts one kept frame of session `session` (its id; `vni`, `source`
+    /// for its metadata).
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
-        session: usize,
+        session: u64,
         vni: u32,
         source: IpAddr,
         own: &OwnAddresses,
@@ -309,14 +318,15 @@ impl FlowTable {
     ) {
         let Some(ip) = &d.ip else { return };
         self.advance(ts_ns);
-        while self.sessions.len() <= session {
-            let meta = self.cfg.metadata(vni, source);
-            self.sessions.push(FlowSession {
-                meta,
+        let cfg = &self.cfg;
+        self.sessions
+            .entry(session)
+            .or_insert_with(|| FlowSession {
+                meta: cfg.metadata(vni, source),
                 active: false,
-            });
-        }
-        self.sessions[session].active = true;
+                released: false,
+            })
+            .active = true;
         let (sport, dport) = ip.ports.unwrap_or((0, 0));
         let key = FlowKey {
             session,
@@ -344,6 +354,14 @@ impl FlowTable {
         e.last_ns = e.last_ns.max(ts_ns);
         if ip.protocol == PROTO_TCP {
             e.tcp_flags |= ip.tcp_flags.unwrap_or(0) & 0x3f;
+        }
+    }
+
+    /// Session `session` was freed: after the records of the current
+    /// window, it gets no more (no NODATA either).
+    pub fn release(&mut self, session: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.released = true;
         }
     }
 
@@ -386,20 +404,25 @@ impl FlowTable {
             .flow_records
             .fetch_add(flows.len() as u64, Relaxed);
         if end_of_window {
-            for i in 0..self.sessions.len() {
-                if !std::mem::replace(&mut self.sessions[i].active, false) {
-                    self.write(&mut batch, i, &Record::NoData, window_s);
+            let mut ids: Vec<u64> = self.sessions.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let s = self.sessions.get_mut(&id).expect("listed above");
+                let (active, released) = (std::mem::replace(&mut s.active, false), s.released);
+                if !active && !released {
+                    self.write(&mut batch, id, &Record::NoData, window_s);
                     self.stats.flow_nodata.fetch_add(1, Relaxed);
                 }
             }
+            self.sessions.retain(|_, s| !s.released);
         }
         if !batch.lines.is_empty() {
             let _ = self.out.send(batch);
         }
     }
 
-    fn write(&self, batch: &mut FlowBatch, session: usize, rec: &Record, window_s: u64) {
-        let meta = &self.sessions[session].meta;
+    fn write(&self, batch: &mut FlowBatch, session: u64, rec: &Record, window_s: u64) {
+        let meta = &self.sessions[&session].meta;
         let values: Vec<String> = self
             .cfg
             .format
@@ -881,6 +904,65 @@ impl FlowFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Ethernet/IPv4/UDP frame 10.0.0.1:40000 -> 10.0.0.2:53.
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 16, 0, 0]);
+        f.extend_from_slice(&[0; 8]);
+        f
+    }
+
+    /// Issue 12 item 2: sessions are told apart by id, not table slot; a
+    /// freed session's records of the window are written, then it gets no
+    /// more NODATA.
+    #[test]
+    fn freed_sessions_are_not_mixed_and_get_no_more_nodata() {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(crate::metrics::Counters::default());
+        let cfg = FlowConfig {
+            enabled: true,
+            interval_s: 1,
+            format: FlowFormat::parse("${srcaddr} ${packets} ${log-status} ${interface-id}")
+                .unwrap(),
+            sessions: vec![FlowSessionMeta {
+                vni: Some(7),
+                source: None,
+                meta: FlowMetadata {
+                    interface_id: Some("eni-seven".into()),
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
+        let mut t = FlowTable::new(Arc::new(cfg), tx, counters);
+        let src: IpAddr = "10.0.0.9".parse().unwrap();
+        let own = OwnAddresses {
+            outer: src,
+            extra: Vec::new(),
+        };
+        let frame = udp_frame();
+        let d = crate::decode::decode(&frame);
+        const S: u64 = 1_000_000_000;
+        // Session 1 (VNI 7) freed; session 2 (VNI 8) took its slot.
+        t.add(1, 7, src, &own, &d, 10 * S);
+        t.add(1, 7, src, &own, &d, 10 * S);
+        t.release(1);
+        t.add(2, 8, src, &own, &d, 10 * S);
+        t.advance(11 * S);
+        t.advance(12 * S);
+        drop(t);
+        let lines: Vec<String> = rx
+            .iter()
+            .flat_map(|b| b.lines.lines().map(String::from).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            lines,
+            ["10.0.0.1 2 OK eni-seven", "10.0.0.1 1 OK -", "- - NODATA -",]
+        );
+    }
 
     #[test]
     fn formats_and_versions() {

@@ -186,8 +186,14 @@ pub struct Counters {
     /// any socket; host-wide (all traffic, every namespace), which is why it
     /// is reported apart from the datagrams this daemon lost.
     pub host_backlog_drops: AtomicU64,
-    /// Mirror sessions seen.
+    /// Mirror sessions seen (each entry made in a session table: a session
+    /// freed and seen again counts again).
     pub sessions: AtomicU64,
+    /// Sessions freed to make room for a new one (`max_sessions` or
+    /// `max_open_files` reached), and freed after `idle_timeout` without
+    /// a packet.
+    pub sessions_evicted: AtomicU64,
+    pub sessions_freed: AtomicU64,
     /// Capture files opened, rotated (closed and renamed), deleted by retention.
     pub files_opened: AtomicU64,
     pub files_closed: AtomicU64,
@@ -213,8 +219,9 @@ pub struct Counters {
     pub flow_write_errors: AtomicU64,
     pub flow_records_lost: AtomicU64,
     drops: [AtomicU64; N_REASONS],
-    /// Every session's packet and byte counters, for the metrics endpoint.
-    pub session_stats: std::sync::Mutex<Vec<std::sync::Arc<SessionStats>>>,
+    /// The counters of the sessions in the tables now, for the metrics
+    /// endpoint and the summary, and the totals of those freed.
+    pub session_stats: std::sync::Mutex<SessionRegistry>,
     /// The filters in force (replaced on reload), for per-rule metrics.
     pub filters: std::sync::Mutex<Vec<std::sync::Arc<crate::filter::MirrorFilter>>>,
     /// Why output cannot be written now (`None` while writing works): read
@@ -230,13 +237,50 @@ pub struct Counters {
     writer_dead: std::sync::OnceLock<String>,
 }
 
-/// One session's counters, shared with the metrics endpoint.
+/// One session's counters, shared with the metrics endpoint and the
+/// writer thread.
 #[derive(Debug)]
 pub struct SessionStats {
+    /// Never reused: tells apart two sessions that had the same slot or
+    /// the same key one after the other.
+    pub id: u64,
     pub vni: u32,
     pub source: std::net::IpAddr,
+    /// Whether the session has its own `/metrics` series (decided when it
+    /// is made, so no series moves in or out of the `other` sum).
+    pub labelled: bool,
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
+    /// Files of this session closed and renamed (counted by the writer
+    /// thread, so a file that could not be written is not counted).
+    pub files: AtomicU64,
+}
+
+/// Packets and bytes of a set of sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTotals {
+    pub sessions: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The sessions in the session tables now, by id, and what the freed
+/// ones counted: `/metrics` shows at most `max_labelled` sessions with
+/// their own series and sums the others in one `vni="other"` series.
+/// Its size follows the live sessions, not every session ever seen.
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    live: crate::fasthash::FastMap<u64, std::sync::Arc<SessionStats>>,
+    next_id: u64,
+    /// Live sessions with their own series, and the most allowed
+    /// (`metrics_max_sessions`).
+    labelled: usize,
+    max_labelled: usize,
+    /// Every freed session (idle or evicted).
+    retired: SessionTotals,
+    /// Freed sessions that had no series of their own: the `other` series
+    /// goes on counting them, so it never decreases.
+    retired_other: SessionTotals,
 }
 
 impl SessionStats {
@@ -267,20 +311,82 @@ impl Counters {
         self.drops[reason as usize].load(Relaxed)
     }
 
-    /// Registers a new session's counters.
+    fn registry(&self) -> std::sync::MutexGuard<'_, SessionRegistry> {
+        self.session_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new session's counters (once per session, not per
+    /// packet).
     pub fn new_session(&self, vni: u32, source: std::net::IpAddr) -> std::sync::Arc<SessionStats> {
+        let mut reg = self.registry();
+        let labelled = reg.labelled < reg.max_labelled;
+        reg.labelled += usize::from(labelled);
         let st = std::sync::Arc::new(SessionStats {
+            id: reg.next_id,
             vni,
             source,
+            labelled,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            files: AtomicU64::new(0),
         });
+        reg.next_id += 1;
+        reg.live.insert(st.id, st.clone());
         self.sessions.fetch_add(1, Relaxed);
-        self.session_stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(st.clone());
         st
+    }
+
+    /// A session's entry was freed (`evicted`: to make room; else idle):
+    /// its series ends, its packets and bytes go to the totals of the
+    /// freed sessions.
+    pub fn retire_session(&self, st: &SessionStats, evicted: bool) {
+        let mut reg = self.registry();
+        if reg.live.remove(&st.id).is_none() {
+            return;
+        }
+        let (packets, bytes) = (st.packets.load(Relaxed), st.bytes.load(Relaxed));
+        let add = |t: &mut SessionTotals| {
+            t.sessions += 1;
+            t.packets += packets;
+            t.bytes += bytes;
+        };
+        add(&mut reg.retired);
+        if st.labelled {
+            reg.labelled -= 1;
+        } else {
+            add(&mut reg.retired_other);
+        }
+        drop(reg);
+        if evicted {
+            self.sessions_evicted.fetch_add(1, Relaxed);
+        } else {
+            self.sessions_freed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sets `metrics_max_sessions`: sessions made from now on get their own
+    /// series while fewer than `n` live sessions have one.
+    pub fn set_metrics_max_sessions(&self, n: usize) {
+        self.registry().max_labelled = n;
+    }
+
+    pub fn metrics_max_sessions(&self) -> usize {
+        self.registry().max_labelled
+    }
+
+    /// Takes one of the `max` open-file slots (`files_requested`); `false`
+    /// when all are taken. Workers share the slots, so the check and the
+    /// taking are one atomic step (a load and a separate add let two
+    /// workers take the last slot).
+    pub fn reserve_file(&self, max: usize) -> bool {
+        self.files_requested
+            .fetch_update(Relaxed, Relaxed, |n| (n < max as u64).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back a slot taken by [`Counters::reserve_file`].
+    pub fn release_file(&self) {
+        self.files_requested.fetch_sub(1, Relaxed);
     }
 
     /// Records that output cannot be written (or, with `None`, that it
@@ -355,6 +461,8 @@ impl Counters {
 /// Per-session figures for the summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSummary {
+    /// The session's [`SessionStats::id`].
+    pub id: u64,
     pub vni: u32,
     pub source: std::net::IpAddr,
     pub packets: u64,
@@ -378,7 +486,16 @@ pub struct Summary {
     pub kernel_drops: u64,
     pub host_backlog_drops: u64,
     pub drops: Vec<(DropReason, u64)>,
+    /// The sessions in the tables at the end.
     pub sessions: Vec<SessionSummary>,
+    /// Sessions freed before the end (idle or evicted): how many, their
+    /// packets and bytes; and of them, how many were evicted or idle.
+    pub sessions_retired: SessionTotals,
+    pub sessions_evicted: u64,
+    pub sessions_freed: u64,
+    /// Most sessions listed one by one (`metrics_max_sessions`): the
+    /// busiest; the rest are summed in one line.
+    pub sessions_listed: usize,
     /// Packets each mirror-filter rule decided.
     pub rules: Vec<crate::filter::RuleCount>,
     pub files_written: u64,
@@ -390,12 +507,28 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of the counters and of `sessions` (the sessions in the
+    /// tables at the end). Their file counts are read again here: the
+    /// writer thread counts a file when it is renamed, which for the
+    /// first of several workers can be after its sessions were listed.
     pub fn from_counters(
         c: &Counters,
-        sessions: Vec<SessionSummary>,
+        mut sessions: Vec<SessionSummary>,
         rules: Vec<crate::filter::RuleCount>,
     ) -> Summary {
+        let reg = c.registry();
+        for s in &mut sessions {
+            if let Some(st) = reg.live.get(&s.id) {
+                s.files = st.files.load(Relaxed);
+            }
+        }
+        let (sessions_retired, sessions_listed) = (reg.retired, reg.max_labelled);
+        drop(reg);
         Summary {
+            sessions_retired,
+            sessions_listed,
+            sessions_evicted: c.sessions_evicted.load(Relaxed),
+            sessions_freed: c.sessions_freed.load(Relaxed),
             datagrams_received: c.datagrams_received.load(Relaxed),
             bytes_received: c.bytes_received.load(Relaxed),
             frames_written: c.frames_written.load(Relaxed),
@@ -463,13 +596,26 @@ impl fmt::Display for Summary {
                 r.action
             )?;
         }
+        let seen = self.sessions.len() as u64 + self.sessions_retired.sessions;
         writeln!(
             f,
-            "{} sessions, {} files written, {} files deleted by retention",
-            self.sessions.len(),
-            self.files_written,
-            self.files_deleted
+            "{seen} sessions, {} files written, {} files deleted by retention",
+            self.files_written, self.files_deleted
         )?;
+        if self.sessions_evicted > 0 {
+            writeln!(
+                f,
+                "  {:>10} sessions evicted (least recently active, to make room: max_sessions or max_open_files reached)",
+                self.sessions_evicted
+            )?;
+        }
+        if self.sessions_freed > 0 {
+            writeln!(
+                f,
+                "  {:>10} sessions freed after idle_timeout without a packet",
+                self.sessions_freed
+            )?;
+        }
         if self.flow_records + self.flow_records_lost > 0 {
             writeln!(
                 f,
@@ -484,11 +630,38 @@ impl fmt::Display for Summary {
                 self.flow_records_lost
             )?;
         }
-        for s in &self.sessions {
+        // The busiest sessions one by one, the rest (and the freed) summed.
+        let mut busiest: Vec<&SessionSummary> = self.sessions.iter().collect();
+        busiest.sort_by_key(|s| (std::cmp::Reverse(s.packets), s.vni, s.source));
+        let listed = busiest.len().min(self.sessions_listed);
+        for s in &busiest[..listed] {
             writeln!(
                 f,
                 "  vni {} source {}: {} packets, {} bytes (ipv4 {}, ipv6 {}, tcp {}, udp {}, other {}), {} files",
                 s.vni, s.source, s.packets, s.bytes, s.ipv4, s.ipv6, s.tcp, s.udp, s.other, s.files
+            )?;
+        }
+        let mut rest = self.sessions_retired;
+        for s in &busiest[listed..] {
+            rest.sessions += 1;
+            rest.packets += s.packets;
+            rest.bytes += s.bytes;
+        }
+        if rest.sessions > 0 {
+            writeln!(
+                f,
+                "  … and {} more sessions: {} packets, {} bytes{}",
+                rest.sessions,
+                rest.packets,
+                rest.bytes,
+                if self.sessions_retired.sessions > 0 {
+                    format!(
+                        " ({} of them freed before the end)",
+                        self.sessions_retired.sessions
+                    )
+                } else {
+                    String::new()
+                }
             )?;
         }
         Ok(())
@@ -694,27 +867,46 @@ pub fn render_prometheus(c: &Counters) -> String {
         "Packets the host's per-CPU network backlog dropped since start, before any socket (all traffic on the host; net.core.netdev_max_backlog).",
         &one(&c.host_backlog_drops),
     );
-    let stats = c.session_stats.lock().unwrap_or_else(|e| e.into_inner());
+    // At most `metrics_max_sessions` sessions have their own series; the
+    // others (live or freed) are summed in `vni="other"`.
+    let reg = c.registry();
+    let mut own: Vec<&SessionStats> = reg
+        .live
+        .values()
+        .filter(|s| s.labelled)
+        .map(|s| &**s)
+        .collect();
+    own.sort_by_key(|s| (s.vni, s.source, s.id));
     let label = |s: &SessionStats| format!("{{vni=\"{}\",source=\"{}\"}}", s.vni, s.source);
-    let packets: Vec<_> = stats
+    let mut packets: Vec<_> = own
         .iter()
         .map(|s| (label(s), s.packets.load(Relaxed)))
         .collect();
-    let bytes: Vec<_> = stats
+    let mut bytes: Vec<_> = own
         .iter()
         .map(|s| (label(s), s.bytes.load(Relaxed)))
         .collect();
-    drop(stats);
+    let mut other = (reg.retired_other.packets, reg.retired_other.bytes);
+    for s in reg.live.values().filter(|s| !s.labelled) {
+        other.0 += s.packets.load(Relaxed);
+        other.1 += s.bytes.load(Relaxed);
+    }
+    let tracked = reg.live.len() as u64;
+    drop(own);
+    drop(reg);
+    let other_label = "{vni=\"other\",source=\"other\"}".to_string();
+    packets.push((other_label.clone(), other.0));
+    bytes.push((other_label, other.1));
     metric(
         "mirrorcap_session_packets_total",
         "counter",
-        "Inner frames kept per mirror session.",
+        "Inner frames kept per mirror session (at most metrics_max_sessions sessions; vni=\"other\" sums the rest, freed ones included).",
         &packets,
     );
     metric(
         "mirrorcap_session_bytes_total",
         "counter",
-        "Bytes (on the wire) of the inner frames kept per mirror session.",
+        "Bytes (on the wire) of the inner frames kept per mirror session (vni=\"other\": the rest).",
         &bytes,
     );
     metric(
@@ -722,6 +914,24 @@ pub fn render_prometheus(c: &Counters) -> String {
         "counter",
         "Mirror sessions seen.",
         &one(&c.sessions),
+    );
+    metric(
+        "mirrorcap_tracked_sessions",
+        "gauge",
+        "Sessions in the session tables now (a session is freed after idle_timeout without a packet).",
+        &[(String::new(), tracked)],
+    );
+    metric(
+        "mirrorcap_sessions_evicted_total",
+        "counter",
+        "Sessions freed to make room for a new one (max_sessions or max_open_files reached): the least recently active, never one named in [[session]] or vnis.",
+        &one(&c.sessions_evicted),
+    );
+    metric(
+        "mirrorcap_sessions_freed_total",
+        "counter",
+        "Sessions freed after idle_timeout without a packet.",
+        &one(&c.sessions_freed),
     );
     metric(
         "mirrorcap_active_sessions",
@@ -822,6 +1032,66 @@ mod tests {
         let why = c.unhealthy().expect("unhealthy");
         assert!(why.contains("writer thread died: it panicked: x"), "{why}");
         assert!(render_prometheus(&c).contains("mirrorcap_healthy 0"));
+    }
+
+    /// Issue 12 item 10: `max_open_files` is one atomic reservation, so
+    /// workers racing for the last slot never take more than `max`
+    /// between them. Rounds: two threads spin until a round starts, both
+    /// try to take the one free slot at the same moment; more than one
+    /// winner in any round is a slot over the limit.
+    #[test]
+    fn open_file_reservation_is_atomic_across_workers() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        const ROUNDS: usize = 50_000;
+        const THREADS: usize = 2;
+        let c = Arc::new(Counters::default());
+        let round = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let winners = Arc::new(AtomicU64::new(0));
+        let over = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (c, round, arrived, winners, over) = (
+                    c.clone(),
+                    round.clone(),
+                    arrived.clone(),
+                    winners.clone(),
+                    over.clone(),
+                );
+                std::thread::spawn(move || {
+                    for r in 0..ROUNDS {
+                        while round.load(std::sync::atomic::Ordering::Acquire) != r {
+                            std::hint::spin_loop();
+                        }
+                        if c.reserve_file(1) {
+                            winners.fetch_add(1, Relaxed);
+                        }
+                        arrived.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        if t == 0 {
+                            while arrived.load(std::sync::atomic::Ordering::Acquire)
+                                < THREADS * (r + 1)
+                            {
+                                std::hint::spin_loop();
+                            }
+                            if winners.swap(0, Relaxed) > 1 {
+                                over.fetch_add(1, Relaxed);
+                            }
+                            c.files_requested.store(0, Relaxed);
+                            round.store(r + 1, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let over = over.load(Relaxed);
+        assert_eq!(
+            over, 0,
+            "{over} of {ROUNDS} rounds gave out 2 slots where 1 was free"
+        );
     }
 
     #[test]

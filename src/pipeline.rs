@@ -15,7 +15,7 @@ use crate::config::{Config, OutputConfig, SessionConfig};
 use crate::decode::decode;
 use crate::filter::{MirrorFilter, RuleCount, VniFilter};
 use crate::metrics::{Counters, SessionSummary, Summary};
-use crate::session::{SessionKey, SessionTable};
+use crate::session::{SessionKey, SessionSettings, SessionTable};
 use crate::vxlan::{HEADER_LEN, Vxlan};
 use crate::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
 
@@ -34,12 +34,15 @@ pub struct RecvMeta {
 
 /// The filter and extra addresses of a session: its `[[session]]` entry
 /// (one naming its source first, then one for its VNI alone), else
-/// `[filter]`.
+/// `[filter]`. A session named in `[[session]]` or in `vnis` is never
+/// evicted.
 fn session_settings(
     global: &Option<Arc<MirrorFilter>>,
     configs: &[SessionConfig],
+    vnis: &VniFilter,
     key: SessionKey,
-) -> (Option<Arc<MirrorFilter>>, Vec<ipnet::IpNet>) {
+) -> SessionSettings {
+    let named_vni = vnis.allow.contains(&key.vni);
     match configs
         .iter()
         .find(|s| s.vni == key.vni && s.source == Some(key.source))
@@ -48,11 +51,16 @@ fn session_settings(
                 .iter()
                 .find(|s| s.vni == key.vni && s.source.is_none())
         }) {
-        Some(sc) => (
-            sc.filter.clone().or_else(|| global.clone()),
-            sc.addresses.clone(),
-        ),
-        None => (global.clone(), Vec::new()),
+        Some(sc) => SessionSettings {
+            filter: sc.filter.clone().or_else(|| global.clone()),
+            extra: sc.addresses.clone(),
+            protected: true,
+        },
+        None => SessionSettings {
+            filter: global.clone(),
+            extra: Vec::new(),
+            protected: named_vni,
+        },
     }
 }
 
@@ -101,6 +109,7 @@ impl Pipeline {
             backlog,
         );
         output.set_fsync(cfg.output.fsync);
+        counters.set_metrics_max_sessions(cfg.metrics_max_sessions);
         let flows = cfg.flows.enabled.then(|| {
             let shared = crate::flows::FlowShared::new(crate::flows::FlowWriter::spawn(
                 &cfg.dir,
@@ -110,6 +119,8 @@ impl Pipeline {
             ));
             (shared.table(cfg.flows.clone(), counters.clone()), shared)
         });
+        let mut sessions = SessionTable::new(output, counters.clone());
+        sessions.track_released(flows.is_some());
         Pipeline {
             flows,
             allow_sources: cfg.allow_sources.clone(),
@@ -119,7 +130,7 @@ impl Pipeline {
             filter: cfg.filter.clone(),
             session_configs: cfg.sessions.clone(),
             output: cfg.output.clone(),
-            sessions: SessionTable::new(output, counters.clone()),
+            sessions,
             counters,
             next_sweep_ns: 0,
             unpublished: (0, 0),
@@ -205,10 +216,12 @@ impl Pipeline {
             source: meta.source,
             vni,
         };
-        let (global, configs) = (&self.filter, &self.session_configs);
-        let Some(i) = self.sessions.lookup(key, self.max_sessions, || {
-            session_settings(global, configs, key)
-        }) else {
+        let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
+        let found = self.sessions.lookup(key, ts, self.max_sessions, || {
+            session_settings(global, configs, vnis, key)
+        });
+        self.release_flows();
+        let Some(i) = found else {
             return self
                 .counters
                 .count_drop(crate::metrics::DropReason::SessionLimit);
@@ -221,7 +234,7 @@ impl Pipeline {
         }
         session.count(&decoded, wire_len, ts);
         if let Some((flows, _)) = &mut self.flows {
-            flows.add(i, vni, meta.source, &session.own, &decoded, ts);
+            flows.add(session.id, vni, meta.source, &session.own, &decoded, ts);
         }
         let cap = frame.len().min(self.output.snaplen as usize);
         self.sessions.write(
@@ -232,6 +245,17 @@ impl Pipeline {
             &self.output,
             self.max_open_files,
         );
+        self.release_flows();
+    }
+
+    /// Tells the flow table which sessions were freed (none, almost always).
+    #[inline]
+    fn release_flows(&mut self) {
+        if let Some((flows, _)) = &mut self.flows {
+            for id in self.sessions.take_released() {
+                flows.release(id);
+            }
+        }
     }
 
     /// Applies a reloaded configuration: VNI lists, filters, output
@@ -246,11 +270,13 @@ impl Pipeline {
         self.filter = cfg.filter.clone();
         self.session_configs = cfg.sessions.clone();
         self.output = cfg.output.clone();
-        let (global, configs) = (&self.filter, &self.session_configs);
+        self.counters
+            .set_metrics_max_sessions(cfg.metrics_max_sessions);
+        let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
         self.sessions.reconfigure(
             &self.output,
             crate::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
-            |key| session_settings(global, configs, key),
+            |key| session_settings(global, configs, vnis, key),
         );
     }
 
@@ -269,6 +295,7 @@ impl Pipeline {
             flows.advance(now_ns);
         }
         self.sessions.close_idle(now_ns, &self.output);
+        self.release_flows();
         self.next_sweep_ns = now_ns.saturating_add(NS);
     }
 

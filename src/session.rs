@@ -7,8 +7,30 @@
 //! session's current capture file (opened, rotated and closed here, per the
 //! `[output]` rules), and per-session counters for the summary.
 //! Dropped and counted: frames the writer could not take (`write_backlog`;
-//! `write_error` and `disk_full` are counted by the writer thread). State
-//! is created per session, never per packet.
+//! `write_error` and `disk_full` are counted by the writer thread), a new
+//! session when the table is full and no session may be evicted
+//! (`session_limit`), a frame that needs a file when every file slot is
+//! taken and no session may be evicted (`open_file_limit`). State is
+//! created per session, never per packet.
+//!
+//! The table is bounded and a flood cannot lock real sessions out:
+//! - A session with no datagram for `idle_timeout` is freed: its file
+//!   closed, its counters added to the totals of freed sessions (the
+//!   summary's last line, `vni="other"` in `/metrics`), its slot reusable.
+//!   Until the slot is reused (oldest freed first) the session coming back
+//!   keeps its `{seq}` numbering.
+//! - When `max_sessions` (per worker) or `max_open_files` (all workers) is
+//!   reached, the least recently active session is evicted (freed and
+//!   counted) to make room, provided it has been silent for at least
+//!   [`EVICT_MIN_IDLE_NS`]: when every session is busy the new one is
+//!   refused as before, rather than sessions evicting each other packet by
+//!   packet. Sessions named in `[[session]]` or in `vnis` are never
+//!   evicted. A worker evicts only its own sessions (for a file slot: one
+//!   of its sessions that has a file open).
+//!
+//! Least recently active is kept in O(1) per datagram without allocation:
+//! doubly linked lists threaded through the slots (a session moves to the
+//! front when seen; eviction takes the tail).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,9 +50,23 @@ pub struct SessionKey {
     pub vni: u32,
 }
 
+/// A session silent for at least this long (1 s) may be evicted to make
+/// room; a busier one is not (see the module documentation).
+pub const EVICT_MIN_IDLE_NS: u64 = 1_000_000_000;
+
 /// One mirror session's state.
 pub struct Session {
     pub key: SessionKey,
+    /// [`crate::metrics::SessionStats::id`]: never reused, so the flow
+    /// table tells this session from a later one in the same slot.
+    pub id: u64,
+    /// In the table (else its slot is free, kept for its key and `seq`).
+    live: bool,
+    /// Named in `[[session]]` or `vnis`: never evicted.
+    protected: bool,
+    /// Time of the last datagram looked up for it (filtered or not), for
+    /// eviction and for freeing it when idle.
+    seen_ns: u64,
     pub packets: u64,
     /// Bytes of the inner frames as sent (original length).
     pub bytes: u64,
@@ -39,13 +75,12 @@ pub struct Session {
     pub tcp: u64,
     pub udp: u64,
     pub other: u64,
-    /// Files this session has closed.
-    pub files: u64,
     /// The filter that applies to this session (`[[session]]`'s, else
     /// `[filter]`'s), and the ENI's addresses, for direction.
     pub filter: Option<Arc<MirrorFilter>>,
     pub own: OwnAddresses,
-    /// Packets and bytes, shared with the metrics endpoint.
+    /// Packets, bytes and files, shared with the metrics endpoint and the
+    /// writer thread.
     pub stats: Arc<crate::metrics::SessionStats>,
     /// Number of the next file (`{seq}`).
     seq: u32,
@@ -67,12 +102,22 @@ struct CurrentFile {
 impl Session {
     fn new(
         key: SessionKey,
-        filter: Option<Arc<MirrorFilter>>,
-        extra: Vec<IpNet>,
+        settings: SessionSettings,
         stats: Arc<crate::metrics::SessionStats>,
+        seq: u32,
+        now_ns: u64,
     ) -> Session {
+        let SessionSettings {
+            filter,
+            extra,
+            protected,
+        } = settings;
         Session {
             key,
+            id: stats.id,
+            live: true,
+            protected,
+            seen_ns: now_ns,
             stats,
             filter,
             own: OwnAddresses {
@@ -86,8 +131,7 @@ impl Session {
             tcp: 0,
             udp: 0,
             other: 0,
-            files: 0,
-            seq: 0,
+            seq,
             file: None,
             last_ns: 0,
         }
@@ -117,6 +161,7 @@ impl Session {
 
     pub fn summary(&self) -> SessionSummary {
         SessionSummary {
+            id: self.id,
             vni: self.key.vni,
             source: self.key.source,
             packets: self.packets,
@@ -126,20 +171,129 @@ impl Session {
             tcp: self.tcp,
             udp: self.udp,
             other: self.other,
-            files: self.files,
+            files: self.stats.files.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
 
-/// New sessions logged at info level per worker.
-const LOGGED_SESSIONS: usize = 64;
+/// What the configuration says about a new session: its filter, the
+/// ENI's other addresses, and whether it is named in `[[session]]` or
+/// `vnis` (then never evicted).
+pub struct SessionSettings {
+    pub filter: Option<Arc<MirrorFilter>>,
+    pub extra: Vec<IpNet>,
+    pub protected: bool,
+}
 
-/// Every session seen, and the files they write.
+/// New sessions logged at info level per worker.
+const LOGGED_SESSIONS: u64 = 64;
+
+/// No slot: the end of a list.
+const NIL: u32 = u32::MAX;
+
+/// A slot's neighbours in one list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+impl Link {
+    const NONE: Link = Link {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+/// A doubly linked list of slots threaded through a `[Link]` (one link
+/// per slot): front = most recent. The caller knows which list a slot is
+/// in; every operation is O(1) and allocates nothing.
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+    };
+
+    fn push_front(&mut self, links: &mut [Link], i: usize) {
+        let i32 = i as u32;
+        links[i] = Link {
+            prev: NIL,
+            next: self.head,
+        };
+        match self.head {
+            NIL => self.tail = i32,
+            h => links[h as usize].prev = i32,
+        }
+        self.head = i32;
+    }
+
+    fn remove(&mut self, links: &mut [Link], i: usize) {
+        let Link { prev, next } = links[i];
+        match prev {
+            NIL => self.head = next,
+            p => links[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => links[n as usize].prev = prev,
+        }
+        links[i] = Link::NONE;
+    }
+
+    /// Moves `i` (in this list) to the front.
+    #[inline]
+    fn move_to_front(&mut self, links: &mut [Link], i: usize) {
+        if self.head != i as u32 {
+            self.remove(links, i);
+            self.push_front(links, i);
+        }
+    }
+
+    fn tail(&self) -> Option<usize> {
+        (self.tail != NIL).then_some(self.tail as usize)
+    }
+}
+
+/// Why a session's entry is freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Freed {
+    Idle,
+    Evicted,
+}
+
+/// The sessions of one worker, and the files they write.
 pub struct SessionTable {
     index: crate::fasthash::FastMap<SessionKey, usize>,
+    /// Slots: live sessions, and freed ones kept for their key and `seq`
+    /// until the slot is reused.
     sessions: Vec<Session>,
-    /// The last key looked up: mirrored traffic comes in runs of one session.
+    /// Links of `recent` and `freed` (a slot is in at most one of them).
+    links: Vec<Link>,
+    /// Live sessions that may be evicted, most recently seen first.
+    recent: List,
+    /// Freed slots, most recently freed first: reused from the tail.
+    freed: List,
+    /// Links of `open`.
+    open_links: Vec<Link>,
+    /// The sessions of `recent` that have a file open, most recently seen
+    /// first: evicted when `max_open_files` is reached.
+    open: List,
+    /// Live sessions, and entries made so far (for logging).
+    live: usize,
+    made: u64,
+    /// The last key looked up: mirrored traffic comes in runs of one
+    /// session. Always at the front of its lists.
     last: Option<(SessionKey, usize)>,
+    /// Ids of the sessions freed since the owner last took them (only when
+    /// `track_released`: the flow table wants them).
+    released: Vec<u64>,
+    track_released: bool,
     output: Output,
     counters: Arc<Counters>,
 }
@@ -147,77 +301,221 @@ pub struct SessionTable {
 impl SessionTable {
     /// A table for another worker, writing through the same writer thread.
     pub fn sibling(&self) -> SessionTable {
-        SessionTable::new(self.output.sibling(), self.counters.clone())
+        let mut t = SessionTable::new(self.output.sibling(), self.counters.clone());
+        t.track_released = self.track_released;
+        t
     }
 
     pub fn new(output: Output, counters: Arc<Counters>) -> SessionTable {
         SessionTable {
             index: Default::default(),
             sessions: Vec::new(),
+            links: Vec::new(),
+            recent: List::EMPTY,
+            freed: List::EMPTY,
+            open_links: Vec::new(),
+            open: List::EMPTY,
+            live: 0,
+            made: 0,
             last: None,
+            released: Vec::new(),
+            track_released: false,
             output,
             counters,
         }
     }
 
-    /// The index of the session for `key`; when new, it is created with
-    /// the filter and addresses `config` gives.
+    /// Keeps the ids of freed sessions for [`SessionTable::take_released`].
+    pub fn track_released(&mut self, on: bool) {
+        self.track_released = on;
+        self.released.clear();
+    }
+
+    /// The ids of the sessions freed since the last call.
+    #[inline]
+    pub fn take_released(&mut self) -> std::vec::Drain<'_, u64> {
+        self.released.drain(..)
+    }
+
+    /// The slot of the session for `key`, seen at `now_ns`; when new (or
+    /// freed), it is made with the settings `config` gives, evicting the
+    /// least recently active session when `max_sessions` are live. `None`
+    /// when the table is full and no session may be evicted.
     #[inline]
     pub fn lookup(
         &mut self,
         key: SessionKey,
+        now_ns: u64,
         max_sessions: usize,
-        config: impl FnOnce() -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
+        config: impl FnOnce() -> SessionSettings,
     ) -> Option<usize> {
         if let Some((k, i)) = self.last
             && k == key
         {
+            let s = &mut self.sessions[i];
+            s.seen_ns = s.seen_ns.max(now_ns);
             return Some(i);
         }
-        let next = self.sessions.len();
-        if next >= max_sessions && !self.index.contains_key(&key) {
-            return None;
-        }
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            let (filter, extra) = config();
-            let stats = self.counters.new_session(key.vni, key.source);
-            self.sessions.push(Session::new(key, filter, extra, stats));
-            // The first sessions are logged at info; after that at debug, so
-            // a flood of new sources (spoofed or not) cannot flood the log.
-            if self.sessions.len() <= LOGGED_SESSIONS {
-                tracing::info!(
-                    vni = key.vni,
-                    source = %key.source,
-                    worker = std::thread::current().name().unwrap_or("-"),
-                    "new mirror session"
-                );
-                if self.sessions.len() == LOGGED_SESSIONS {
-                    tracing::info!(
-                        "{LOGGED_SESSIONS} sessions on this worker: further new sessions are logged at debug level"
-                    );
-                }
-            } else {
-                tracing::debug!(vni = key.vni, source = %key.source, "new mirror session");
+        let found = self.index.get(&key).copied();
+        let i = match found {
+            Some(i) if self.sessions[i].live => {
+                self.touch(i, now_ns);
+                i
             }
-        }
+            _ => self.make(key, found, now_ns, max_sessions, config)?,
+        };
         self.last = Some((key, i));
         Some(i)
+    }
+
+    /// Marks session `i` seen at `now_ns`: to the front of its lists.
+    #[inline]
+    fn touch(&mut self, i: usize, now_ns: u64) {
+        let s = &mut self.sessions[i];
+        s.seen_ns = s.seen_ns.max(now_ns);
+        if !s.protected {
+            let has_file = s.file.is_some();
+            self.recent.move_to_front(&mut self.links, i);
+            if has_file {
+                self.open.move_to_front(&mut self.open_links, i);
+            }
+        }
+    }
+
+    /// Makes the session for `key` live: in its old slot when it was freed
+    /// and the slot not reused yet (`freed_slot`), else in the oldest freed
+    /// slot or a new one.
+    #[cold]
+    fn make(
+        &mut self,
+        key: SessionKey,
+        freed_slot: Option<usize>,
+        now_ns: u64,
+        max_sessions: usize,
+        config: impl FnOnce() -> SessionSettings,
+    ) -> Option<usize> {
+        if self.live >= max_sessions && !self.evict(now_ns, false) {
+            return None;
+        }
+        let (i, seq) = match freed_slot {
+            Some(i) => {
+                self.freed.remove(&mut self.links, i);
+                (i, self.sessions[i].seq)
+            }
+            None => match self.freed.tail() {
+                Some(i) => {
+                    self.freed.remove(&mut self.links, i);
+                    self.index.remove(&self.sessions[i].key);
+                    self.index.insert(key, i);
+                    (i, 0)
+                }
+                None => {
+                    let i = self.sessions.len();
+                    assert!(i < NIL as usize, "more than 2^32 - 1 session slots");
+                    self.index.insert(key, i);
+                    (i, 0)
+                }
+            },
+        };
+        let stats = self.counters.new_session(key.vni, key.source);
+        let session = Session::new(key, config(), stats, seq, now_ns);
+        if i == self.sessions.len() {
+            self.sessions.push(session);
+            self.links.push(Link::NONE);
+            self.open_links.push(Link::NONE);
+        } else {
+            self.sessions[i] = session;
+        }
+        if !self.sessions[i].protected {
+            self.recent.push_front(&mut self.links, i);
+        }
+        self.live += 1;
+        self.made += 1;
+        // The first sessions are logged at info; after that at debug, so
+        // a flood of new sources (spoofed or not) cannot flood the log.
+        let n = self.made;
+        if n <= LOGGED_SESSIONS {
+            tracing::info!(
+                vni = key.vni,
+                source = %key.source,
+                worker = std::thread::current().name().unwrap_or("-"),
+                "new mirror session"
+            );
+            if n == LOGGED_SESSIONS {
+                tracing::info!(
+                    "{LOGGED_SESSIONS} sessions on this worker: further new sessions are logged at debug level"
+                );
+            }
+        } else {
+            tracing::debug!(vni = key.vni, source = %key.source, "new mirror session");
+        }
+        Some(i)
+    }
+
+    /// Evicts the least recently active session that may be evicted (not
+    /// protected, silent for [`EVICT_MIN_IDLE_NS`]); with `with_file`, the
+    /// least recently active of those with a file open. `false` when none
+    /// may be.
+    fn evict(&mut self, now_ns: u64, with_file: bool) -> bool {
+        let tail = if with_file {
+            self.open.tail()
+        } else {
+            self.recent.tail()
+        };
+        match tail {
+            Some(j) if now_ns.saturating_sub(self.sessions[j].seen_ns) >= EVICT_MIN_IDLE_NS => {
+                tracing::debug!(
+                    vni = self.sessions[j].key.vni,
+                    source = %self.sessions[j].key.source,
+                    "session evicted"
+                );
+                self.free(j, Freed::Evicted);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frees session `i`'s entry: closes its file, adds its counters to
+    /// the freed sessions' totals, and puts its slot at the front of the
+    /// freed list (its key still finds it until the slot is reused).
+    fn free(&mut self, i: usize, why: Freed) {
+        self.close(i);
+        let s = &mut self.sessions[i];
+        s.live = false;
+        s.filter = None;
+        s.own.extra = Vec::new();
+        self.counters
+            .retire_session(&s.stats, why == Freed::Evicted);
+        if self.track_released {
+            self.released.push(s.id);
+        }
+        if !s.protected {
+            self.recent.remove(&mut self.links, i);
+        }
+        self.freed.push_front(&mut self.links, i);
+        self.live -= 1;
+        if self.last.is_some_and(|(_, l)| l == i) {
+            self.last = None;
+        }
     }
 
     pub fn get_mut(&mut self, i: usize) -> &mut Session {
         &mut self.sessions[i]
     }
 
+    /// Live sessions.
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.live == 0
     }
 
     /// Queues one frame of session `i`, rotating first when a rule says so.
+    /// When the frame needs a file and `max_open_files` are open, the least
+    /// recently active session with a file may be evicted for it.
     pub fn write(
         &mut self,
         i: usize,
@@ -241,13 +539,15 @@ impl SessionTable {
             self.close(i);
         }
         if self.sessions[i].file.is_none() {
-            let requested = &self.counters.files_requested;
-            if requested.load(std::sync::atomic::Ordering::Relaxed) >= max_open_files as u64 {
+            // A free slot, else one freed by evicting the least recently
+            // active session with a file.
+            let reserved = self.counters.reserve_file(max_open_files)
+                || (self.evict(ts_ns, true) && self.counters.reserve_file(max_open_files));
+            if !reserved {
                 return self
                     .counters
                     .count_drop(crate::metrics::DropReason::OpenFileLimit);
             }
-            requested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let s = &mut self.sessions[i];
             let fields = PathFields {
                 vni: s.key.vni,
@@ -271,13 +571,16 @@ impl SessionTable {
             }
             s.seq += 1;
             let bytes = header.len() as u64;
-            let id = self.output.open(i, fields, header);
+            let id = self.output.open(s.stats.clone(), fields, header);
             s.file = Some(CurrentFile {
                 id,
                 bytes,
                 packets: 0,
                 slot,
             });
+            if !s.protected {
+                self.open.push_front(&mut self.open_links, i);
+            }
         }
         let s = &mut self.sessions[i];
         let f = s.file.as_mut().expect("opened above");
@@ -304,48 +607,72 @@ impl SessionTable {
     /// retention).
     pub fn close(&mut self, i: usize) {
         if let Some(f) = self.sessions[i].file.take() {
-            self.counters
-                .files_requested
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            self.sessions[i].files += 1;
+            self.counters.release_file();
+            if !self.sessions[i].protected {
+                self.open.remove(&mut self.open_links, i);
+            }
             self.output.close(f.id);
         }
     }
 
     /// Closes the file of every session whose last packet is older than
     /// the idle timeout at `now_ns`, and every file whose time slot has
-    /// ended; hands the writer what it has.
+    /// ended; frees the sessions with no datagram for the idle timeout;
+    /// hands the writer what it has.
     pub fn close_idle(&mut self, now_ns: u64, out: &OutputConfig) {
         let idle_ns = out.idle_timeout.as_nanos() as u64;
         let slot_ns = out.rotate_interval.map(|d| (d.as_nanos() as u64).max(1));
         for i in 0..self.sessions.len() {
             let s = &self.sessions[i];
-            let Some(f) = &s.file else { continue };
-            let idle = now_ns.saturating_sub(s.last_ns) >= idle_ns;
-            let slot_over = slot_ns.is_some_and(|n| now_ns / n > f.slot);
-            if idle || slot_over {
-                self.close(i);
+            if !s.live {
+                continue;
+            }
+            if let Some(f) = &s.file {
+                let idle = now_ns.saturating_sub(s.last_ns) >= idle_ns;
+                let slot_over = slot_ns.is_some_and(|n| now_ns / n > f.slot);
+                if idle || slot_over {
+                    self.close(i);
+                }
+            }
+            if now_ns.saturating_sub(self.sessions[i].seen_ns) >= idle_ns {
+                self.free(i, Freed::Idle);
             }
         }
         self.output.flush_to_disk();
     }
 
     /// A reloaded config: every open file is closed (the next packet opens
-    /// one with the new output settings) and every session gets its filter
-    /// and addresses again.
+    /// one with the new output settings) and every session gets its
+    /// settings again.
     pub fn reconfigure(
         &mut self,
         out: &OutputConfig,
         hook: crate::writer::RotateHook,
-        mut config: impl FnMut(SessionKey) -> (Option<Arc<MirrorFilter>>, Vec<IpNet>),
+        mut config: impl FnMut(SessionKey) -> SessionSettings,
     ) {
         for i in 0..self.sessions.len() {
+            if !self.sessions[i].live {
+                continue;
+            }
             self.close(i);
+            let SessionSettings {
+                filter,
+                extra,
+                protected,
+            } = config(self.sessions[i].key);
             let s = &mut self.sessions[i];
-            let (filter, extra) = config(s.key);
             s.filter = filter;
             s.own.extra = extra;
+            if s.protected != protected {
+                s.protected = protected;
+                if protected {
+                    self.recent.remove(&mut self.links, i);
+                } else {
+                    self.recent.push_front(&mut self.links, i);
+                }
+            }
         }
+        self.last = None;
         self.output.reconfigure(
             out.template.clone(),
             out.max_files,
@@ -356,14 +683,204 @@ impl SessionTable {
         self.output.flush();
     }
 
-    /// Closes every file and waits for the writer to finish.
+    /// Closes every file and waits for the writer to finish; the figures of
+    /// the live sessions (the freed ones are in the counters' totals).
     pub fn finish(mut self) -> Vec<SessionSummary> {
         for i in 0..self.sessions.len() {
             self.close(i);
         }
         self.output.finish();
-        let mut v: Vec<_> = self.sessions.iter().map(Session::summary).collect();
+        let mut v: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|s| s.live)
+            .map(Session::summary)
+            .collect();
         v.sort_by_key(|s| (s.vni, s.source));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lists keep their order through moves and removals.
+    #[test]
+    fn lists_keep_recency_order() {
+        let mut links = vec![Link::NONE; 5];
+        let mut l = List::EMPTY;
+        let order = |l: &List, links: &[Link]| {
+            let mut v = Vec::new();
+            let mut at = l.head;
+            while at != NIL {
+                v.push(at as usize);
+                at = links[at as usize].next;
+            }
+            // And backwards.
+            let mut back = Vec::new();
+            let mut at = l.tail;
+            while at != NIL {
+                back.push(at as usize);
+                at = links[at as usize].prev;
+            }
+            back.reverse();
+            assert_eq!(v, back);
+            v
+        };
+        for i in 0..5 {
+            l.push_front(&mut links, i);
+        }
+        assert_eq!(order(&l, &links), [4, 3, 2, 1, 0]);
+        assert_eq!(l.tail(), Some(0));
+        l.move_to_front(&mut links, 0);
+        assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
+        l.move_to_front(&mut links, 0);
+        assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
+        l.remove(&mut links, 3);
+        l.remove(&mut links, 1);
+        assert_eq!(order(&l, &links), [0, 4, 2]);
+        assert_eq!(l.tail(), Some(2));
+        l.remove(&mut links, 0);
+        l.remove(&mut links, 4);
+        l.remove(&mut links, 2);
+        assert_eq!(order(&l, &links), Vec::<usize>::new());
+        assert_eq!(l.tail(), None);
+    }
+
+    fn table(dir: &std::path::Path) -> (SessionTable, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let output = Output::spawn(
+            dir,
+            crate::writer::OutputTemplate::default(),
+            crate::writer::Retention::new(None, None),
+            crate::writer::RotateHook::new(Vec::new(), 1),
+            counters.clone(),
+            4,
+            crate::writer::Backlog::Wait,
+        );
+        (SessionTable::new(output, counters.clone()), counters)
+    }
+
+    fn key(vni: u32) -> SessionKey {
+        SessionKey {
+            source: "10.0.0.1".parse().unwrap(),
+            vni,
+        }
+    }
+
+    fn settings(protected: bool) -> SessionSettings {
+        SessionSettings {
+            filter: None,
+            extra: Vec::new(),
+            protected,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    /// Issue 12 item 2: a full table evicts its least recently active
+    /// session, never a protected one nor one seen within a second, and
+    /// reuses the freed slot; the evicted key comes back as a new session.
+    #[test]
+    fn full_table_evicts_least_recently_active() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut t, c) = table(tmp.path());
+        let plain = || settings(false);
+        assert_eq!(t.lookup(key(1), 10 * S, 3, || settings(true)), Some(0));
+        assert_eq!(t.lookup(key(2), 11 * S, 3, plain), Some(1));
+        assert_eq!(t.lookup(key(3), 12 * S, 3, plain), Some(2));
+        // 2 seen again: 3 is now the least recently active evictable one.
+        assert_eq!(t.lookup(key(2), 13 * S, 3, plain), Some(1));
+        // Within a second of its last datagram, nothing is evicted.
+        assert_eq!(t.lookup(key(4), 12 * S + S / 2, 3, plain), None);
+        assert_eq!(
+            c.sessions_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        // Later, 3 is evicted (not 1: protected) and its slot reused.
+        assert_eq!(t.lookup(key(4), 14 * S, 3, plain), Some(2));
+        assert_eq!(
+            c.sessions_evicted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(t.len(), 3);
+        // 3 again: 2 goes (least recent of 2 and 4), 3 gets its slot.
+        assert_eq!(t.lookup(key(3), 20 * S + S / 2, 3, plain), Some(1));
+        assert_eq!(t.lookup(key(2), 21 * S, 3, plain), Some(2));
+        // Only protected and busy sessions: refused.
+        assert_eq!(t.lookup(key(5), 21 * S, 3, plain), None);
+        t.finish();
+    }
+
+    /// Idle sessions are freed; one coming back before its slot is reused
+    /// keeps its file numbering; the `last` shortcut never returns a slot
+    /// that another key took.
+    #[test]
+    fn idle_sessions_are_freed_and_slots_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut t, c) = table(tmp.path());
+        let out = OutputConfig {
+            idle_timeout: std::time::Duration::from_secs(5),
+            ..crate::config::Config::default_config().output
+        };
+        let frame = [0u8; 60];
+        let plain = || settings(false);
+        let i = t.lookup(key(1), S, 10, plain).unwrap();
+        t.write(i, S, &frame, 60, &out, 10);
+        assert_eq!(t.sessions[i].seq, 1);
+        t.close_idle(7 * S, &out);
+        assert_eq!(t.len(), 0);
+        assert_eq!(
+            c.sessions_freed.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        // Back before the slot is reused: same slot, next file number.
+        let j = t.lookup(key(1), 8 * S, 10, plain).unwrap();
+        assert_eq!((j, t.sessions[j].seq), (i, 1));
+        // Freed again, then another key takes the slot; key 1 is new.
+        t.close_idle(20 * S, &out);
+        let k = t.lookup(key(2), 21 * S, 10, plain).unwrap();
+        assert_eq!((k, t.sessions[k].seq), (i, 0));
+        let m = t.lookup(key(1), 21 * S, 10, plain).unwrap();
+        assert_ne!(m, k);
+        assert_eq!(t.sessions[m].seq, 0);
+        assert_eq!(t.lookup(key(2), 21 * S, 10, plain), Some(k));
+        t.finish();
+    }
+
+    /// Issue 12 item 2: with every file slot taken, a new session's frame
+    /// evicts the least recently active session that has a file open.
+    #[test]
+    fn full_file_slots_evict_least_recently_active_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut t, c) = table(tmp.path());
+        let out = crate::config::Config::default_config().output;
+        let frame = [0u8; 60];
+        let plain = || settings(false);
+        for (n, vni) in [1u32, 2].into_iter().enumerate() {
+            let i = t.lookup(key(vni), (n as u64 + 1) * S, 10, plain).unwrap();
+            t.write(i, (n as u64 + 1) * S, &frame, 60, &out, 2);
+        }
+        let i = t.lookup(key(3), 10 * S, 10, plain).unwrap();
+        t.write(i, 10 * S, &frame, 60, &out, 2);
+        assert!(t.sessions[i].file.is_some());
+        assert!(
+            !t.sessions[0].live,
+            "session 1 was the least recently active"
+        );
+        assert!(t.sessions[1].live);
+        assert_eq!(
+            c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 0);
+        t.finish();
     }
 }

@@ -569,8 +569,14 @@ impl Output {
 
     /// Queues the creation of a file for `session`; `header` is its file
     /// header. The writer thread picks the next free `{seq}` if the name is
-    /// taken (a restart within the same second).
-    pub fn open(&mut self, session: usize, fields: PathFields, header: Vec<u8>) -> FileId {
+    /// taken (a restart within the same second), and counts the file in
+    /// `session.files` once it is closed and renamed.
+    pub fn open(
+        &mut self,
+        session: Arc<crate::metrics::SessionStats>,
+        fields: PathFields,
+        header: Vec<u8>,
+    ) -> FileId {
         let id = FileId(self.shared.next_id.fetch_add(1, Relaxed));
         let f = DiskFile {
             file: None,
@@ -902,7 +908,8 @@ struct DiskFile {
     final_path: PathBuf,
     /// Bytes known to be on disk: whole records only.
     good_len: u64,
-    session: usize,
+    /// The session's counters: its files are counted here when renamed.
+    session: Arc<crate::metrics::SessionStats>,
     /// (vni, source as text) for the `on_rotate` placeholders.
     vni_source: Option<(u32, String)>,
     header: Vec<u8>,
@@ -1367,12 +1374,13 @@ impl Disk {
         match rename_part(&self.root, &c.part, &c.final_path) {
             Ok(()) => {
                 self.counters.files_closed.fetch_add(1, Relaxed);
+                c.session.files.fetch_add(1, Relaxed);
                 self.hook
                     .queue_for(&c.final_path, c.vni_source.as_ref(), &self.counters);
                 let open = self.open_bytes();
                 let n = self
                     .retention
-                    .add(c.final_path, c.good_len, c.session, open);
+                    .add(c.final_path, c.good_len, session_tag(&c.session), open);
                 self.counters.files_deleted.fetch_add(n, Relaxed);
             }
             Err(e) => self.fail(&e, 0),
@@ -1712,14 +1720,22 @@ impl RotateHook {
     }
 }
 
+/// A session as retention counts its files (`max_files`): (VNI, source),
+/// the same whichever worker or table slot it had, and after it was freed.
+pub type SessionTag = (u32, std::net::IpAddr);
+
+fn session_tag(s: &crate::metrics::SessionStats) -> SessionTag {
+    (s.vni, s.source)
+}
+
 /// A closed file that retention may delete.
 #[derive(Debug)]
 struct ClosedFile {
     path: PathBuf,
     bytes: u64,
-    /// The session (index into the session table) that wrote it; `None`
-    /// for files found on disk from an earlier run.
-    session: Option<usize>,
+    /// The session that wrote it; `None` for files found on disk from an
+    /// earlier run.
+    session: Option<SessionTag>,
 }
 
 /// Retention over every closed file under the output directory.
@@ -1795,7 +1811,7 @@ impl Retention {
     /// Records a closed file of `session` and deletes what the limits
     /// require. `open_bytes` is the size of every file still open. Returns
     /// the number of files deleted.
-    pub fn add(&mut self, path: PathBuf, bytes: u64, session: usize, open_bytes: u64) -> u64 {
+    pub fn add(&mut self, path: PathBuf, bytes: u64, session: SessionTag, open_bytes: u64) -> u64 {
         self.closed_bytes += bytes;
         self.files.push_back(ClosedFile {
             path,
@@ -1972,7 +1988,8 @@ mod tests {
                     seq: round,
                     format: OutputFormat::Pcap,
                 };
-                let id = out.open(vni as usize, fields, header.clone());
+                let stats = counters.new_session(vni, fields.source);
+                let id = out.open(stats, fields, header.clone());
                 let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
                 let (tail, n) = rec.tail();
                 out.append(id, [rec.header(), &frame, &tail[..n]], 60)
