@@ -804,7 +804,11 @@ impl FlowFiles {
     /// with `gzip`.
     fn append(&mut self, json: bool, bytes: &[u8]) -> Result<(), FlowFileError> {
         let c = self.current.as_mut().expect("opened");
-        let Some(f) = (if json { c.json.as_mut() } else { Some(&mut c.text) }) else {
+        let Some(f) = (if json {
+            c.json.as_mut()
+        } else {
+            Some(&mut c.text)
+        }) else {
             return Ok(());
         };
         if !self.cfg.gzip {
@@ -835,10 +839,7 @@ impl FlowFiles {
         use crate::writer::DIR_MODE;
         let ext = if self.cfg.gzip { ".gz" } else { "" };
         let t = crate::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
-        let rel = PathBuf::from(format!(
-            "flows/{:04}/{:02}/{:02}",
-            t.year, t.month, t.day
-        ));
+        let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
         let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
         let dir = open_dir()?;
         let base = format!(
@@ -879,7 +880,8 @@ impl FlowFiles {
             while self.closed.len() > max as usize {
                 if let Some(old) = self.closed.pop_front()
                     && let Err(e) = crate::outdir::unlink_under(&self.root, &old)
-                    && e.io().is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
+                    && e.io()
+                        .is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
                 {
                     tracing::warn!(path = %old.display(), error = %e, "flows: retention cannot delete file");
                 }

@@ -1216,12 +1216,7 @@ impl Disk {
         (STAGING_BUDGET / self.files.len().max(1)).clamp(16 << 10, 1 << 20)
     }
 
-    fn write_records(
-        &mut self,
-        id: FileId,
-        chunk: &[u8],
-        recs: &[RunRange],
-    ) {
+    fn write_records(&mut self, id: FileId, chunk: &[u8], recs: &[RunRange]) {
         let cap = self.stage_cap();
         let frames: u64 = recs.iter().map(|r| r.frames).sum();
         let Some(f) = self.files.get_mut(&id) else {
@@ -1247,7 +1242,7 @@ impl Disk {
             if (long && !f.buf.is_empty()) || f.buf.len() + len > cap {
                 let r = Self::flush_file(f, &self.counters);
                 if let Err((e, lost)) = r {
-                    let lost = lost + n as u64 + Self::frames_after(recs, start);
+                    let lost = lost + n + Self::frames_after(recs, start);
                     self.fail(&e, lost);
                     return;
                 }
@@ -1263,20 +1258,18 @@ impl Disk {
                 match write_at_end(f, &[IoSlice::new(run)]) {
                     Ok(()) => {
                         self.counters.set_output_error(None);
-                        self.counters.frames_written.fetch_add(n as u64, Relaxed);
-                        self.counters
-                            .frame_bytes_written
-                            .fetch_add(bytes as u64, Relaxed);
+                        self.counters.frames_written.fetch_add(n, Relaxed);
+                        self.counters.frame_bytes_written.fetch_add(bytes, Relaxed);
                     }
                     Err(e) => {
-                        self.fail(&e, n as u64 + Self::frames_after(recs, start));
+                        self.fail(&e, n + Self::frames_after(recs, start));
                         return;
                     }
                 }
             } else {
                 f.buf.extend_from_slice(run);
-                f.staged.0 += n as u64;
-                f.staged.1 += bytes as u64;
+                f.staged.0 += n;
+                f.staged.1 += bytes;
             }
         }
     }
@@ -2001,5 +1994,4 @@ mod tests {
         assert_eq!(counters.frames_written.load(Relaxed), 200);
         assert_eq!(counters.files_closed.load(Relaxed), 200);
     }
-
 }

@@ -312,7 +312,11 @@ fn live_rotation_loses_nothing(output: &str, sessions: u32, every_ms: u64, round
     let (code, _, err) = d.stop();
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("write_backlog"), "{output}: {err}");
-    assert_eq!(summary_count(&err, "frames written"), sent, "{output}: {err}");
+    assert_eq!(
+        summary_count(&err, "frames written"),
+        sent,
+        "{output}: {err}"
+    );
     // One capinfos over every file (hundreds of them): each must open
     // without a warning, and the frames add up to what was sent.
     let files = output_files(&dir);
@@ -328,7 +332,14 @@ fn live_rotation_loses_nothing(output: &str, sessions: u32, every_ms: u64, round
     let table = String::from_utf8(out.stdout).unwrap();
     let written: u64 = table
         .lines()
-        .map(|l| l.rsplit('\t').next().unwrap().trim().parse::<u64>().unwrap())
+        .map(|l| {
+            l.rsplit('\t')
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum();
     assert_eq!(table.lines().count(), files.len(), "{table}");
     assert_eq!(written, sent, "{output}");

@@ -571,7 +571,9 @@ fn file_modes_and_open_file_cap() {
 #[test]
 fn flow_files_stay_whole_on_a_full_disk() {
     if unsafe { libc::geteuid() } != 0 {
-        panic!("flow_files_stay_whole_on_a_full_disk needs root to mount a tmpfs (CI runs as root)");
+        panic!(
+            "flow_files_stay_whole_on_a_full_disk needs root to mount a tmpfs (CI runs as root)"
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     // 400 s of packet time, 20 packets a second, each its own inner flow
@@ -610,7 +612,9 @@ fn flow_files_stay_whole_on_a_full_disk() {
     assert!(lost > 0, "the disk never filled: {err}");
     let files = output_files(&dir.join("flows"));
     assert!(
-        files.iter().all(|f| !f.to_str().unwrap().ends_with(".part")),
+        files
+            .iter()
+            .all(|f| !f.to_str().unwrap().ends_with(".part")),
         "{files:?}"
     );
     let gz: Vec<_> = files
@@ -630,13 +634,20 @@ fn flow_files_stay_whole_on_a_full_disk() {
                 .success()
         })
         .collect();
-    assert!(corrupt.is_empty(), "{} of {} corrupt: {corrupt:?}", corrupt.len(), gz.len());
+    assert!(
+        corrupt.is_empty(),
+        "{} of {} corrupt: {corrupt:?}",
+        corrupt.len(),
+        gz.len()
+    );
     // What is on disk reads whole, and holds fewer records than were made.
-    let (code, _, report_err) = mirrorcap(&[
-        &["flows", "--by", "protocol"][..],
-        &gz.iter().map(|f| f.to_str().unwrap()).collect::<Vec<_>>(),
-    ]
-    .concat());
+    let (code, _, report_err) = mirrorcap(
+        &[
+            &["flows", "--by", "protocol"][..],
+            &gz.iter().map(|f| f.to_str().unwrap()).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{report_err}");
 }
 
