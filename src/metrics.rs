@@ -61,10 +61,13 @@ pub enum DropReason {
     SessionLimit,
     /// A file beyond `max_open_files` would have been opened.
     OpenFileLimit,
+    /// Live: still queued in the socket when the daemon stopped and the
+    /// drain after SIGTERM ran out of time; read and counted, not written.
+    UnreadAtStop,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::SourceNotAllowed,
         DropReason::SessionLimit,
         DropReason::OpenFileLimit,
+        DropReason::UnreadAtStop,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -108,6 +112,7 @@ impl DropReason {
             DropReason::SourceNotAllowed => "source_not_allowed",
             DropReason::SessionLimit => "session_limit",
             DropReason::OpenFileLimit => "open_file_limit",
+            DropReason::UnreadAtStop => "unread_at_stop",
         }
     }
 
@@ -119,7 +124,7 @@ impl DropReason {
             | DropReason::NotVxlanPort
             | DropReason::OuterMalformed
             | DropReason::OuterFragment => "replay",
-            DropReason::DatagramTruncated => "socket",
+            DropReason::DatagramTruncated | DropReason::UnreadAtStop => "socket",
             DropReason::VxlanTooShort | DropReason::VxlanNoIFlag | DropReason::InnerTooShort => {
                 "vxlan"
             }
