@@ -572,6 +572,8 @@ impl Config {
         let template = match &o.template {
             None => OutputTemplate::default(),
             Some(s) => OutputTemplate::parse(s.get_ref())
+                .map_err(String::from)
+                .and_then(|t| check_component_lengths(&t).map(|()| t))
                 .map_err(|why| bad(s.span(), format!("{:?}: {why}", s.get_ref())))?,
         };
         let snaplen = match &o.snaplen {
@@ -697,6 +699,42 @@ impl Config {
             sessions,
         })
     }
+}
+
+/// Longest file or directory name Linux file systems take (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Every path component `t` can produce must fit in [`NAME_MAX`] bytes:
+/// checked with the longest value of each placeholder (8-digit VNI, a
+/// 39-byte IPv6 source, a 10-digit sequence number, `pcapng`), and the
+/// file name with the `.part` it carries while written.
+fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
+    use crate::writer::{PathFields, part_path_of};
+    let longest = PathFields {
+        vni: MAX_VNI,
+        source: std::net::IpAddr::V6(std::net::Ipv6Addr::from([0xffff_u16; 8])),
+        start_ns: u64::MAX,
+        seq: u32::MAX,
+        format: OutputFormat::Pcapng,
+    };
+    let path = part_path_of(&t.render(&longest));
+    let parts: Vec<_> = path.iter().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let len = c.len();
+        if len > NAME_MAX {
+            let last = i + 1 == parts.len();
+            return Err(format!(
+                "path component {} can be {len} bytes long (with an 8-digit VNI, a 39-byte IPv6 source, a 10-digit sequence number{}), over the limit of {NAME_MAX} bytes a file or directory name may have: shorten its literal text",
+                i + 1,
+                if last {
+                    " and the `.part` suffix the file has while written"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A CIDR block (host bits cleared) or a single address (/32, /128).

@@ -563,3 +563,42 @@ fn file_modes_and_open_file_cap() {
     assert_eq!(mode(files[0].parent().unwrap()), 0o750 & !umask);
     assert_eq!(mode(&dir.join("41")), 0o750 & !umask);
 }
+
+/// Issue 12, item 3: a replay onto a disk that fills up writes what fits,
+/// counts the rest as `disk_full` and exits 3 (frames were lost), not 0.
+#[test]
+fn replay_onto_a_full_disk_exits_3() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("replay_onto_a_full_disk_exits_3 needs root to mount a tmpfs; run the tests as root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.pcap");
+    let src: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    let recs: Vec<(u64, Vec<u8>, u32)> = (0..3000u64)
+        .map(|seq| {
+            let d = dgram(6, seq);
+            let d = [d.clone(), vec![0u8; 800]].concat();
+            let p = outer_packet(src, 4789, &d, d.len());
+            let len = p.len() as u32;
+            (1_700_000_000_000_000_000 + seq * 1_000_000, p, len)
+        })
+        .collect();
+    write_pcap(&input, 1, &recs);
+    let small = SmallTmpfs::mount("1m");
+    let dir = small.path.join("cap");
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--dir",
+        dir.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let full = summary_count(&err, "dropped disk_full");
+    let written = summary_count(&err, "frames written");
+    assert!(full > 0 && written > 0, "{err}");
+    assert_eq!(full + written, 3000, "{err}");
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("frames could not be written"),
+        "the reason is printed: {err}"
+    );
+}
