@@ -37,6 +37,64 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_millis(200);
 /// socket buffer is counted in a few milliseconds).
 pub const COUNT_DEADLINE: Duration = Duration::from_millis(100);
 
+/// File descriptors kept for what is not a capture file: the sockets, the
+/// metrics and health listeners and their connections, flow files, the
+/// runtime, `on_rotate` pipes.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (capped by
+/// `fs.nr_open` when the hard limit is unlimited) and returns the soft
+/// limit in force. Capture files are one descriptor each, and systemd's
+/// default soft limit (1024) is far below `max_open_files`' default.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut want = lim.rlim_max;
+    if want == libc::RLIM_INFINITY {
+        want = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1 << 20);
+    }
+    if want > lim.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = want;
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Raises the descriptor limit ([`raise_fd_limit`]) and warns when
+/// `max_open_files` plus [`FD_RESERVE`] does not fit in it: files beyond it
+/// then fail with "Too many open files" (counted, `/healthz` 503).
+pub fn check_fd_limit(max_open_files: usize) {
+    match raise_fd_limit() {
+        Ok(limit) => {
+            let need = max_open_files as u64 + FD_RESERVE;
+            if need > limit {
+                tracing::warn!(
+                    "max_open_files = {max_open_files} needs {need} file descriptors ({FD_RESERVE} more for sockets and listeners), over RLIMIT_NOFILE {limit} (the hard limit): raise it (LimitNOFILE= in the unit, ulimit -Hn) or lower max_open_files; files beyond it cannot be created"
+                );
+            } else {
+                tracing::debug!(limit, "RLIMIT_NOFILE");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
+}
+
 /// How the main thread tells the workers to stop or to reload.
 #[derive(Clone)]
 pub struct Control {

@@ -266,6 +266,7 @@ fn run_daemon(
     overrides: Overrides,
 ) -> anyhow::Result<ExitCode> {
     mirrorcap::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -425,6 +426,7 @@ fn set_filters(counters: &Counters, cfg: &Config) {
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     mirrorcap::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(&cfg, counters, Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
