@@ -160,8 +160,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use mirrorcap::flow_report::*;
             let filter = parse_filter(filter.as_deref().unwrap_or(""))?;
             let mut records = Vec::new();
+            // As in `replay`: an input that cannot be read to its end is
+            // reported, what was read of it counts, and the exit code is 1.
+            let mut failed = false;
             for i in &inputs {
-                records.extend(read_records(i)?);
+                if let Err(e) = read_records(i, &mut records) {
+                    eprintln!("mirrorcap: {e}");
+                    failed = true;
+                }
             }
             let groups = top_talkers(&records, &by, &filter, top);
             let text = if format == "json" {
@@ -170,7 +176,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 render_table(&by, &groups)
             };
             print!("{text}");
-            Ok(ExitCode::SUCCESS)
+            Ok(if failed {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::CheckConfig { file } => {
             Config::load(&file)?;

@@ -292,3 +292,83 @@ fn unwritable_output_dir_exits_2() {
         "{err}"
     );
 }
+
+/// Issue 12, item 10: an error is printed once, not once per layer of its
+/// cause chain ("Address already in use: Address already in use").
+#[test]
+fn errors_are_printed_once() {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let (code, _, err) = mirrorcap(&["run", "--listen", &addr, "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!("mirrorcap: cannot bind UDP {addr}: Address already in use (os error 98)"),
+        "{err}"
+    );
+    let (code, _, err) = mirrorcap(&["check-config", "/nonexistent.toml"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "mirrorcap: /nonexistent.toml: cannot read config: No such file or directory (os error 2)"
+    );
+}
+
+/// Issue 12, item 10: a negative size names the key, the value and what is
+/// accepted (not "data did not match any variant of untagged enum").
+#[test]
+fn negative_size_names_key_value_and_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        ("[output]\nrotate_size = -5\n", ":2: `output.rotate_size`: -5 is not a size"),
+        ("recv_buffer = -1\n", ":1: `recv_buffer`: -1 is not a size"),
+        ("[output]\nmax_total_bytes = 1.5\n", ":2: `output.max_total_bytes`: 1.5 is not a size"),
+    ] {
+        let f = tmp.path().join("neg.toml");
+        std::fs::write(&f, text).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{text}");
+        let prefix = format!("mirrorcap: {}{want}", f.display());
+        assert!(err.starts_with(&prefix), "{text:?}\n got: {err}\nwant: {prefix}");
+        assert!(err.contains("MiB"), "says what is accepted: {err}");
+        assert!(!err.contains("untagged"), "{err}");
+    }
+}
+
+/// Issue 12, item 10: `log_level` must be a level (or level directives);
+/// "loud" is refused at check-config and at start, naming the levels.
+#[test]
+fn unknown_log_level_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("log.toml");
+    std::fs::write(&f, "log_level = \"loud\"\n").unwrap();
+    let (code, _, err) = mirrorcap(&["check-config", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let prefix = format!("mirrorcap: {}:1: `log_level`: \"loud\"", f.display());
+    assert!(err.starts_with(&prefix), "got: {err}\nwant: {prefix}");
+    assert!(
+        err.contains("error, warn, info, debug, trace or off"),
+        "{err}"
+    );
+    let dir = tmp.path().join("cap");
+    let (code, _, err) = mirrorcap(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        f.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`log_level`: \"loud\""), "{err}");
+    // Levels and directives are accepted.
+    for ok in ["debug", "WARN", "off", "mirrorcap=debug,warn", "info,mirrorcap=trace"] {
+        std::fs::write(&f, format!("log_level = \"{ok}\"\n")).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{ok}: {err}");
+    }
+}
