@@ -301,7 +301,8 @@ impl<'de> Deserialize<'de> for SizeValue {
                 Ok(SizeValue::Bytes(v))
             }
             fn visit_i64<E>(self, v: i64) -> Result<SizeValue, E> {
-                Ok(u64::try_from(v).map_or_else(|_| SizeValue::Other(v.to_string()), SizeValue::Bytes))
+                Ok(u64::try_from(v)
+                    .map_or_else(|_| SizeValue::Other(v.to_string()), SizeValue::Bytes))
             }
             fn visit_f64<E>(self, v: f64) -> Result<SizeValue, E> {
                 Ok(SizeValue::Other(v.to_string()))

@@ -166,7 +166,7 @@ fn bpf_without_libpcap_names_the_package() {
 /// longer than 255 bytes (NAME_MAX) is refused by check-config, naming the
 /// key and the limit: a long literal, a literal with the longest
 /// `{source}` (an IPv6 address, 39 bytes), and a file name that goes over
-/// with the `.part` suffix it has while written. 
+/// with the `.part` suffix it has while written.
 #[test]
 fn check_config_refuses_template_components_over_255_bytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -254,7 +254,9 @@ fn output_dir_that_is_a_file_exits_2_naming_it() {
 #[test]
 fn unwritable_output_dir_exits_2() {
     if unsafe { libc::geteuid() } != 0 {
-        panic!("unwritable_output_dir_exits_2 needs root (a read-only tmpfs in a mount namespace); run the tests as root");
+        panic!(
+            "unwritable_output_dir_exits_2 needs root (a read-only tmpfs in a mount namespace); run the tests as root"
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     let ro = tmp.path().join("ro");
@@ -323,16 +325,25 @@ fn errors_are_printed_once() {
 fn negative_size_names_key_value_and_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     for (text, want) in [
-        ("[output]\nrotate_size = -5\n", ":2: `output.rotate_size`: -5 is not a size"),
+        (
+            "[output]\nrotate_size = -5\n",
+            ":2: `output.rotate_size`: -5 is not a size",
+        ),
         ("recv_buffer = -1\n", ":1: `recv_buffer`: -1 is not a size"),
-        ("[output]\nmax_total_bytes = 1.5\n", ":2: `output.max_total_bytes`: 1.5 is not a size"),
+        (
+            "[output]\nmax_total_bytes = 1.5\n",
+            ":2: `output.max_total_bytes`: 1.5 is not a size",
+        ),
     ] {
         let f = tmp.path().join("neg.toml");
         std::fs::write(&f, text).unwrap();
         let (code, _, err) = mirrorcap(&["check-config", f.to_str().unwrap()]);
         assert_eq!(code, 2, "{text}");
         let prefix = format!("mirrorcap: {}{want}", f.display());
-        assert!(err.starts_with(&prefix), "{text:?}\n got: {err}\nwant: {prefix}");
+        assert!(
+            err.starts_with(&prefix),
+            "{text:?}\n got: {err}\nwant: {prefix}"
+        );
         assert!(err.contains("MiB"), "says what is accepted: {err}");
         assert!(!err.contains("untagged"), "{err}");
     }
@@ -366,7 +377,13 @@ fn unknown_log_level_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`log_level`: \"loud\""), "{err}");
     // Levels and directives are accepted.
-    for ok in ["debug", "WARN", "off", "mirrorcap=debug,warn", "info,mirrorcap=trace"] {
+    for ok in [
+        "debug",
+        "WARN",
+        "off",
+        "mirrorcap=debug,warn",
+        "info,mirrorcap=trace",
+    ] {
         std::fs::write(&f, format!("log_level = \"{ok}\"\n")).unwrap();
         let (code, _, err) = mirrorcap(&["check-config", f.to_str().unwrap()]);
         assert_eq!(code, 0, "{ok}: {err}");

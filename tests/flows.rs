@@ -482,7 +482,10 @@ fn flows_and_replay_agree_on_a_truncated_capture() {
     assert_eq!(code, rcode, "{err}");
     assert!(err.contains("cut.pcap: truncated at byte"), "{err}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines.len() >= 2 && lines[0].starts_with("protocol"), "{table}");
+    assert!(
+        lines.len() >= 2 && lines[0].starts_with("protocol"),
+        "{table}"
+    );
     let missing = tmp.path().join("missing.pcap");
     let m = missing.to_str().unwrap();
     let (rcode, _, _) = mirrorcap(&["replay", "--dir", out.to_str().unwrap(), m]);

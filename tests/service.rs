@@ -569,7 +569,9 @@ fn file_modes_and_open_file_cap() {
 #[test]
 fn replay_onto_a_full_disk_exits_3() {
     if unsafe { libc::geteuid() } != 0 {
-        panic!("replay_onto_a_full_disk_exits_3 needs root to mount a tmpfs; run the tests as root");
+        panic!(
+            "replay_onto_a_full_disk_exits_3 needs root to mount a tmpfs; run the tests as root"
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.pcap");
