@@ -284,7 +284,7 @@ fn input_truncated_while_read_is_an_error_not_sigbus() {
         .collect();
     write_pcap(&input, 1, &recs);
     let out = tmp.path().join("out");
-    let mut child = std::process::Command::new(bin())
+    let child = std::process::Command::new(bin())
         .args([
             "replay",
             "--dir",
