@@ -286,12 +286,43 @@ struct RawOutput {
 
 type Spanned<T> = toml::Spanned<T>;
 
-/// A size as written: a number of bytes or a string with a unit.
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
+/// A size as written: a number of bytes or a string with a unit; any
+/// other TOML value (a negative or fractional number, a boolean) is kept
+/// as written, so the check names it with its key and line.
+#[derive(Clone)]
 enum SizeValue {
     Bytes(u64),
     Text(String),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of bytes or a string such as \"512MiB\"")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(u64::try_from(v)
+                    .map_or_else(|_| SizeValue::Other(v.to_string()), SizeValue::Bytes))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Other(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SizeValue, E> {
+                Ok(SizeValue::Other(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Config {
@@ -440,9 +471,7 @@ impl Config {
         let log_level = match &raw.log_level {
             None => None,
             Some(s) => {
-                tracing_subscriber::EnvFilter::try_new(s.get_ref()).map_err(|e| {
-                    bad(s.span(), format!("{:?} is not a log level ({e}): expected error, warn, info, debug or trace", s.get_ref()))
-                })?;
+                check_log_level(s.get_ref()).map_err(|m| bad(s.span(), m))?;
                 Some(s.get_ref().clone())
             }
         };
@@ -584,6 +613,8 @@ impl Config {
         let template = match &o.template {
             None => OutputTemplate::default(),
             Some(s) => OutputTemplate::parse(s.get_ref())
+                .map_err(String::from)
+                .and_then(|t| check_component_lengths(&t).map(|()| t))
                 .map_err(|why| bad(s.span(), format!("{:?}: {why}", s.get_ref())))?,
         };
         let snaplen = match &o.snaplen {
@@ -710,6 +741,63 @@ impl Config {
             sessions,
         })
     }
+}
+
+/// `log_level`: a level, or comma-separated directives each ending in a
+/// level (`mirrorcap=debug,warn`). A bare word that is not a level would
+/// be taken by tracing as a target name with every level on, so it is
+/// refused.
+fn check_log_level(s: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let accepted = "expected error, warn, info, debug, trace or off, or directives such as \"mirrorcap=debug,warn\"";
+    for d in s.split(',') {
+        let level = d.rsplit('=').next().unwrap_or("").trim();
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "{s:?} is not a log level ({:?} is not a level): {accepted}",
+                d.trim()
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| ())
+        .map_err(|e| format!("{s:?} is not a log level ({e}): {accepted}"))
+}
+
+/// Longest file or directory name Linux file systems take (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Every path component `t` can produce must fit in [`NAME_MAX`] bytes:
+/// checked with the longest value of each placeholder (8-digit VNI, a
+/// 39-byte IPv6 source, a 10-digit sequence number, `pcapng`), and the
+/// file name with the `.part` it carries while written.
+fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
+    use crate::writer::{PathFields, part_path_of};
+    let longest = PathFields {
+        vni: MAX_VNI,
+        source: std::net::IpAddr::V6(std::net::Ipv6Addr::from([0xffff_u16; 8])),
+        start_ns: u64::MAX,
+        seq: u32::MAX,
+        format: OutputFormat::Pcapng,
+    };
+    let path = part_path_of(&t.render(&longest));
+    let parts: Vec<_> = path.iter().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let len = c.len();
+        if len > NAME_MAX {
+            let last = i + 1 == parts.len();
+            return Err(format!(
+                "path component {} can be {len} bytes long (with an 8-digit VNI, a 39-byte IPv6 source, a 10-digit sequence number{}), over the limit of {NAME_MAX} bytes a file or directory name may have: shorten its literal text",
+                i + 1,
+                if last {
+                    " and the `.part` suffix the file has while written"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A CIDR block (host bits cleared) or a single address (/32, /128).
@@ -990,11 +1078,12 @@ fn parse_size(v: &SizeValue) -> Result<u64, String> {
         ("GB", 1_000_000_000),
         ("TB", 1_000_000_000_000),
     ];
+    let accepted = "expected a number of bytes, or a number with a unit B, KiB, MiB, GiB, TiB (1024-based) or kB, MB, GB, TB (1000-based), e.g. \"512MiB\"";
     let s = match v {
         SizeValue::Bytes(n) => return Ok(*n),
         SizeValue::Text(s) => s.trim(),
+        SizeValue::Other(v) => return Err(format!("{v} is not a size: {accepted}")),
     };
-    let accepted = "expected a number of bytes, or a number with a unit B, KiB, MiB, GiB, TiB (1024-based) or kB, MB, GB, TB (1000-based), e.g. \"512MiB\"";
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());

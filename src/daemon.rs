@@ -12,6 +12,13 @@
 //! and every ten seconds log the drops seen since the last report, by
 //! reason (never a line per packet). A reloaded config is applied before
 //! the next batch.
+//!
+//! On stop the socket is read empty before the pipelines are finished:
+//! what the kernel had queued when SIGTERM came was sent before the stop
+//! and is written like any other datagram, for up to [`DRAIN_DEADLINE`];
+//! what is still queued after that is read and counted as `unread_at_stop`
+//! (for up to [`COUNT_DEADLINE`] more), so every datagram the kernel
+//! accepted is either written or counted.
 
 use std::io;
 use std::sync::Arc;
@@ -22,6 +29,71 @@ use crate::config::Config;
 use crate::metrics::{DropReason, DropReport, LogLimiter};
 use crate::pipeline::Pipeline;
 use crate::socket::{Receiver, now_ns};
+
+/// On stop, how long queued datagrams are still fed to the pipeline.
+pub const DRAIN_DEADLINE: Duration = Duration::from_millis(200);
+/// After that, how long what is left is read and counted (reading without
+/// decoding takes well under a microsecond a datagram, so a full 32 MiB
+/// socket buffer is counted in a few milliseconds).
+pub const COUNT_DEADLINE: Duration = Duration::from_millis(100);
+
+/// File descriptors kept for what is not a capture file: the sockets, the
+/// metrics and health listeners and their connections, flow files, the
+/// runtime, `on_rotate` pipes.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (capped by
+/// `fs.nr_open` when the hard limit is unlimited) and returns the soft
+/// limit in force. Capture files are one descriptor each, and systemd's
+/// default soft limit (1024) is far below `max_open_files`' default.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut want = lim.rlim_max;
+    if want == libc::RLIM_INFINITY {
+        want = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1 << 20);
+    }
+    if want > lim.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = want;
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Raises the descriptor limit ([`raise_fd_limit`]) and warns when
+/// `max_open_files` plus [`FD_RESERVE`] does not fit in it: files beyond it
+/// then fail with "Too many open files" (counted, `/healthz` 503).
+pub fn check_fd_limit(max_open_files: usize) {
+    match raise_fd_limit() {
+        Ok(limit) => {
+            let need = max_open_files as u64 + FD_RESERVE;
+            if need > limit {
+                tracing::warn!(
+                    "max_open_files = {max_open_files} needs {need} file descriptors ({FD_RESERVE} more for sockets and listeners), over RLIMIT_NOFILE {limit} (the hard limit): raise it (LimitNOFILE= in the unit, ulimit -Hn) or lower max_open_files; files beyond it cannot be created"
+                );
+            } else {
+                tracing::debug!(limit, "RLIMIT_NOFILE");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
+}
 
 /// How the main thread tells the workers to stop or to reload.
 #[derive(Clone)]
@@ -100,8 +172,60 @@ pub fn serve(
             }
         }
     }
+    drain(&mut rx, &mut pipeline);
     counters
         .kernel_drops
         .fetch_add(rx.new_kernel_drops(), Relaxed);
     Ok(pipeline)
+}
+
+/// Reads the socket empty on stop (see the module doc): into the pipeline
+/// until [`DRAIN_DEADLINE`], then counted as `unread_at_stop` until the
+/// socket is empty or [`COUNT_DEADLINE`] has passed too.
+fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
+    if let Err(e) = rx.set_nonblocking(true) {
+        tracing::warn!(error = %e, "cannot read the socket empty on stop");
+        return;
+    }
+    let counters = pipeline.counters().clone();
+    let start = Instant::now();
+    let mut written_phase = true;
+    let mut unread = 0u64;
+    loop {
+        let r = if written_phase {
+            rx.recv_batch(|data, meta, truncated| {
+                if truncated {
+                    pipeline.counters().received(data.len());
+                    pipeline
+                        .counters()
+                        .count_drop(DropReason::DatagramTruncated);
+                } else {
+                    pipeline.push(data, meta);
+                }
+            })
+        } else {
+            rx.recv_batch(|data, _, _| {
+                counters.received(data.len());
+                counters.count_drop(DropReason::UnreadAtStop);
+                unread += 1;
+            })
+        };
+        pipeline.publish_counts();
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP errors queued on the socket and the like: read on.
+            _ => {}
+        }
+        if written_phase && start.elapsed() >= DRAIN_DEADLINE {
+            written_phase = false;
+        } else if start.elapsed() >= DRAIN_DEADLINE + COUNT_DEADLINE {
+            break;
+        }
+    }
+    if unread > 0 {
+        tracing::warn!(
+            datagrams = unread,
+            "stopping: datagrams still queued after {DRAIN_DEADLINE:?} were counted as unread_at_stop, not written"
+        );
+    }
 }

@@ -35,8 +35,10 @@ pub enum ReportError {
 pub type FlowRecord = HashMap<String, String>;
 
 /// Reads flow records from a flow file or, when `input` is a capture,
-/// computes them.
-pub fn read_records(input: &str) -> Result<Vec<FlowRecord>, ReportError> {
+/// computes them, appending to `out`. On an error (a truncated capture, a
+/// bad line) the records read before it are in `out` already, as `replay`
+/// writes every record before a cut: the caller reports them and exits 1.
+pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), ReportError> {
     let raw = std::fs::read(input).map_err(|e| ReportError::Io(input.into(), e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -54,7 +56,7 @@ pub fn read_records(input: &str) -> Result<Vec<FlowRecord>, ReportError> {
         magic,
         Some(0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 | 0x0a0d_0d0a)
     ) {
-        return records_from_capture(input, &bytes);
+        return records_from_capture(input, &bytes, out);
     }
     let mut lines = bytes.lines();
     let header = match lines.next() {
@@ -68,7 +70,6 @@ pub fn read_records(input: &str) -> Result<Vec<FlowRecord>, ReportError> {
         }
     };
     let names: Vec<String> = header.split_whitespace().map(String::from).collect();
-    let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| ReportError::Io(input.into(), e))?;
         if line.trim().is_empty() {
@@ -94,12 +95,17 @@ pub fn read_records(input: &str) -> Result<Vec<FlowRecord>, ReportError> {
                 .collect(),
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Computes records from a capture: every kept inner IP packet, per session
-/// and 5-tuple, over one window covering the whole capture.
-fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, ReportError> {
+/// and 5-tuple, over one window covering the whole capture (up to the
+/// error, when it cannot be read to its end).
+fn records_from_capture(
+    input: &str,
+    bytes: &[u8],
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), ReportError> {
     let cfg = crate::flows::FlowConfig {
         enabled: true,
         interval_s: u64::MAX / 4_000_000_000,
@@ -114,7 +120,16 @@ fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, Re
     let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
     let mut sessions: HashMap<(IpAddr, u32), u64> = HashMap::new();
     let mut reader = crate::capture::CaptureReader::new(bytes, input)?;
-    while let Some(rec) = reader.next_record()? {
+    let mut result = Ok(());
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break,
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        };
         let Ok(udp) = crate::replay::strip_outer(rec.linktype, rec.data) else {
             continue;
         };
@@ -133,7 +148,6 @@ fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, Re
     table.finish();
     drop(table);
     let names = cfg.format.names.clone();
-    let mut out = Vec::new();
     for batch in rx {
         for line in batch.lines.lines() {
             out.push(
@@ -145,7 +159,7 @@ fn records_from_capture(input: &str, bytes: &[u8]) -> Result<Vec<FlowRecord>, Re
             );
         }
     }
-    Ok(out)
+    result
 }
 
 /// `--filter 'dstport=22 protocol=6'`: every term must hold.

@@ -12,15 +12,25 @@
 //!
 //! A minimal HTTP/1.1 server: one request per connection, GET only, bounded
 //! request size and time; enough for Prometheus and load balancers.
+//!
+//! Both listeners keep answering when the process has run out of file
+//! descriptors (sessions hold capture files open): each keeps one spare
+//! descriptor (`/dev/null`); when `accept` fails with EMFILE or ENFILE the
+//! spare is closed so the waiting connection can be taken and answered
+//! (503 then, as the writer cannot create files either), and it is opened
+//! again once that connection is closed. Other accept errors, and EMFILE
+//! with no spare left, back off 100 ms instead of spinning; they are
+//! logged at most every 10 s.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{Counters, render_prometheus};
+use crate::metrics::{Counters, LogLimiter, render_prometheus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -43,17 +53,92 @@ pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, HealthError> 
         })
 }
 
+/// How long one connection may take to send its request and read the answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after an accept error that retrying at once would not cure.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A descriptor held in reserve for accepting one connection when the
+/// process has none left (see the module doc).
+struct Spare(Option<OwnedFd>);
+
+impl Spare {
+    fn new() -> Spare {
+        let mut s = Spare(None);
+        s.refill();
+        s
+    }
+
+    /// Opens the spare again if it was used (no-op when held).
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+        }
+    }
+
+    /// Closes the spare, freeing one descriptor; false if there was none.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+}
+
+/// The process (or the system) is out of file descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// What [`accept`] got.
+enum Accepted {
+    /// A connection; `spare` says the spare descriptor was used for it, so
+    /// it is to be answered and closed before anything else is accepted.
+    Conn { conn: TcpStream, spare: bool },
+    /// Nothing (an error, after a back-off); try again.
+    Retry,
+}
+
+/// Accepts one connection on `l`, using the spare descriptor when the
+/// process has no other, backing off after other errors.
+async fn accept(l: &TcpListener, spare: &mut Spare, log: &mut LogLimiter, what: &str) -> Accepted {
+    spare.refill();
+    let e = match l.accept().await {
+        Ok((conn, _)) => return Accepted::Conn { conn, spare: false },
+        Err(e) => e,
+    };
+    if out_of_descriptors(&e) && spare.release() {
+        match l.accept().await {
+            Ok((conn, _)) => return Accepted::Conn { conn, spare: true },
+            Err(e2) => {
+                if let Some(held) = log.allow() {
+                    tracing::warn!(error = %e2, held_back = held, "{what}: accept failed although a descriptor was freed; retrying in {ACCEPT_BACKOFF:?}");
+                }
+            }
+        }
+    } else if let Some(held) = log.allow() {
+        tracing::warn!(error = %e, held_back = held, "{what}: accept failed; retrying in {ACCEPT_BACKOFF:?}");
+    }
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+    Accepted::Retry
+}
+
 /// Serves `/metrics` and `/healthz` forever.
 pub async fn serve_metrics(listener: TcpListener, counters: Arc<Counters>) {
+    let mut spare = Spare::new();
+    let mut log = LogLimiter::new(Duration::from_secs(10));
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let c = counters.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(conn, &c)).await;
-        });
+        match accept(&listener, &mut spare, &mut log, "metrics_listen").await {
+            Accepted::Conn { conn, spare: true } => {
+                // Answered here, so the descriptor is free again for the
+                // spare before the next accept.
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, &counters)).await;
+            }
+            Accepted::Conn { conn, spare: false } => {
+                let c = counters.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, &c)).await;
+                });
+            }
+            Accepted::Retry => {}
+        }
     }
 }
 
@@ -104,6 +189,9 @@ async fn answer(mut conn: TcpStream, c: &Counters) -> std::io::Result<()> {
 /// The TCP health port: listening while healthy, closed while not.
 pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
     let mut listener: Option<TcpListener> = None;
+    let mut spare = Spare::new();
+    let mut log = LogLimiter::new(Duration::from_secs(10));
+    let mut bind_log = LogLimiter::new(Duration::from_secs(10));
     loop {
         let healthy = counters.unhealthy().is_none();
         match (&listener, healthy) {
@@ -112,7 +200,14 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
                     tracing::info!("health_tcp_listen: accepting on {addr}");
                     listener = Some(l);
                 }
-                Err(e) => tracing::warn!("health_tcp_listen: cannot listen on {addr}: {e}"),
+                Err(e) => {
+                    if let Some(held) = bind_log.allow() {
+                        tracing::warn!(
+                            held_back = held,
+                            "health_tcp_listen: cannot listen on {addr}: {e}"
+                        )
+                    }
+                }
             },
             (Some(_), false) => {
                 tracing::warn!(
@@ -124,8 +219,11 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
         }
         match &listener {
             Some(l) => {
-                if let Ok(Ok((conn, _))) =
-                    tokio::time::timeout(Duration::from_millis(500), l.accept()).await
+                if let Ok(Accepted::Conn { conn, .. }) = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    accept(l, &mut spare, &mut log, "health_tcp_listen"),
+                )
+                .await
                 {
                     drop(conn); // the handshake is the answer
                 }

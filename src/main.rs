@@ -2,7 +2,10 @@
 //! a feed (socket or capture files) and maps errors to exit codes.
 //!
 //! Exit codes: 0 success; 1 an input could not be read to its end (every
-//! file written is still complete); 2 a usage, config, bind or output error.
+//! file written is still complete); 2 a usage, config, bind or output error
+//! (an output directory that cannot be created or written is found at
+//! start); 3 `replay` could not write some frames (`disk_full`,
+//! `write_error`; wins over 1).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,10 +18,15 @@ use clap::{Parser, Subcommand};
 
 use mirrorcap::capture::CaptureReader;
 use mirrorcap::config::Config;
-use mirrorcap::metrics::Counters;
+use mirrorcap::metrics::{Counters, DropReason};
 use mirrorcap::pipeline::Pipeline;
 use mirrorcap::socket::Receiver;
 use mirrorcap::writer::Backlog;
+
+/// An input could not be read to its end (`replay`, `flows`).
+const EXIT_INPUT: u8 = 1;
+/// `replay`: frames were lost on output (disk full, write errors).
+const EXIT_FRAMES_LOST: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -93,10 +101,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mirrorcap: {e:#}");
+            eprintln!("mirrorcap: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `context: cause: root cause`, each cause
+/// printed once: most errors here already name their cause in their own
+/// message ("cannot bind UDP ...: Address already in use"), and printing
+/// the chain as well would repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// Logs to stderr (journald adds time and unit): `RUST_LOG` wins, then
@@ -136,8 +160,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use mirrorcap::flow_report::*;
             let filter = parse_filter(filter.as_deref().unwrap_or(""))?;
             let mut records = Vec::new();
+            // As in `replay`: an input that cannot be read to its end is
+            // reported, what was read of it counts, and the exit code is 1.
+            let mut failed = false;
             for i in &inputs {
-                records.extend(read_records(i)?);
+                if let Err(e) = read_records(i, &mut records) {
+                    eprintln!("mirrorcap: {e}");
+                    failed = true;
+                }
             }
             let groups = top_talkers(&records, &by, &filter, top);
             let text = if format == "json" {
@@ -146,7 +176,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 render_table(&by, &groups)
             };
             print!("{text}");
-            Ok(ExitCode::SUCCESS)
+            Ok(if failed {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
@@ -241,6 +275,8 @@ fn run_daemon(
     config_path: Option<PathBuf>,
     overrides: Overrides,
 ) -> anyhow::Result<ExitCode> {
+    mirrorcap::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -409,6 +445,8 @@ fn set_filters(counters: &Counters, cfg: &Config) {
 }
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
+    mirrorcap::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(&cfg, counters.clone(), Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
@@ -440,8 +478,33 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     if let Some(why) = counters.writer_death() {
         anyhow::bail!("capture files could no longer be written: {why}");
     }
+    // Frames that reached the writer and could not be written: the output
+    // is incomplete, whatever the inputs were.
+    let lost: Vec<String> = summary
+        .drops
+        .iter()
+        .filter(|(r, _)| {
+            matches!(
+                r,
+                DropReason::DiskFull | DropReason::WriteError | DropReason::OutputSymlink
+            )
+        })
+        .map(|(r, n)| format!("{n} {r}"))
+        .chain(
+            (summary.flow_records_lost > 0)
+                .then(|| format!("{} flow records", summary.flow_records_lost)),
+        )
+        .collect();
+    if !lost.is_empty() {
+        eprintln!(
+            "mirrorcap: {}: frames could not be written ({}); the files under it are complete but miss them",
+            cfg.dir.display(),
+            lost.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_FRAMES_LOST));
+    }
     Ok(if failed {
-        ExitCode::from(1)
+        ExitCode::from(EXIT_INPUT)
     } else {
         ExitCode::SUCCESS
     })

@@ -64,10 +64,13 @@ pub enum DropReason {
     /// The file's path under the output directory goes through a symbolic
     /// link, which mirrorcap never follows.
     OutputSymlink,
+    /// Live: still queued in the socket when the daemon stopped and the
+    /// drain after SIGTERM ran out of time; read and counted, not written.
+    UnreadAtStop,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -88,6 +91,7 @@ impl DropReason {
         DropReason::SessionLimit,
         DropReason::OpenFileLimit,
         DropReason::OutputSymlink,
+        DropReason::UnreadAtStop,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -113,6 +117,7 @@ impl DropReason {
             DropReason::SessionLimit => "session_limit",
             DropReason::OpenFileLimit => "open_file_limit",
             DropReason::OutputSymlink => "output_symlink",
+            DropReason::UnreadAtStop => "unread_at_stop",
         }
     }
 
@@ -124,7 +129,7 @@ impl DropReason {
             | DropReason::NotVxlanPort
             | DropReason::OuterMalformed
             | DropReason::OuterFragment => "replay",
-            DropReason::DatagramTruncated => "socket",
+            DropReason::DatagramTruncated | DropReason::UnreadAtStop => "socket",
             DropReason::VxlanTooShort | DropReason::VxlanNoIFlag | DropReason::InnerTooShort => {
                 "vxlan"
             }

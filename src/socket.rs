@@ -218,6 +218,12 @@ impl Receiver {
         self.sock.set_read_timeout(Some(t))
     }
 
+    /// Whether a receive call returns `WouldBlock` at once when nothing is
+    /// queued (used to read the socket empty on stop).
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(on)
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }

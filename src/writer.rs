@@ -327,6 +327,74 @@ pub fn part_path_of(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Why the output directory cannot be used (checked once at start).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputDirError {
+    #[error("output directory {path}: not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("output directory {path}: cannot create it: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("output directory {path}: cannot write in it (creating {probe} failed): {source}")]
+    Probe {
+        path: PathBuf,
+        probe: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Checks at start that capture files can be created under `dir`: creates
+/// it (and its parents, mode [`DIR_MODE`]) when missing, then creates and
+/// removes an empty probe file in it. So a `dir` that is a regular file, on
+/// a read-only file system or not writable by the daemon's user fails
+/// before any socket is bound, naming it, instead of dropping every frame.
+/// The probe is empty: a full disk still passes (capture resumes when space
+/// returns), since creating an empty file needs no data block.
+pub fn check_output_dir(dir: &Path) -> Result<(), OutputDirError> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if dir.exists() && !dir.is_dir() {
+        return Err(OutputDirError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|source| OutputDirError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let probe = dir.join(format!(".mirrorcap-probe-{}", std::process::id()));
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&probe)
+    };
+    // One left by a crashed run that had the same process id: replace it.
+    let r = match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(&probe);
+            create()
+        }
+        r => r,
+    };
+    match r {
+        Ok(f) => {
+            drop(f);
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(OutputDirError::Probe {
+            path: dir.to_path_buf(),
+            probe,
+            source,
+        }),
+    }
+}
+
 /// What the receive side does when no chunk is free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backlog {

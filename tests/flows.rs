@@ -462,3 +462,34 @@ fn gzip_flow_files() {
         "{table}"
     );
 }
+
+/// Issue 12, item 10: `flows` and `replay` agree on an input they cannot
+/// read to its end: both exit 1 naming the file and the offset, after
+/// using every record before the cut (flows prints its report of them);
+/// a missing input is 1 for both as well.
+#[test]
+fn flows_and_replay_agree_on_a_truncated_capture() {
+    let input = testdata("vxlan/tcpdump-vxlan.pcap");
+    let bytes = std::fs::read(&input).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let c = cut.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let (rcode, _, rerr) = mirrorcap(&["replay", "--dir", out.to_str().unwrap(), c]);
+    assert_eq!(rcode, 1, "{rerr}");
+    let (code, table, err) = mirrorcap(&["flows", "--by", "protocol", c]);
+    assert_eq!(code, rcode, "{err}");
+    assert!(err.contains("cut.pcap: truncated at byte"), "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines.len() >= 2 && lines[0].starts_with("protocol"),
+        "{table}"
+    );
+    let missing = tmp.path().join("missing.pcap");
+    let m = missing.to_str().unwrap();
+    let (rcode, _, _) = mirrorcap(&["replay", "--dir", out.to_str().unwrap(), m]);
+    let (code, _, err) = mirrorcap(&["flows", m]);
+    assert_eq!((rcode, code), (1, 1), "{err}");
+    assert!(err.contains("missing.pcap: cannot read"), "{err}");
+}

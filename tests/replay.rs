@@ -264,3 +264,67 @@ fn snaplen_and_pcapng_output() {
         assert!(c[4].contains("VNI 5569041 from 172.31.0.238"), "{}", c[4]);
     }
 }
+
+/// Issue 12, item 10: a capture file that is cut while replay reads it
+/// (mapped into memory) is an error naming the file and the offset, exit
+/// 1, never a SIGBUS. The replay is stopped (SIGSTOP) as soon as it has
+/// mapped the input, the file is cut to 1000 bytes, then it goes on.
+#[test]
+fn input_truncated_while_read_is_an_error_not_sigbus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.pcap");
+    let src: IpAddr = "10.0.0.7".parse().unwrap();
+    let recs: Vec<(u64, Vec<u8>, u32)> = (0..200_000u64)
+        .map(|seq| {
+            let d = datagram(5, &inner_frame(seq, 200));
+            let p = outer_packet(src, 4789, &d, d.len());
+            let len = p.len() as u32;
+            (1_700_000_000_000_000_000 + seq * 1_000, p, len)
+        })
+        .collect();
+    write_pcap(&input, 1, &recs);
+    let out = tmp.path().join("out");
+    let child = std::process::Command::new(bin())
+        .args([
+            "replay",
+            "--dir",
+            out.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let maps = format!("/proc/{pid}/maps");
+    let name = input.to_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    loop {
+        let m = std::fs::read_to_string(&maps).unwrap_or_default();
+        if m.contains(&name) {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 10, "the input was never mapped");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .unwrap();
+    f.set_len(1000).unwrap();
+    drop(f);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let res = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{:?}: {err}", res.status);
+    assert!(
+        err.contains("big.pcap: truncated while being read"),
+        "{err}"
+    );
+    assert!(err.contains("1000 bytes"), "{err}");
+    // What was written is complete.
+    for f in output_files(&out) {
+        assert!(!f.to_str().unwrap().ends_with(".part"), "{f:?}");
+        capinfos_ok(&f);
+    }
+}

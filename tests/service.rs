@@ -939,3 +939,183 @@ fn flow_files_do_not_follow_a_link_under_dir() {
     assert!(summary_count(&err, "flow records lost") > 0, "{err}");
     assert!(err.contains("is a symbolic link"), "{err}");
 }
+
+/// Issue 12, item 3: a replay onto a disk that fills up writes what fits,
+/// counts the rest as `disk_full` and exits 3 (frames were lost), not 0.
+#[test]
+fn replay_onto_a_full_disk_exits_3() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "replay_onto_a_full_disk_exits_3 needs root to mount a tmpfs; run the tests as root"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.pcap");
+    let src: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    let recs: Vec<(u64, Vec<u8>, u32)> = (0..3000u64)
+        .map(|seq| {
+            let d = dgram(6, seq);
+            let d = [d.clone(), vec![0u8; 800]].concat();
+            let p = outer_packet(src, 4789, &d, d.len());
+            let len = p.len() as u32;
+            (1_700_000_000_000_000_000 + seq * 1_000_000, p, len)
+        })
+        .collect();
+    write_pcap(&input, 1, &recs);
+    let small = SmallTmpfs::mount("1m");
+    let dir = small.path.join("cap");
+    let (code, _, err) = mirrorcap(&[
+        "replay",
+        "--dir",
+        dir.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let full = summary_count(&err, "dropped disk_full");
+    let written = summary_count(&err, "frames written");
+    assert!(full > 0 && written > 0, "{err}");
+    assert_eq!(full + written, 3000, "{err}");
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("frames could not be written"),
+        "the reason is printed: {err}"
+    );
+}
+
+/// `mirrorcap run --listen 127.0.0.1:0 --dir DIR --config CFG` with
+/// RLIMIT_NOFILE set to `soft`:`hard` before it starts.
+fn start_with_nofile(dir: &std::path::Path, cfg: &std::path::Path, soft: u64, hard: u64) -> Daemon {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(cfg);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Daemon::start_command(cmd)
+}
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+/// Issue 12, item 5: the soft RLIMIT_NOFILE is raised to the hard limit at
+/// start, and a `max_open_files` that does not fit in it (with a reserve
+/// for sockets and the health listener) is warned about, naming both.
+#[test]
+fn fd_soft_limit_is_raised_to_the_hard_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "max_open_files = 2000\n").unwrap();
+    let d = start_with_nofile(&dir, &cfg, 64, 1024);
+    assert_eq!(nofile_of(d.child.id()), (1024, 1024));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("max_open_files = 2000")
+            && err.contains("1024")
+            && err.contains("RLIMIT_NOFILE"),
+        "no warning naming max_open_files and the limit: {err}"
+    );
+    // With room to spare: no warning.
+    std::fs::write(&cfg, "max_open_files = 100\n").unwrap();
+    let d = start_with_nofile(&dir, &cfg, 64, 1024);
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("RLIMIT_NOFILE"), "{err}");
+}
+
+/// Issue 12, item 5: with fewer descriptors than sessions (hard limit 40),
+/// the files that cannot be opened turn `/healthz` to 503 naming the
+/// error, and `/healthz` and `/metrics` keep answering (within 2 s)
+/// although accept(2) fails with EMFILE; once the sessions have closed
+/// their files (`idle_timeout`), writing works again and `/healthz` says
+/// 200.
+#[test]
+fn health_answers_when_descriptors_run_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("c.toml");
+    let port = free_tcp_port();
+    std::fs::write(
+        &cfg,
+        format!("metrics_listen = \"127.0.0.1:{port}\"\n[output]\nidle_timeout = \"8s\"\n"),
+    )
+    .unwrap();
+    let d = start_with_nofile(&dir, &cfg, 40, 40);
+    let get = |path: &str| -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "2", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl is needed (apt-get install curl)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    assert_eq!(get("/healthz").0, 200);
+    let t0 = Instant::now();
+    let tx = UdpSocket::bind("127.0.0.2:0").unwrap();
+    // 60 sessions: more files than descriptors; they hold theirs for 8 s.
+    for vni in 1..=60u32 {
+        tx.send_to(&dgram(vni, 0), d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let parts = output_files(&dir).len();
+    assert!(parts < 60, "descriptors did not run out: {parts} files");
+    // New sessions keep coming and cannot open a file.
+    for round in 0..10u64 {
+        for vni in 1000..1005u32 {
+            tx.send_to(&dgram(vni, round), d.addr).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = get("/healthz");
+    assert_eq!(
+        code, 503,
+        "/healthz must answer while descriptors run out: {body:?}"
+    );
+    assert!(body.contains("Too many open files"), "{body}");
+    let (code, body) = get("/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("mirrorcap_healthy 0"), "{body}");
+    // Still before any session could go idle: the answers came while
+    // every descriptor was taken.
+    assert!(t0.elapsed() < Duration::from_secs(7), "{:?}", t0.elapsed());
+    // Every session goes idle and closes its file.
+    std::thread::sleep(Duration::from_secs(11) - t0.elapsed());
+    for seq in 0..5u64 {
+        tx.send_to(&dgram(2000, seq), d.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    let (code, body) = get("/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Too many open files"),
+        "the error is logged: {err}"
+    );
+}

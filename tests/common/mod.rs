@@ -428,10 +428,16 @@ impl Daemon {
 
     /// Like `start`, with environment variables set for the daemon.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        use std::io::BufRead;
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--listen", "127.0.0.1:0"]).args(args);
         cmd.envs(env.iter().copied());
+        Daemon::start_command(cmd)
+    }
+
+    /// Starts `cmd` (a `mirrorcap run` the caller has set up, e.g. with
+    /// limits set in `pre_exec`) and waits for its `listening on` line.
+    pub fn start_command(mut cmd: Command) -> Daemon {
+        use std::io::BufRead;
         cmd.stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
