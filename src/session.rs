@@ -294,6 +294,11 @@ pub struct SessionTable {
     /// `track_released`: the flow table wants them).
     released: Vec<u64>,
     track_released: bool,
+    /// Files this table (worker) has open: with several workers each may
+    /// hold at most its share of `max_open_files` (see [`SessionTable::write`]).
+    files_open: usize,
+    /// Tables (workers) sharing `max_open_files`: each sibling adds one.
+    workers: Arc<std::sync::atomic::AtomicUsize>,
     output: Output,
     counters: Arc<Counters>,
 }
@@ -303,6 +308,9 @@ impl SessionTable {
     pub fn sibling(&self) -> SessionTable {
         let mut t = SessionTable::new(self.output.sibling(), self.counters.clone());
         t.track_released = self.track_released;
+        self.workers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t.workers = self.workers.clone();
         t
     }
 
@@ -320,6 +328,8 @@ impl SessionTable {
             last: None,
             released: Vec::new(),
             track_released: false,
+            files_open: 0,
+            workers: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
             output,
             counters,
         }
@@ -540,9 +550,16 @@ impl SessionTable {
         }
         if self.sessions[i].file.is_none() {
             // A free slot, else one freed by evicting the least recently
-            // active session with a file.
-            let reserved = self.counters.reserve_file(max_open_files)
-                || (self.evict(ts_ns, true) && self.counters.reserve_file(max_open_files));
+            // active session with a file. `max_open_files` is this worker's
+            // share (the pipeline divides it among the workers), so a flood
+            // steered to one worker never takes another worker's slots: it
+            // can only evict its own sessions.
+            let workers = self.workers.load(std::sync::atomic::Ordering::Relaxed);
+            let share = (max_open_files / workers.max(1)).max(1);
+            if self.files_open >= share {
+                self.evict(ts_ns, true);
+            }
+            let reserved = self.files_open < share && self.counters.reserve_file(max_open_files);
             if !reserved {
                 return self
                     .counters
@@ -572,6 +589,7 @@ impl SessionTable {
             s.seq += 1;
             let bytes = header.len() as u64;
             let id = self.output.open(s.stats.clone(), fields, header);
+            self.files_open += 1;
             s.file = Some(CurrentFile {
                 id,
                 bytes,
@@ -608,6 +626,7 @@ impl SessionTable {
     pub fn close(&mut self, i: usize) {
         if let Some(f) = self.sessions[i].file.take() {
             self.counters.release_file();
+            self.files_open -= 1;
             if !self.sessions[i].protected {
                 self.open.remove(&mut self.open_links, i);
             }
@@ -882,5 +901,33 @@ mod tests {
         );
         assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 0);
         t.finish();
+    }
+
+    /// Review of issue 12, item 2: with two workers, one worker's silent
+    /// sessions never take the other's file slots: each worker has its
+    /// share of `max_open_files` and evicts only its own sessions.
+    #[test]
+    fn a_worker_full_of_idle_files_does_not_lock_out_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut a, c) = table(tmp.path());
+        let mut b = a.sibling();
+        let out = crate::config::Config::default_config().output;
+        let frame = [0u8; 60];
+        let plain = || settings(false);
+        // Worker A: as many sessions with a file as max_open_files (4),
+        // silent since; only 2 of them get a slot (its share).
+        for vni in 1..=4u32 {
+            let i = a.lookup(key(vni), S, 100, plain).unwrap();
+            a.write(i, S, &frame, 60, &out, 4);
+        }
+        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 2);
+        // Worker B, a moment later (less than the 1 s before a session may
+        // be evicted): its new session gets a slot of its own share.
+        let i = b.lookup(key(100), S + 1, 100, plain).unwrap();
+        b.write(i, S + 1, &frame, 60, &out, 4);
+        assert!(b.sessions[i].file.is_some());
+        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 2);
+        b.finish();
+        a.finish();
     }
 }

@@ -67,6 +67,8 @@ pub const MAX_LANES: usize = 4;
 /// What the writer may stage for files whose records arrive interleaved
 /// with other sessions' (shared by the open files).
 pub const STAGING_BUDGET: usize = 16 << 20;
+/// Closed files waiting for the sync thread, at most (see `Disk::close`).
+const MAX_PENDING_SYNCS: usize = 256;
 /// A run this long is written as it is, not staged.
 const LONG_RUN: usize = 64 << 10;
 
@@ -488,6 +490,9 @@ struct Lane {
     chunk: Option<Vec<u8>>,
     frames: u32,
     frame_bytes: u32,
+    /// The lane began while the shared chunk held records (perhaps of
+    /// this file): that chunk must reach the writer before this lane's.
+    after_current: bool,
 }
 
 /// The receive side of the writer. With several workers, each has its own
@@ -682,11 +687,13 @@ impl Output {
         let lane = match self.lanes.iter().position(|l| l.id == id) {
             Some(i) => Some(i),
             None if self.lanes.len() < MAX_LANES => {
+                let after_current = self.current.as_ref().is_some_and(|c| !c.is_empty());
                 self.lanes.push(Lane {
                     id,
                     chunk: None,
                     frames: 0,
                     frame_bytes: 0,
+                    after_current,
                 });
                 Some(self.lanes.len() - 1)
             }
@@ -791,6 +798,15 @@ impl Output {
 
     /// Sends lane `i`'s chunk as one run, if it holds a record.
     fn send_lane(&mut self, i: usize) {
+        if self.lanes[i].after_current
+            && self.lanes[i]
+                .chunk
+                .as_ref()
+                .is_some_and(|c| c.len() > RunHeader::LEN)
+        {
+            // Earlier records of this file may be in the shared chunk.
+            self.send_current();
+        }
         let lane = &mut self.lanes[i];
         if let Some(mut c) = lane.chunk.take() {
             if c.len() == RunHeader::LEN {
@@ -870,6 +886,9 @@ impl Output {
         self.last_run = None;
         if let Some(c) = self.current.take() {
             let _ = self.commands.send(Command::Data(c));
+        }
+        for lane in &mut self.lanes {
+            lane.after_current = false;
         }
     }
 
@@ -1191,9 +1210,12 @@ impl Disk {
             .store(self.retention.closed_bytes() + self.open_bytes(), Relaxed);
     }
 
-    /// Creates a file the receive side opened (retried once a second
-    /// when that fails).
-    fn open(&mut self, id: FileId, mut f: DiskFile) {
+    /// Takes a file the receive side opened. It is created when its first
+    /// records arrive ([`Disk::write_records`]), not now: the close marker
+    /// of the session's previous file may still be on its way in the
+    /// shared chunk, and a file is only held open while it has records to
+    /// take (retried once a second when creating it fails).
+    fn open(&mut self, id: FileId, f: DiskFile) {
         if let Some(n) = &mut self.panic_at_open {
             *n -= 1;
             if *n == 0 {
@@ -1201,10 +1223,6 @@ impl Disk {
                     "{TEST_WRITER_PANIC_AT_OPEN} is set: the test asked the writer thread to die"
                 );
             }
-        }
-        self.make_room(f.header.len() as u64);
-        if let Err(e) = Self::create(&mut f, &self.counters) {
-            self.fail(&e, 0);
         }
         self.files.insert(id, f);
     }
@@ -1260,6 +1278,15 @@ impl Disk {
         }
         // Group by file, keeping each file's records in order.
         ranges.sort_by_key(|r| r.file.0);
+        // A close marker follows every record of its file, so a file with
+        // no run here is closed first, and one with runs right after them:
+        // files are let go before others are created.
+        closes.sort_by_key(|id| id.0);
+        for &id in &closes {
+            if ranges.binary_search_by_key(&id.0, |r| r.file.0).is_err() {
+                self.close(id);
+            }
+        }
         let mut i = 0;
         while i < ranges.len() {
             let id = ranges[i].file;
@@ -1268,13 +1295,12 @@ impl Disk {
                 j += 1;
             }
             self.write_records(id, chunk, &ranges[i..j]);
+            if closes.binary_search_by_key(&id.0, |c| c.0).is_ok() {
+                self.close(id);
+            }
             i = j;
         }
         self.iov_ranges = ranges;
-        // A close marker follows every record of its file.
-        for &id in &closes {
-            self.close(id);
-        }
         self.closes = closes;
     }
 
@@ -1400,22 +1426,26 @@ impl Disk {
         // final name, so after a power loss a `*.pcap` is whole (a `*.part`
         // is cut back to its last record at the next start). The sync
         // thread does it; the rename follows when it reports back.
-        if self.fsync
-            && let Some(tx) = &self.syncer
-        {
+        if self.fsync {
+            // At most MAX_PENDING_SYNCS closed files wait for the sync
+            // thread (each holds its descriptor); beyond that the writer
+            // syncs inline, so closing many files at once cannot run the
+            // process out of descriptors.
             let bytes = f.good_len;
-            match tx.send((file, f)) {
-                Ok(()) => {
-                    self.pending_syncs += 1;
-                    self.syncing_bytes += bytes;
-                    return;
-                }
-                Err(mpsc::SendError((file, f))) => {
-                    let r = file.sync_data();
-                    drop(file);
-                    return self.synced(f, r.err());
-                }
-            }
+            let (file, f) = match &self.syncer {
+                Some(tx) if self.pending_syncs < MAX_PENDING_SYNCS => match tx.send((file, f)) {
+                    Ok(()) => {
+                        self.pending_syncs += 1;
+                        self.syncing_bytes += bytes;
+                        return;
+                    }
+                    Err(mpsc::SendError(back)) => back,
+                },
+                _ => (file, f),
+            };
+            let r = file.sync_data();
+            drop(file);
+            return self.synced(f, r.err());
         }
         drop(file);
         self.synced(f, None);
@@ -2061,5 +2091,124 @@ mod tests {
         out.finish();
         assert_eq!(counters.frames_written.load(Relaxed), 200);
         assert_eq!(counters.files_closed.load(Relaxed), 200);
+    }
+
+    /// Review of issue 12, item 1: the writer holds a file open only while
+    /// it has records to take. 2,000 files opened, written and closed one
+    /// after another (`rotate_packets = 1`, or eviction churn) while their
+    /// close markers wait in the shared chunk: none is held open by the
+    /// writer before the chunk arrives (it used to create each file at
+    /// once and hold it until the marker came, up to 1 s later).
+    #[test]
+    fn files_are_created_with_their_records_not_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut out = Output::spawn(
+            tmp.path(),
+            OutputTemplate::default(),
+            Retention::new(None, None),
+            RotateHook::default(),
+            counters.clone(),
+            4,
+            Backlog::Wait,
+        );
+        out.set_fsync(false);
+        let mut header = Vec::new();
+        crate::format::pcap_file_header(&mut header, 65535);
+        let frame = [0u8; 60];
+        for n in 0..2000u32 {
+            let fields = PathFields {
+                vni: n,
+                source: "127.0.0.2".parse().unwrap(),
+                start_ns: 1_764_040_800_000_000_000,
+                seq: 0,
+                format: OutputFormat::Pcap,
+            };
+            let stats = counters.new_session(n, fields.source);
+            let id = out.open(stats, fields, header.clone());
+            let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
+            let (tail, len) = rec.tail();
+            out.append(id, [rec.header(), &frame, &tail[..len]], 60)
+                .expect("replay waits for a chunk");
+            out.close(id);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let held = counters.open_files.load(Relaxed);
+        out.finish();
+        assert_eq!(
+            held, 0,
+            "files held open by the writer before their records came"
+        );
+        assert_eq!(counters.frames_written.load(Relaxed), 2000);
+        assert_eq!(counters.files_closed.load(Relaxed), 2000);
+    }
+
+    /// Review of issue 12, item 1: a file that wrote into the shared chunk
+    /// and then got a lane freed by another file's close keeps its records
+    /// in order (its lane, sent when long, used to overtake the shared
+    /// chunk holding its first record).
+    #[test]
+    fn a_file_that_moves_to_a_lane_keeps_its_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut out = Output::spawn(
+            tmp.path(),
+            OutputTemplate::default(),
+            Retention::new(None, None),
+            RotateHook::default(),
+            counters.clone(),
+            16,
+            Backlog::Wait,
+        );
+        out.set_fsync(false);
+        let mut header = Vec::new();
+        crate::format::pcap_file_header(&mut header, 65535);
+        let frame = [0u8; 1000];
+        let mut open = |vni: u32| {
+            let fields = PathFields {
+                vni,
+                source: "127.0.0.2".parse().unwrap(),
+                start_ns: 1_764_040_800_000_000_000,
+                seq: 0,
+                format: OutputFormat::Pcap,
+            };
+            let stats = counters.new_session(vni, fields.source);
+            out.open(stats, fields, header.clone())
+        };
+        let ids: Vec<FileId> = (0..5).map(&mut open).collect();
+        let mut ts = 0u64;
+        let mut append = |out: &mut Output, id: FileId| {
+            ts += 1_000;
+            let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, ts, 1000, 1000);
+            let (tail, len) = rec.tail();
+            out.append(id, [rec.header(), &frame, &tail[..len]], 1000)
+                .unwrap();
+        };
+        // Files 0-3 take the lanes; file 4 writes into the shared chunk.
+        for &id in &ids {
+            append(&mut out, id);
+        }
+        // File 0 closes: its lane is free; file 4 takes it and writes more
+        // than a long run.
+        out.close(ids[0]);
+        for _ in 0..100 {
+            append(&mut out, ids[4]);
+        }
+        out.finish();
+        let file = crate::capture::CaptureReader::open_file(
+            std::fs::File::open(tmp.path().join("4/127.0.0.2/20251125T032000Z-000000.pcap"))
+                .unwrap(),
+            "x",
+        )
+        .unwrap();
+        let mut r = file;
+        let mut last = 0;
+        let mut n = 0;
+        while let Some(rec) = r.next_record().unwrap() {
+            assert!(rec.ts_ns > last, "record {n} at {} after {last}", rec.ts_ns);
+            last = rec.ts_ns;
+            n += 1;
+        }
+        assert_eq!(n, 101);
     }
 }
