@@ -794,8 +794,9 @@ impl FlowFiles {
         if self.cfg.json
             && let Err(e) = self.append(true, batch.json.as_bytes())
         {
-            // The text file has the records; the JSON copy lost them.
-            self.fail(&e, 0);
+            // The text file has the records; the JSON copy lost them, and
+            // health stays 503 until a JSON write works again.
+            return self.fail(&e, 0);
         }
         self.counters.set_flow_output_error(None);
     }
@@ -851,11 +852,17 @@ impl FlowFiles {
             self.seq += 1;
             let text = format!("{base}-{seq:06}.log{ext}");
             let json = format!("{base}-{seq:06}.jsonl{ext}");
-            let taken = |n: &str| {
-                dir.exists(n.as_ref()).unwrap_or(true)
-                    || dir.exists(&part_name(n.as_ref())).unwrap_or(true)
+            // An error looking (EIO, EACCES) is a failure, not a name taken.
+            let taken = |n: &str| -> Result<bool, FlowFileError> {
+                let look = |name: &std::ffi::OsStr| {
+                    dir.exists(name).map_err(|source| FlowFileError::Create {
+                        path: dir.path().join(name),
+                        source,
+                    })
+                };
+                Ok(look(n.as_ref())? || look(&part_name(n.as_ref()))?)
             };
-            if taken(&text) || (self.cfg.json && taken(&json)) {
+            if taken(&text)? || (self.cfg.json && taken(&json)?) {
                 continue;
             }
             let json = if self.cfg.json {

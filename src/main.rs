@@ -486,7 +486,11 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
         .filter(|(r, _)| {
             matches!(
                 r,
-                DropReason::DiskFull | DropReason::WriteError | DropReason::OutputSymlink
+                DropReason::DiskFull
+                    | DropReason::WriteError
+                    | DropReason::OutputSymlink
+                    | DropReason::OpenFileLimit
+                    | DropReason::SessionLimit
             )
         })
         .map(|(r, n)| format!("{n} {r}"))

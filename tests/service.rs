@@ -727,10 +727,21 @@ fn recovery_deletes_header_only_part_files() {
     bytes.extend_from_slice(&[1, 2, 3]);
     let with_record = sdir.join("20250101T000002Z-000002.pcap.part");
     std::fs::write(&with_record, &bytes).unwrap();
+    // A flow file left open is not a capture: recovery leaves it alone
+    // (it used to be deleted as a capture without a whole header).
+    let flow_dir = dir.join("flows/2025/01/01");
+    std::fs::create_dir_all(&flow_dir).unwrap();
+    let flow_part = flow_dir.join("mirrorcap_flows_20250101T000000Z-000000.log.part");
+    std::fs::write(&flow_part, "version srcaddr\n2 10.0.0.1\n").unwrap();
 
     let d = Daemon::start(&["--dir", dir.to_str().unwrap()]);
     let (code, _, err) = d.stop();
     assert_eq!(code, 0, "{err}");
+    assert!(
+        flow_part.exists(),
+        "a flow .part was touched by recovery: {err}"
+    );
+    std::fs::remove_dir_all(dir.join("flows")).unwrap();
     let files = output_files(&dir);
     assert_eq!(files, vec![whole.clone()], "{err}");
     assert_eq!(tshark_frames(&whole).len(), 1);
