@@ -11,11 +11,11 @@ use std::net::IpAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use mirrorcap::capture::encode::{OutputFormat, RecordHeader};
 use mirrorcap::config::Config;
-use mirrorcap::decode::decode;
 use mirrorcap::filter::OwnAddresses;
-use mirrorcap::format::{OutputFormat, RecordHeader};
-use mirrorcap::vxlan::Vxlan;
+use mirrorcap::wire::decode::decode;
+use mirrorcap::wire::vxlan::Vxlan;
 
 /// A VXLAN datagram with an Ethernet/IPv4/TCP inner frame of `len` bytes.
 fn datagram(len: usize, seq: u32) -> Vec<u8> {

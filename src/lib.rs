@@ -1,33 +1,44 @@
 //! mirrorcap: AWS VPC Traffic Mirroring (VXLAN, UDP 4789) in, per-session
 //! rotating pcap files out, live from a socket or replayed from a capture.
 //!
-//! The pipeline, one module per stage, data flowing one way:
+//! The pipeline, one folder per stage or concern, data flowing one way:
 //!
 //! ```text
-//! socket (live) ─┐
-//!                ├─> vxlan -> filter (VNIs) -> decode -> filter (rules, bpf) -> session -> writer
-//! replay (file) ─┘
+//! ingest::socket + ingest::live ─┐
+//!                                ├─> pipeline::Pipeline::push
+//! ingest::replay (capture::read)─┘     wire::vxlan -> filter (VNIs) -> wire::decode
+//!                                      -> filter (rules, bpf) -> pipeline::session
+//!                                      -> output::writer (capture::encode) and flows
 //! ```
 //!
 //! [`pipeline::Pipeline::push`] is the single entry both feeds call.
+//!
+//! Folders, and which way imports point: a module may import the ones
+//! below it, never one above or beside it (`tests/architecture.rs` checks
+//! this on every test run):
+//!
+//! 1. `ingest/` the feeds: live socket and loop, replay (`main.rs` and its
+//!    commands sit above everything).
+//! 2. `pipeline/` `Pipeline::push` and the session table.
+//! 3. `config/` the validated settings; it builds filters, flow formats and
+//!    output templates, so those sit below it.
+//! 4. `flows/` flow records, table, files and the `flows` report.
+//! 5. `output/` capture files on disk.
+//! 6. `filter/` VNI lists, AWS rules, libpcap expressions.
+//! 7. `capture/` pcap/pcapng read and encode; `wire/` pure parsers (outer
+//!    layers, VXLAN, inner decode).
+//! 8. `telemetry/` counters, Prometheus, health, notify.
+//!
+//! Leaves any layer may use: [`pipeline::DropReason`] (in
+//! `pipeline/drop.rs`, importing nothing of mirrorcap's) and [`fasthash`].
 
-pub mod bpf;
 pub mod capture;
 pub mod config;
-pub mod daemon;
-pub mod decode;
 pub mod fasthash;
 pub mod filter;
-pub mod flow_report;
 pub mod flows;
-pub mod format;
-pub mod health;
-pub mod metrics;
-pub mod notify;
-pub mod outdir;
+pub mod ingest;
+pub mod output;
 pub mod pipeline;
-pub mod replay;
-pub mod session;
-pub mod socket;
-pub mod vxlan;
-pub mod writer;
+pub mod telemetry;
+pub mod wire;

@@ -18,10 +18,10 @@ use clap::{Parser, Subcommand};
 
 use mirrorcap::capture::CaptureReader;
 use mirrorcap::config::Config;
-use mirrorcap::metrics::{Counters, DropReason};
+use mirrorcap::ingest::socket::Receiver;
+use mirrorcap::output::writer::Backlog;
 use mirrorcap::pipeline::Pipeline;
-use mirrorcap::socket::Receiver;
-use mirrorcap::writer::Backlog;
+use mirrorcap::telemetry::metrics::{Counters, DropReason, RuleCounts};
 
 /// An input could not be read to its end (`replay`, `flows`).
 const EXIT_INPUT: u8 = 1;
@@ -157,7 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             inputs,
         } => {
-            use mirrorcap::flow_report::*;
+            use mirrorcap::flows::report::*;
             let filter = parse_filter(filter.as_deref().unwrap_or(""))?;
             let mut records = Vec::new();
             // As in `replay`: an input that cannot be read to its end is
@@ -275,8 +275,8 @@ fn run_daemon(
     config_path: Option<PathBuf>,
     overrides: Overrides,
 ) -> anyhow::Result<ExitCode> {
-    mirrorcap::writer::check_output_dir(&cfg.dir)?;
-    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
+    mirrorcap::output::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::ingest::live::check_fd_limit(cfg.max_open_files);
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -302,7 +302,7 @@ fn run_daemon(
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (reload_tx, reload_rx) = tokio::sync::watch::channel::<Option<Arc<Config>>>(None);
-    let control = mirrorcap::daemon::Control {
+    let control = mirrorcap::ingest::live::Control {
         stop: stop.clone(),
         reload: reload_rx,
         batch_wait: cfg.batch_wait,
@@ -323,7 +323,7 @@ fn run_daemon(
         )
     };
     let metrics_listener = match cfg.metrics_listen {
-        Some(a) => Some(rt.block_on(mirrorcap::health::bind_metrics(a))?),
+        Some(a) => Some(rt.block_on(mirrorcap::telemetry::health::bind_metrics(a))?),
         None => None,
     };
     // One receive thread per worker; the main thread handles signals, the
@@ -333,7 +333,7 @@ fn run_daemon(
         let control = control.clone();
         let h = std::thread::Builder::new()
             .name(format!("rx{i}"))
-            .spawn(move || mirrorcap::daemon::serve(rx, p, control))
+            .spawn(move || mirrorcap::ingest::live::serve(rx, p, control))
             .context("starting a receive thread")?;
         handles.push(h);
     }
@@ -341,10 +341,10 @@ fn run_daemon(
         "listening on {addr}, writing under {}, {workers} worker(s)",
         cfg.dir.display()
     );
-    let mut notifier = mirrorcap::notify::Notifier::from_env();
+    let mut notifier = mirrorcap::telemetry::notify::Notifier::from_env();
     notifier.ready(&format!("listening on {addr}"));
     let status_counters = counters.clone();
-    let host_backlog = mirrorcap::metrics::HostBacklog::start();
+    let host_backlog = mirrorcap::telemetry::metrics::HostBacklog::start();
     rt.block_on(async {
         // Once a second: the systemd status, and a look at the writer
         // thread; a dead writer ends the daemon (see below).
@@ -377,10 +377,16 @@ fn run_daemon(
                 l.local_addr()
                     .map_or_else(|_| "?".into(), |a| a.to_string())
             );
-            tokio::spawn(mirrorcap::health::serve_metrics(l, counters.clone()));
+            tokio::spawn(mirrorcap::telemetry::health::serve_metrics(
+                l,
+                counters.clone(),
+            ));
         }
         if let Some(a) = cfg.health_tcp_listen {
-            tokio::spawn(mirrorcap::health::serve_tcp_health(a, counters.clone()));
+            tokio::spawn(mirrorcap::telemetry::health::serve_tcp_health(
+                a,
+                counters.clone(),
+            ));
         }
         let signals = async {
             let mut running = cfg.clone();
@@ -411,7 +417,7 @@ fn run_daemon(
         }
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    mirrorcap::notify::Notifier::from_env().stopping();
+    mirrorcap::telemetry::notify::Notifier::from_env().stopping();
     let mut finished = Vec::new();
     for h in handles {
         finished.push(
@@ -426,7 +432,7 @@ fn run_daemon(
     }
     sessions.sort_by_key(|s| (s.vni, s.source));
     host_backlog.update(&counters);
-    let summary = mirrorcap::metrics::Summary::from_counters(&counters, sessions, rules);
+    let summary = mirrorcap::telemetry::metrics::Summary::from_counters(&counters, sessions, rules);
     eprint!("{summary}");
     // A dead writer thread (logged when it died) is an output error: exit
     // 2, so that systemd (`Restart=on-failure`) starts a new daemon.
@@ -440,13 +446,16 @@ fn run_daemon(
 fn set_filters(counters: &Counters, cfg: &Config) {
     let mut f = counters.filters.lock().unwrap_or_else(|e| e.into_inner());
     f.clear();
-    f.extend(cfg.filter.iter().cloned());
-    f.extend(cfg.sessions.iter().filter_map(|s| s.filter.clone()));
+    let filters = cfg
+        .filter
+        .iter()
+        .chain(cfg.sessions.iter().filter_map(|s| s.filter.as_ref()));
+    f.extend(filters.map(|m| m.clone() as std::sync::Arc<dyn RuleCounts>));
 }
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
-    mirrorcap::writer::check_output_dir(&cfg.dir)?;
-    mirrorcap::daemon::check_fd_limit(cfg.max_open_files);
+    mirrorcap::output::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::ingest::live::check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(&cfg, counters.clone(), Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
@@ -456,11 +465,12 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
         // is read in 1 MiB blocks.
         let result = if input == "-" {
             CaptureReader::new(std::io::stdin().lock(), "<stdin>")
-                .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports))
+                .and_then(|mut r| mirrorcap::ingest::replay::replay(&mut r, &mut pipeline, &ports))
         } else {
             match std::fs::File::open(input) {
-                Ok(f) => CaptureReader::open_file(f, input)
-                    .and_then(|mut r| mirrorcap::replay::replay(&mut r, &mut pipeline, &ports)),
+                Ok(f) => CaptureReader::open_file(f, input).and_then(|mut r| {
+                    mirrorcap::ingest::replay::replay(&mut r, &mut pipeline, &ports)
+                }),
                 Err(e) => {
                     eprintln!("mirrorcap: {input}: cannot open: {e}");
                     failed = true;

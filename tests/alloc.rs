@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mirrorcap::config::Config;
-use mirrorcap::metrics::Counters;
+use mirrorcap::output::writer::Backlog;
 use mirrorcap::pipeline::Pipeline;
-use mirrorcap::writer::Backlog;
+use mirrorcap::telemetry::metrics::Counters;
 
 struct Counting;
 
@@ -99,14 +99,19 @@ fn live_loop_allocates_nothing_per_datagram() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(&tmp.path().join("cap"));
-    let rx = mirrorcap::socket::Receiver::bind("127.0.0.1:0".parse().unwrap(), 32 << 20, 64, false)
-        .unwrap();
+    let rx = mirrorcap::ingest::socket::Receiver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        32 << 20,
+        64,
+        false,
+    )
+    .unwrap();
     let addr = rx.local_addr().unwrap();
     let counters = Arc::new(Counters::default());
     let pipeline = Pipeline::new(&cfg, counters.clone(), Backlog::Drop);
     let stop = Arc::new(AtomicBool::new(false));
     let (_reload_tx, reload) = tokio::sync::watch::channel(None);
-    let control = mirrorcap::daemon::Control {
+    let control = mirrorcap::ingest::live::Control {
         stop: stop.clone(),
         reload,
         batch_wait: cfg.batch_wait,
@@ -114,7 +119,7 @@ fn live_loop_allocates_nothing_per_datagram() {
     let start = ALLOCATIONS.load(Relaxed);
     let worker = std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
-        let p = mirrorcap::daemon::serve(rx, pipeline, control).unwrap();
+        let p = mirrorcap::ingest::live::serve(rx, pipeline, control).unwrap();
         COUNTED.with(|c| c.set(false));
         p
     });
@@ -176,7 +181,7 @@ fn replay_loop_allocates_nothing_per_record() {
         let mut r = mirrorcap::capture::CaptureReader::open_file(f, "t").unwrap();
         let before = ALLOCATIONS.load(Relaxed);
         COUNTED.with(|c| c.set(true));
-        mirrorcap::replay::replay(&mut r, &mut pipeline, &ports).unwrap();
+        mirrorcap::ingest::replay::replay(&mut r, &mut pipeline, &ports).unwrap();
         COUNTED.with(|c| c.set(false));
         ALLOCATIONS.load(Relaxed) - before
     };

@@ -708,9 +708,14 @@ fn recovery_deletes_header_only_part_files() {
     let sdir = dir.join("7").join("127.0.0.1");
     std::fs::create_dir_all(&sdir).unwrap();
     let mut pcap = Vec::new();
-    mirrorcap::format::pcap_file_header(&mut pcap, 262_144);
+    mirrorcap::capture::encode::pcap_file_header(&mut pcap, 262_144);
     let mut pcapng = Vec::new();
-    mirrorcap::format::pcapng_file_header(&mut pcapng, 262_144, "vxlan-7-127.0.0.1", "test");
+    mirrorcap::capture::encode::pcapng_file_header(
+        &mut pcapng,
+        262_144,
+        "vxlan-7-127.0.0.1",
+        "test",
+    );
     let empty_pcap = sdir.join("20250101T000000Z-000000.pcap.part");
     let empty_pcapng = sdir.join("20250101T000001Z-000001.pcapng.part");
     std::fs::write(&empty_pcap, &pcap).unwrap();

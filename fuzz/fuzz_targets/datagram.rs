@@ -10,10 +10,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use mirrorcap::config::Config;
-use mirrorcap::decode::decode;
+use mirrorcap::wire::decode::decode;
 use mirrorcap::filter::OwnAddresses;
-use mirrorcap::format::{OutputFormat, RecordHeader};
-use mirrorcap::vxlan::Vxlan;
+use mirrorcap::capture::encode::{OutputFormat, RecordHeader};
+use mirrorcap::wire::vxlan::Vxlan;
 
 const RULES: &str = r#"
 [filter]
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = Vxlan::new_checked(data) {
         let _ = cfg.vnis.accepts(v.vni());
         let frame = v.inner();
-        mirrorcap::decode::assert_fast_path_agrees(frame);
+        mirrorcap::wire::decode::assert_fast_path_agrees(frame);
         let d = decode(frame);
         let wire = d.wire_len(frame.len());
         assert!(wire >= frame.len());
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for linktype in [0u16, 1, 12, 101, 108, 113, 228, 229, 276] {
-        if let Ok(u) = mirrorcap::replay::strip_outer(linktype, data) {
+        if let Ok(u) = mirrorcap::ingest::replay::strip_outer(linktype, data) {
             assert!(u.payload.len() <= data.len());
         }
     }

@@ -116,7 +116,7 @@ fn records_from_capture(
         ..Default::default()
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let counters = Arc::new(crate::metrics::Counters::default());
+    let counters = Arc::new(crate::telemetry::metrics::Counters::default());
     let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
     let mut sessions: HashMap<(IpAddr, u32), u64> = HashMap::new();
     let mut reader = crate::capture::CaptureReader::new(bytes, input)?;
@@ -130,10 +130,10 @@ fn records_from_capture(
                 break;
             }
         };
-        let Ok(udp) = crate::replay::strip_outer(rec.linktype, rec.data) else {
+        let Ok(udp) = crate::wire::outer::strip_outer(rec.linktype, rec.data) else {
             continue;
         };
-        let Ok(v) = crate::vxlan::Vxlan::new_checked(udp.payload) else {
+        let Ok(v) = crate::wire::vxlan::Vxlan::new_checked(udp.payload) else {
             continue;
         };
         let next = sessions.len() as u64;
@@ -142,7 +142,7 @@ fn records_from_capture(
             outer: udp.source,
             extra: Vec::new(),
         };
-        let d = crate::decode::decode(v.inner());
+        let d = crate::wire::decode::decode(v.inner());
         table.add(i, v.vni(), udp.source, &own, &d, rec.ts_ns);
     }
     table.finish();

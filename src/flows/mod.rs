@@ -25,6 +25,8 @@
 //! flows, it is written out early (counted) and aggregation starts again;
 //! the sums over records stay exact.
 
+pub mod report;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -32,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 
-use crate::decode::{Decoded, PROTO_TCP};
 use crate::filter::{Direction, OwnAddresses};
+use crate::wire::decode::{Decoded, PROTO_TCP};
 
 /// Every field of the VPC Flow Logs custom format (versions 2 to 8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +233,7 @@ impl FlowConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
-    /// The session's id ([`crate::metrics::SessionStats::id`]): never
+    /// The session's id ([`crate::telemetry::metrics::SessionStats::id`]): never
     /// reused, so two sessions that had the same table slot one after the
     /// other are never mixed.
     session: u64,
@@ -281,14 +283,14 @@ pub struct FlowTable {
     /// Current window index (`ts / interval`), `None` before the first packet.
     window: Option<u64>,
     out: mpsc::Sender<FlowBatch>,
-    stats: Arc<crate::metrics::Counters>,
+    stats: Arc<crate::telemetry::metrics::Counters>,
 }
 
 impl FlowTable {
     pub fn new(
         cfg: Arc<FlowConfig>,
         out: mpsc::Sender<FlowBatch>,
-        stats: Arc<crate::metrics::Counters>,
+        stats: Arc<crate::telemetry::metrics::Counters>,
     ) -> FlowTable {
         FlowTable {
             cfg,
@@ -549,7 +551,7 @@ impl FlowShared {
     pub fn table(
         self: &Arc<Self>,
         cfg: Arc<FlowConfig>,
-        counters: Arc<crate::metrics::Counters>,
+        counters: Arc<crate::telemetry::metrics::Counters>,
     ) -> FlowTable {
         self.live.fetch_add(1, Relaxed);
         let tx = self
@@ -596,7 +598,7 @@ impl FlowWriter {
         dir: &Path,
         cfg: Arc<FlowConfig>,
         max_files: Option<u32>,
-        counters: Arc<crate::metrics::Counters>,
+        counters: Arc<crate::telemetry::metrics::Counters>,
     ) -> FlowWriter {
         let (tx, rx) = mpsc::channel::<FlowBatch>();
         let root = dir.to_path_buf();
@@ -612,7 +614,9 @@ impl FlowWriter {
                     closed: Default::default(),
                     seq: 0,
                     gz_buf: Vec::new(),
-                    errors: crate::metrics::LogLimiter::new(std::time::Duration::from_secs(10)),
+                    errors: crate::telemetry::metrics::LogLimiter::new(
+                        std::time::Duration::from_secs(10),
+                    ),
                 }
                 .run(rx)
             })
@@ -642,7 +646,7 @@ impl FlowWriter {
 #[derive(Debug, thiserror::Error)]
 pub enum FlowFileError {
     #[error(transparent)]
-    Dir(#[from] crate::outdir::OutDirError),
+    Dir(#[from] crate::output::outdir::OutDirError),
     #[error("{path}: cannot create flow file: {source}")]
     Create {
         path: PathBuf,
@@ -662,9 +666,9 @@ pub enum FlowFileError {
 
 /// One open flow file (`.part`): only whole batches are in it. Its
 /// directory is held open (reached without following links, see
-/// [`crate::outdir`]), so the rename and a deletion cannot be redirected.
+/// [`crate::output::outdir`]), so the rename and a deletion cannot be redirected.
 struct FlowFile {
-    dir: crate::outdir::Dir,
+    dir: crate::output::outdir::Dir,
     name: std::ffi::OsString,
     file: std::fs::File,
     /// Bytes of whole batches (what a failed write is cut back to).
@@ -672,9 +676,9 @@ struct FlowFile {
 }
 
 impl FlowFile {
-    fn create(dir: crate::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
-        let part = crate::outdir::part_name(name.as_ref());
-        match dir.create_file(&part, crate::writer::FILE_MODE) {
+    fn create(dir: crate::output::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
+        let part = crate::output::outdir::part_name(name.as_ref());
+        match dir.create_file(&part, crate::output::writer::FILE_MODE) {
             Ok(file) => Ok(FlowFile {
                 dir,
                 name: name.into(),
@@ -693,7 +697,9 @@ impl FlowFile {
     }
 
     fn part_path(&self) -> PathBuf {
-        self.dir.path().join(crate::outdir::part_name(&self.name))
+        self.dir
+            .path()
+            .join(crate::output::outdir::part_name(&self.name))
     }
 
     /// Appends `bytes` whole, or cuts the file back to where it was.
@@ -718,7 +724,7 @@ impl FlowFile {
     /// Syncs and renames the file to its final name; one with no batch in
     /// it is removed instead. Returns the final path when published.
     fn close(self) -> Result<Option<PathBuf>, FlowFileError> {
-        let part = crate::outdir::part_name(&self.name);
+        let part = crate::output::outdir::part_name(&self.name);
         if self.good_len == 0 {
             drop(self.file);
             let _ = self.dir.unlink(&part);
@@ -750,13 +756,13 @@ struct FlowFiles {
     root: PathBuf,
     cfg: Arc<FlowConfig>,
     max_files: Option<u32>,
-    counters: Arc<crate::metrics::Counters>,
+    counters: Arc<crate::telemetry::metrics::Counters>,
     current: Option<OpenFlowFile>,
     closed: std::collections::VecDeque<PathBuf>,
     seq: u32,
     /// A batch compressed as one gzip member, reused.
     gz_buf: Vec<u8>,
-    errors: crate::metrics::LogLimiter,
+    errors: crate::telemetry::metrics::LogLimiter,
 }
 
 impl FlowFiles {
@@ -836,10 +842,10 @@ impl FlowFiles {
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
-        use crate::outdir::{Dir, part_name};
-        use crate::writer::DIR_MODE;
+        use crate::output::outdir::{Dir, part_name};
+        use crate::output::writer::DIR_MODE;
         let ext = if self.cfg.gzip { ".gz" } else { "" };
-        let t = crate::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
+        let t = crate::output::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
         let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
         let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
         let dir = open_dir()?;
@@ -886,7 +892,7 @@ impl FlowFiles {
         if let Some(max) = self.max_files {
             while self.closed.len() > max as usize {
                 if let Some(old) = self.closed.pop_front()
-                    && let Err(e) = crate::outdir::unlink_under(&self.root, &old)
+                    && let Err(e) = crate::output::outdir::unlink_under(&self.root, &old)
                     && e.io()
                         .is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
                 {
@@ -930,7 +936,7 @@ mod tests {
     #[test]
     fn freed_sessions_are_not_mixed_and_get_no_more_nodata() {
         let (tx, rx) = mpsc::channel();
-        let counters = Arc::new(crate::metrics::Counters::default());
+        let counters = Arc::new(crate::telemetry::metrics::Counters::default());
         let cfg = FlowConfig {
             enabled: true,
             interval_s: 1,
@@ -953,7 +959,7 @@ mod tests {
             extra: Vec::new(),
         };
         let frame = udp_frame();
-        let d = crate::decode::decode(&frame);
+        let d = crate::wire::decode::decode(&frame);
         const S: u64 = 1_000_000_000;
         // Session 1 (VNI 7) freed; session 2 (VNI 8) took its slot.
         t.add(1, 7, src, &own, &d, 10 * S);

@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::metrics::{DropReason, DropReport, LogLimiter};
+use crate::ingest::socket::{Receiver, now_ns};
 use crate::pipeline::Pipeline;
-use crate::socket::{Receiver, now_ns};
+use crate::telemetry::metrics::{DropReason, DropReport, LogLimiter};
 
 /// On stop, how long queued datagrams are still fed to the pipeline.
 pub const DRAIN_DEADLINE: Duration = Duration::from_millis(200);

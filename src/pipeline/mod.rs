@@ -8,16 +8,21 @@
 //! the frame is borrowed from the caller's buffer and copied once, into the
 //! file's write buffer.
 
+mod drop;
+pub mod session;
+
+pub use drop::DropReason;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::{Config, OutputConfig, SessionConfig};
-use crate::decode::decode;
 use crate::filter::{MirrorFilter, RuleCount, VniFilter};
-use crate::metrics::{Counters, SessionSummary, Summary};
-use crate::session::{SessionKey, SessionSettings, SessionTable};
-use crate::vxlan::{HEADER_LEN, Vxlan};
-use crate::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
+use crate::output::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
+use crate::pipeline::session::{SessionKey, SessionSettings, SessionTable};
+use crate::telemetry::metrics::{Counters, SessionSummary, Summary};
+use crate::wire::decode::decode;
+use crate::wire::vxlan::{HEADER_LEN, Vxlan};
 
 /// What the feed knows about a datagram besides its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -96,14 +101,14 @@ impl Pipeline {
     /// `max_total_bytes`. `backlog` says what to do when the disk is
     /// behind: drop and count (live) or wait (replay).
     pub fn new(cfg: &Config, counters: Arc<Counters>, backlog: Backlog) -> Pipeline {
-        crate::writer::recover_parts(&cfg.dir);
+        crate::output::writer::recover_parts(&cfg.dir);
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
         retention.scan_existing(&cfg.dir);
         let mut output = Output::spawn(
             &cfg.dir,
             cfg.output.template.clone(),
             retention,
-            crate::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
+            crate::output::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
             counters.clone(),
             DEFAULT_CHUNKS,
             backlog,
@@ -190,7 +195,7 @@ impl Pipeline {
         {
             return self
                 .counters
-                .count_drop(crate::metrics::DropReason::SourceNotAllowed);
+                .count_drop(crate::telemetry::metrics::DropReason::SourceNotAllowed);
         }
         let ts = meta.timestamp_ns;
         if ts >= self.next_sweep_ns {
@@ -204,7 +209,7 @@ impl Pipeline {
         if !self.vnis.accepts(vni) {
             return self
                 .counters
-                .count_drop(crate::metrics::DropReason::VniExcluded);
+                .count_drop(crate::telemetry::metrics::DropReason::VniExcluded);
         }
         let frame = vxlan.inner();
         let decoded = decode(frame);
@@ -224,7 +229,7 @@ impl Pipeline {
         let Some(i) = found else {
             return self
                 .counters
-                .count_drop(crate::metrics::DropReason::SessionLimit);
+                .count_drop(crate::telemetry::metrics::DropReason::SessionLimit);
         };
         let session = self.sessions.get_mut(i);
         if let Some(f) = &session.filter
@@ -275,7 +280,7 @@ impl Pipeline {
         let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
         self.sessions.reconfigure(
             &self.output,
-            crate::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
+            crate::output::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
             |key| session_settings(global, configs, vnis, key),
         );
     }

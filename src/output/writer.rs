@@ -36,7 +36,7 @@
 //! tried again, so writing resumes when space returns.
 //!
 //! Below the output directory no symbolic link is followed: directories,
-//! files, renames and deletions go through [`crate::outdir`]; a file whose
+//! files, renames and deletions go through [`crate::output::outdir`]; a file whose
 //! path meets a link is not created, and its frames are dropped and counted
 //! as `output_symlink`.
 //!
@@ -54,9 +54,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 
-use crate::format::OutputFormat;
-use crate::metrics::{Counters, DropReason, LogLimiter};
-use crate::outdir::{self, OutDirError};
+use crate::capture::encode::OutputFormat;
+use crate::output::outdir::{self, OutDirError};
+use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
 
 /// Bytes per chunk of records on their way to the writer thread.
 pub const CHUNK_LEN: usize = 1 << 20;
@@ -649,7 +649,7 @@ impl Output {
     /// `session.files` once it is closed and renamed.
     pub fn open(
         &mut self,
-        session: Arc<crate::metrics::SessionStats>,
+        session: Arc<crate::telemetry::metrics::SessionStats>,
         fields: PathFields,
         header: Vec<u8>,
     ) -> FileId {
@@ -999,7 +999,7 @@ struct DiskFile {
     /// Bytes known to be on disk: whole records only.
     good_len: u64,
     /// The session's counters: its files are counted here when renamed.
-    session: Arc<crate::metrics::SessionStats>,
+    session: Arc<crate::telemetry::metrics::SessionStats>,
     /// (vni, source as text) for the `on_rotate` placeholders.
     vni_source: Option<(u32, String)>,
     header: Vec<u8>,
@@ -1035,7 +1035,7 @@ type Retry = (
 /// The writer thread's state.
 struct Disk {
     /// The output directory: files are reached from it without following
-    /// links ([`crate::outdir`]).
+    /// links ([`crate::output::outdir`]).
     root: PathBuf,
     files: crate::fasthash::FastMap<FileId, DiskFile>,
     retention: Retention,
@@ -1541,7 +1541,7 @@ fn truncate_back(f: &mut DiskFile, source: io::Error) -> WriterError {
 }
 
 /// Creates `<dir>/<rel>.part` (parents too), following no link below
-/// `dir` (see [`crate::outdir`]): a link on the way is an error
+/// `dir` (see [`crate::output::outdir`]): a link on the way is an error
 /// ([`OutDirError::Link`]). When `<rel>` or its `.part` exists (a link
 /// included), `seq` is increased until the name is free.
 fn create_file(
@@ -1611,7 +1611,7 @@ const RECOVERY_LOG_LINES: usize = 20;
 /// run can be mistaken for one. Links under `dir` are neither followed nor
 /// touched: directories are listed by entry type (a link is not a
 /// directory), and each file is opened, cut, renamed or deleted on its
-/// directory's descriptor ([`crate::outdir`]).
+/// directory's descriptor ([`crate::output::outdir`]).
 pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
     let mut done = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1837,7 +1837,7 @@ impl RotateHook {
 /// the same whichever worker or table slot it had, and after it was freed.
 pub type SessionTag = (u32, std::net::IpAddr);
 
-fn session_tag(s: &crate::metrics::SessionStats) -> SessionTag {
+fn session_tag(s: &crate::telemetry::metrics::SessionStats) -> SessionTag {
     (s.vni, s.source)
 }
 
@@ -2092,7 +2092,7 @@ mod tests {
         out.set_fsync(false);
         let header = {
             let mut h = Vec::new();
-            crate::format::pcap_file_header(&mut h, 65535);
+            crate::capture::encode::pcap_file_header(&mut h, 65535);
             h
         };
         let frame = [0u8; 60];
@@ -2107,7 +2107,7 @@ mod tests {
                 };
                 let stats = counters.new_session(vni, fields.source);
                 let id = out.open(stats, fields, header.clone());
-                let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
+                let rec = crate::capture::encode::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
                 let (tail, n) = rec.tail();
                 out.append(id, [rec.header(), &frame, &tail[..n]], 60)
                     .expect("a chunk is free");
@@ -2141,7 +2141,7 @@ mod tests {
         );
         out.set_fsync(false);
         let mut header = Vec::new();
-        crate::format::pcap_file_header(&mut header, 65535);
+        crate::capture::encode::pcap_file_header(&mut header, 65535);
         let frame = [0u8; 60];
         for n in 0..2000u32 {
             let fields = PathFields {
@@ -2153,7 +2153,7 @@ mod tests {
             };
             let stats = counters.new_session(n, fields.source);
             let id = out.open(stats, fields, header.clone());
-            let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
+            let rec = crate::capture::encode::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
             let (tail, len) = rec.tail();
             out.append(id, [rec.header(), &frame, &tail[..len]], 60)
                 .expect("replay waits for a chunk");
@@ -2189,7 +2189,7 @@ mod tests {
         );
         out.set_fsync(false);
         let mut header = Vec::new();
-        crate::format::pcap_file_header(&mut header, 65535);
+        crate::capture::encode::pcap_file_header(&mut header, 65535);
         let frame = [0u8; 1000];
         let mut open = |vni: u32| {
             let fields = PathFields {
@@ -2206,7 +2206,7 @@ mod tests {
         let mut ts = 0u64;
         let mut append = |out: &mut Output, id: FileId| {
             ts += 1_000;
-            let rec = crate::format::RecordHeader::new(OutputFormat::Pcap, ts, 1000, 1000);
+            let rec = crate::capture::encode::RecordHeader::new(OutputFormat::Pcap, ts, 1000, 1000);
             let (tail, len) = rec.tail();
             out.append(id, [rec.header(), &frame, &tail[..len]], 1000)
                 .unwrap();

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{Counters, LogLimiter, render_prometheus};
+use crate::telemetry::metrics::{Counters, LogLimiter, render_prometheus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {

@@ -13,160 +13,22 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Why a datagram (or, in replay, a capture record) was not written.
-///
-/// `stage` and `intentional` label the reason for metrics: an intentional drop
-/// is the operator's choice (a VNI excluded, a port that is not VXLAN); the
-/// others are losses or malformed input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum DropReason {
-    /// Replay: a record whose link type or EtherType is not IPv4/IPv6.
-    NotIp,
-    /// Replay: an IP packet that is not UDP.
-    NotUdp,
-    /// Replay: a UDP datagram to a port not in `vxlan_ports`.
-    NotVxlanPort,
-    /// Replay: the outer IP/UDP headers are malformed or cut by the capture's
-    /// snap length before the end of the VXLAN header.
-    OuterMalformed,
-    /// Replay: an outer IP fragment that could not be reassembled.
-    OuterFragment,
-    /// Live: the kernel cut the datagram (larger than the receive buffer).
-    DatagramTruncated,
-    /// Shorter than the 8-byte VXLAN header.
-    VxlanTooShort,
-    /// The VXLAN I flag (0x08) is not set.
-    VxlanNoIFlag,
-    /// The inner frame is shorter than an Ethernet header (14 bytes).
-    InnerTooShort,
-    /// The VNI is not in `vnis` or is in `exclude_vnis`.
-    VniExcluded,
-    /// Mirror-filter rules exist and none of the packet's direction accepts it.
-    NoRuleMatched,
-    /// The first matching mirror-filter rule rejects it.
-    RuleRejected,
-    /// The session's tcpdump expression does not accept it.
-    Bpf,
-    /// Writing the frame failed (I/O error other than disk full).
-    WriteError,
-    /// The output file system is full.
-    DiskFull,
-    /// Live: the writer thread is behind (disk slower than the traffic)
-    /// and no buffer was free.
-    WriteBacklog,
-    /// The outer source address is not in `allow_sources`.
-    SourceNotAllowed,
-    /// A new session beyond `max_sessions`.
-    SessionLimit,
-    /// A file beyond `max_open_files` would have been opened.
-    OpenFileLimit,
-    /// The file's path under the output directory goes through a symbolic
-    /// link, which mirrorcap never follows.
-    OutputSymlink,
-    /// Live: still queued in the socket when the daemon stopped and the
-    /// drain after SIGTERM ran out of time; read and counted, not written.
-    UnreadAtStop,
+pub use crate::pipeline::DropReason;
+
+/// Packets one rule decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleCount {
+    pub filter: String,
+    pub direction: &'static str,
+    pub rule: String,
+    pub action: &'static str,
+    pub packets: u64,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 21] = [
-        DropReason::NotIp,
-        DropReason::NotUdp,
-        DropReason::NotVxlanPort,
-        DropReason::OuterMalformed,
-        DropReason::OuterFragment,
-        DropReason::DatagramTruncated,
-        DropReason::VxlanTooShort,
-        DropReason::VxlanNoIFlag,
-        DropReason::InnerTooShort,
-        DropReason::VniExcluded,
-        DropReason::NoRuleMatched,
-        DropReason::RuleRejected,
-        DropReason::Bpf,
-        DropReason::WriteError,
-        DropReason::DiskFull,
-        DropReason::WriteBacklog,
-        DropReason::SourceNotAllowed,
-        DropReason::SessionLimit,
-        DropReason::OpenFileLimit,
-        DropReason::OutputSymlink,
-        DropReason::UnreadAtStop,
-    ];
-
-    /// The `reason` label: lowercase, stable, used in metrics and the summary.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::NotIp => "not_ip",
-            DropReason::NotUdp => "not_udp",
-            DropReason::NotVxlanPort => "not_vxlan_port",
-            DropReason::OuterMalformed => "outer_malformed",
-            DropReason::OuterFragment => "outer_fragment",
-            DropReason::DatagramTruncated => "datagram_truncated",
-            DropReason::VxlanTooShort => "vxlan_too_short",
-            DropReason::VxlanNoIFlag => "vxlan_no_i_flag",
-            DropReason::InnerTooShort => "inner_too_short",
-            DropReason::VniExcluded => "vni_excluded",
-            DropReason::NoRuleMatched => "no_rule_matched",
-            DropReason::RuleRejected => "rule_rejected",
-            DropReason::Bpf => "bpf",
-            DropReason::WriteError => "write_error",
-            DropReason::DiskFull => "disk_full",
-            DropReason::WriteBacklog => "write_backlog",
-            DropReason::SourceNotAllowed => "source_not_allowed",
-            DropReason::SessionLimit => "session_limit",
-            DropReason::OpenFileLimit => "open_file_limit",
-            DropReason::OutputSymlink => "output_symlink",
-            DropReason::UnreadAtStop => "unread_at_stop",
-        }
-    }
-
-    /// The `stage` label: which pipeline stage dropped it.
-    pub fn stage(self) -> &'static str {
-        match self {
-            DropReason::NotIp
-            | DropReason::NotUdp
-            | DropReason::NotVxlanPort
-            | DropReason::OuterMalformed
-            | DropReason::OuterFragment => "replay",
-            DropReason::DatagramTruncated | DropReason::UnreadAtStop => "socket",
-            DropReason::VxlanTooShort | DropReason::VxlanNoIFlag | DropReason::InnerTooShort => {
-                "vxlan"
-            }
-            DropReason::VniExcluded
-            | DropReason::NoRuleMatched
-            | DropReason::RuleRejected
-            | DropReason::Bpf => "filter",
-            DropReason::WriteError
-            | DropReason::DiskFull
-            | DropReason::WriteBacklog
-            | DropReason::OpenFileLimit
-            | DropReason::OutputSymlink => "writer",
-            DropReason::SourceNotAllowed => "source",
-            DropReason::SessionLimit => "session",
-        }
-    }
-
-    /// Whether the drop is the operator's choice rather than a loss.
-    pub fn intentional(self) -> bool {
-        matches!(
-            self,
-            DropReason::NotIp
-                | DropReason::NotUdp
-                | DropReason::NotVxlanPort
-                | DropReason::VniExcluded
-                | DropReason::NoRuleMatched
-                | DropReason::RuleRejected
-                | DropReason::Bpf
-                | DropReason::SourceNotAllowed
-        )
-    }
-}
-
-impl fmt::Display for DropReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// What can report per-rule counts (the mirror filters): telemetry reads
+/// them without depending on the filter module.
+pub trait RuleCounts: Send + Sync + std::fmt::Debug {
+    fn rule_counts(&self) -> Vec<RuleCount>;
 }
 
 const N_REASONS: usize = DropReason::ALL.len();
@@ -228,7 +90,7 @@ pub struct Counters {
     /// endpoint and the summary, and the totals of those freed.
     pub session_stats: std::sync::Mutex<SessionRegistry>,
     /// The filters in force (replaced on reload), for per-rule metrics.
-    pub filters: std::sync::Mutex<Vec<std::sync::Arc<crate::filter::MirrorFilter>>>,
+    pub filters: std::sync::Mutex<Vec<std::sync::Arc<dyn RuleCounts>>>,
     /// Why output cannot be written now (`None` while writing works): read
     /// by `/healthz` and the TCP health check.
     pub output_error: std::sync::Mutex<Option<String>>,
@@ -502,7 +364,7 @@ pub struct Summary {
     /// busiest; the rest are summed in one line.
     pub sessions_listed: usize,
     /// Packets each mirror-filter rule decided.
-    pub rules: Vec<crate::filter::RuleCount>,
+    pub rules: Vec<RuleCount>,
     pub files_written: u64,
     pub files_deleted: u64,
     pub flow_records: u64,
@@ -519,7 +381,7 @@ impl Summary {
     pub fn from_counters(
         c: &Counters,
         mut sessions: Vec<SessionSummary>,
-        rules: Vec<crate::filter::RuleCount>,
+        rules: Vec<RuleCount>,
     ) -> Summary {
         let reg = c.registry();
         for s in &mut sessions {

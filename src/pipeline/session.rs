@@ -37,12 +37,12 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::capture::encode::{RecordHeader, pcap_file_header, pcapng_file_header, record_len};
 use crate::config::OutputConfig;
-use crate::decode::Decoded;
 use crate::filter::{MirrorFilter, OwnAddresses};
-use crate::format::{RecordHeader, pcap_file_header, pcapng_file_header, record_len};
-use crate::metrics::{Counters, SessionSummary};
-use crate::writer::{FileId, Output, PathFields};
+use crate::output::writer::{FileId, Output, PathFields};
+use crate::telemetry::metrics::{Counters, SessionSummary};
+use crate::wire::decode::Decoded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionKey {
@@ -57,7 +57,7 @@ pub const EVICT_MIN_IDLE_NS: u64 = 1_000_000_000;
 /// One mirror session's state.
 pub struct Session {
     pub key: SessionKey,
-    /// [`crate::metrics::SessionStats::id`]: never reused, so the flow
+    /// [`crate::telemetry::metrics::SessionStats::id`]: never reused, so the flow
     /// table tells this session from a later one in the same slot.
     pub id: u64,
     /// In the table (else its slot is free, kept for its key and `seq`).
@@ -81,7 +81,7 @@ pub struct Session {
     pub own: OwnAddresses,
     /// Packets, bytes and files, shared with the metrics endpoint and the
     /// writer thread.
-    pub stats: Arc<crate::metrics::SessionStats>,
+    pub stats: Arc<crate::telemetry::metrics::SessionStats>,
     /// Number of the next file (`{seq}`).
     seq: u32,
     file: Option<CurrentFile>,
@@ -103,7 +103,7 @@ impl Session {
     fn new(
         key: SessionKey,
         settings: SessionSettings,
-        stats: Arc<crate::metrics::SessionStats>,
+        stats: Arc<crate::telemetry::metrics::SessionStats>,
         seq: u32,
         now_ns: u64,
     ) -> Session {
@@ -150,8 +150,8 @@ impl Session {
                     self.ipv6 += 1
                 }
                 match ip.protocol {
-                    crate::decode::PROTO_TCP => self.tcp += 1,
-                    crate::decode::PROTO_UDP => self.udp += 1,
+                    crate::wire::decode::PROTO_TCP => self.tcp += 1,
+                    crate::wire::decode::PROTO_UDP => self.udp += 1,
                     _ => self.other += 1,
                 }
             }
@@ -563,7 +563,7 @@ impl SessionTable {
             if !reserved {
                 return self
                     .counters
-                    .count_drop(crate::metrics::DropReason::OpenFileLimit);
+                    .count_drop(crate::telemetry::metrics::DropReason::OpenFileLimit);
             }
             let s = &mut self.sessions[i];
             let fields = PathFields {
@@ -575,8 +575,10 @@ impl SessionTable {
             };
             let mut header = Vec::with_capacity(256);
             match out.format {
-                crate::format::OutputFormat::Pcap => pcap_file_header(&mut header, out.snaplen),
-                crate::format::OutputFormat::Pcapng => pcapng_file_header(
+                crate::capture::encode::OutputFormat::Pcap => {
+                    pcap_file_header(&mut header, out.snaplen)
+                }
+                crate::capture::encode::OutputFormat::Pcapng => pcapng_file_header(
                     &mut header,
                     out.snaplen,
                     &format!("vxlan-{}-{}", s.key.vni, s.key.source),
@@ -666,7 +668,7 @@ impl SessionTable {
     pub fn reconfigure(
         &mut self,
         out: &OutputConfig,
-        hook: crate::writer::RotateHook,
+        hook: crate::output::writer::RotateHook,
         mut config: impl FnMut(SessionKey) -> SessionSettings,
     ) {
         for i in 0..self.sessions.len() {
@@ -771,12 +773,12 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let output = Output::spawn(
             dir,
-            crate::writer::OutputTemplate::default(),
-            crate::writer::Retention::new(None, None),
-            crate::writer::RotateHook::new(Vec::new(), 1),
+            crate::output::writer::OutputTemplate::default(),
+            crate::output::writer::Retention::new(None, None),
+            crate::output::writer::RotateHook::new(Vec::new(), 1),
             counters.clone(),
             4,
-            crate::writer::Backlog::Wait,
+            crate::output::writer::Backlog::Wait,
         );
         (SessionTable::new(output, counters.clone()), counters)
     }
@@ -899,7 +901,10 @@ mod tests {
             c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
             2
         );
-        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 0);
+        assert_eq!(
+            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
+            0
+        );
         t.finish();
     }
 
@@ -920,13 +925,19 @@ mod tests {
             let i = a.lookup(key(vni), S, 100, plain).unwrap();
             a.write(i, S, &frame, 60, &out, 4);
         }
-        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 2);
+        assert_eq!(
+            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
+            2
+        );
         // Worker B, a moment later (less than the 1 s before a session may
         // be evicted): its new session gets a slot of its own share.
         let i = b.lookup(key(100), S + 1, 100, plain).unwrap();
         b.write(i, S + 1, &frame, 60, &out, 4);
         assert!(b.sessions[i].file.is_some());
-        assert_eq!(c.drops(crate::metrics::DropReason::OpenFileLimit), 2);
+        assert_eq!(
+            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
+            2
+        );
         b.finish();
         a.finish();
     }

@@ -16,15 +16,17 @@
 //! inner source among them: egress; neither: the packet is kept when either
 //! list accepts it.
 
+pub mod bpf;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ipnet::IpNet;
 
-use crate::bpf::Bpf;
-use crate::decode::{Decoded, IpInfo, PROTO_TCP, PROTO_UDP};
-use crate::metrics::DropReason;
+use crate::filter::bpf::Bpf;
+use crate::telemetry::metrics::DropReason;
+use crate::wire::decode::{Decoded, IpInfo, PROTO_TCP, PROTO_UDP};
 
 /// `vnis` (allow list; empty = all) and `exclude_vnis` (deny list, wins).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,6 +192,12 @@ impl OwnAddresses {
     }
 }
 
+impl crate::telemetry::metrics::RuleCounts for MirrorFilter {
+    fn rule_counts(&self) -> Vec<RuleCount> {
+        MirrorFilter::rule_counts(self)
+    }
+}
+
 impl MirrorFilter {
     /// A filter with these rule lists, put in rule-number order.
     pub fn with_rules(name: String, mut ingress: Vec<Rule>, mut egress: Vec<Rule>) -> MirrorFilter {
@@ -323,20 +331,12 @@ impl MirrorFilter {
     }
 }
 
-/// Packets one rule decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleCount {
-    pub filter: String,
-    pub direction: &'static str,
-    pub rule: String,
-    pub action: &'static str,
-    pub packets: u64,
-}
+pub use crate::telemetry::metrics::RuleCount;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::decode;
+    use crate::wire::decode::decode;
 
     fn net(s: &str) -> IpNet {
         s.parse::<IpNet>().unwrap().trunc()

@@ -27,10 +27,7 @@ use crate::pipeline::RecvMeta;
 
 /// Bytes per receive slot: more than the largest UDP payload (65,527).
 pub const SLOT_LEN: usize = 65_536;
-/// Datagrams per `recvmmsg` call.
-pub const DEFAULT_BATCH: usize = 64;
-/// Socket receive buffer asked for.
-pub const DEFAULT_RECV_BUFFER: usize = 32 << 20;
+pub use crate::config::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER};
 /// Control-message space per slot (timestamp + overflow counter, padded).
 const CMSG_LEN: usize = 128;
 

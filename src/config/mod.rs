@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::capture::encode::OutputFormat;
 use crate::filter::{MirrorFilter, PortRange, Rule, RuleAction, VniFilter, vpc_resolver};
-use crate::format::OutputFormat;
-use crate::writer::OutputTemplate;
+use crate::output::writer::OutputTemplate;
 
 mod aws;
 
@@ -36,7 +36,10 @@ listen = "0.0.0.0:4789"
 dir = "./captures"
 "#;
 
-pub use crate::socket::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER};
+/// Datagrams per `recvmmsg` call (`batch`).
+pub const DEFAULT_BATCH: usize = 64;
+/// Socket receive buffer asked for (`recv_buffer`).
+pub const DEFAULT_RECV_BUFFER: usize = 32 << 20;
 
 /// Largest VNI: 24 bits.
 pub const MAX_VNI: u32 = 0xff_ffff;
@@ -772,7 +775,7 @@ pub const NAME_MAX: usize = 255;
 /// 39-byte IPv6 source, a 10-digit sequence number, `pcapng`), and the
 /// file name with the `.part` it carries while written.
 fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
-    use crate::writer::{PathFields, part_path_of};
+    use crate::output::writer::{PathFields, part_path_of};
     let longest = PathFields {
         vni: MAX_VNI,
         source: std::net::IpAddr::V6(std::net::Ipv6Addr::from([0xffff_u16; 8])),
@@ -1036,7 +1039,7 @@ impl FilterCtx<'_> {
         }
         if let Some(b) = &raw.bpf {
             f.bpf = Some(
-                crate::bpf::Bpf::compile(b.get_ref())
+                crate::filter::bpf::Bpf::compile(b.get_ref())
                     .map_err(|e| self.err(b.span(), e.to_string()))?,
             );
         }
