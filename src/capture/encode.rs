@@ -127,6 +127,7 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
+    #[inline]
     pub fn new(format: OutputFormat, ts_ns: u64, caplen: u32, orig_len: u32) -> RecordHeader {
         match format {
             OutputFormat::Pcap => {

@@ -254,8 +254,15 @@ impl Pipeline {
     }
 
     /// Tells the flow table which sessions were freed (none, almost always).
-    #[inline]
+    #[inline(always)]
     fn release_flows(&mut self) {
+        if self.sessions.has_released() {
+            self.release_flows_now();
+        }
+    }
+
+    #[cold]
+    fn release_flows_now(&mut self) {
         if let Some((flows, _)) = &mut self.flows {
             for id in self.sessions.take_released() {
                 flows.release(id);

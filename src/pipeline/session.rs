@@ -53,6 +53,12 @@ pub struct SessionKey {
 /// A session silent for at least this long (1 s) may be evicted to make
 /// room; a busier one is not (see the module documentation).
 pub const EVICT_MIN_IDLE_NS: u64 = 1_000_000_000;
+/// A session seen again moves to the front of the recency lists at most
+/// this often.
+const MOVE_EVERY_NS: u64 = 100_000_000;
+/// Sessions found busy at the tail of a list (seen since they last moved)
+/// that eviction moves to the front before it gives up.
+const EVICT_TRIES: usize = 16;
 
 /// One mirror session's state.
 pub struct Session {
@@ -67,6 +73,11 @@ pub struct Session {
     /// Time of the last datagram looked up for it (filtered or not), for
     /// eviction and for freeing it when idle.
     seen_ns: u64,
+    /// When it was last moved to the front of its lists: at most once per
+    /// [`MOVE_EVERY_NS`], so interleaved sessions do not relink on every
+    /// packet (the lists only need to be about right: eviction checks
+    /// `seen_ns`).
+    moved_ns: u64,
     pub packets: u64,
     /// Bytes of the inner frames as sent (original length).
     pub bytes: u64,
@@ -118,6 +129,7 @@ impl Session {
             live: true,
             protected,
             seen_ns: now_ns,
+            moved_ns: now_ns,
             stats,
             filter,
             own: OwnAddresses {
@@ -341,6 +353,12 @@ impl SessionTable {
         self.released.clear();
     }
 
+    /// Whether sessions were freed since the last [`SessionTable::take_released`].
+    #[inline]
+    pub fn has_released(&self) -> bool {
+        !self.released.is_empty()
+    }
+
     /// The ids of the sessions freed since the last call.
     #[inline]
     pub fn take_released(&mut self) -> std::vec::Drain<'_, u64> {
@@ -383,7 +401,8 @@ impl SessionTable {
     fn touch(&mut self, i: usize, now_ns: u64) {
         let s = &mut self.sessions[i];
         s.seen_ns = s.seen_ns.max(now_ns);
-        if !s.protected {
+        if !s.protected && now_ns >= s.moved_ns.saturating_add(MOVE_EVERY_NS) {
+            s.moved_ns = now_ns;
             let has_file = s.file.is_some();
             self.recent.move_to_front(&mut self.links, i);
             if has_file {
@@ -467,23 +486,31 @@ impl SessionTable {
     /// least recently active of those with a file open. `false` when none
     /// may be.
     fn evict(&mut self, now_ns: u64, with_file: bool) -> bool {
-        let tail = if with_file {
-            self.open.tail()
-        } else {
-            self.recent.tail()
-        };
-        match tail {
-            Some(j) if now_ns.saturating_sub(self.sessions[j].seen_ns) >= EVICT_MIN_IDLE_NS => {
+        // The lists are about right (a session moves at most every
+        // MOVE_EVERY_NS, the one being looked up again and again not at
+        // all): a tail seen lately is moved to the front and the next one
+        // tried, a few times.
+        for _ in 0..EVICT_TRIES {
+            let tail = if with_file {
+                self.open.tail()
+            } else {
+                self.recent.tail()
+            };
+            let Some(j) = tail else { return false };
+            if now_ns.saturating_sub(self.sessions[j].seen_ns) >= EVICT_MIN_IDLE_NS {
                 tracing::debug!(
                     vni = self.sessions[j].key.vni,
                     source = %self.sessions[j].key.source,
                     "session evicted"
                 );
                 self.free(j, Freed::Evicted);
-                true
+                return true;
             }
-            _ => false,
+            let seen = self.sessions[j].seen_ns;
+            self.sessions[j].moved_ns = 0;
+            self.touch(j, seen);
         }
+        false
     }
 
     /// Frees session `i`'s entry: closes its file, adds its counters to
