@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{ProtocolValue, RawPortRange, RuleInput};
+use super::filter::RuleInput;
+use super::raw::{ProtocolValue, RawPortRange};
 use crate::filter::Direction;
 
 #[derive(Deserialize)]
