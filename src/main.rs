@@ -232,7 +232,9 @@ impl Overrides {
 }
 
 /// SIGHUP: reads the config file again. An invalid file is logged and the
-/// running config kept; settings that need a restart are reported.
+/// running config kept; settings that need a restart
+/// ([`Config::keep_restart_settings`]) keep their running values and are
+/// reported.
 fn reload(path: Option<&PathBuf>, overrides: &Overrides, running: &Config) -> Option<Config> {
     let Some(path) = path else {
         tracing::warn!(
@@ -248,17 +250,7 @@ fn reload(path: Option<&PathBuf>, overrides: &Overrides, running: &Config) -> Op
         }
     };
     overrides.apply(&mut cfg);
-    let restart: Vec<&str> = [
-        ("listen", cfg.listen != running.listen),
-        ("dir", cfg.dir != running.dir),
-        ("workers", cfg.workers != running.workers),
-        ("recv_buffer", cfg.recv_buffer != running.recv_buffer),
-        ("batch", cfg.batch != running.batch),
-        ("batch_wait", cfg.batch_wait != running.batch_wait),
-    ]
-    .into_iter()
-    .filter_map(|(k, changed)| changed.then_some(k))
-    .collect();
+    let restart = running.keep_restart_settings(&mut cfg);
     if !restart.is_empty() {
         tracing::warn!(
             "SIGHUP: {} changed in {}; that takes a restart, the running value stays",
@@ -395,14 +387,8 @@ fn run_daemon(
                     _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
                     _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
                     _ = hup.recv() => {
-                        if let Some(mut new) = reload(config_path.as_ref(), &overrides, &running) {
-                            // Socket settings stay as they are until a restart.
-                            new.listen = running.listen;
-                            new.dir = running.dir.clone();
-                            new.workers = running.workers;
-                            new.recv_buffer = running.recv_buffer;
-                            new.batch = running.batch;
-                            new.batch_wait = running.batch_wait;
+                        // Settings that need a restart come back with their running values.
+                        if let Some(new) = reload(config_path.as_ref(), &overrides, &running) {
                             set_filters(&counters, &new);
                             let _ = reload_tx.send(Some(Arc::new(new.clone())));
                             running = new;

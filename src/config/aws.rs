@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{ProtocolValue, RawPortRange, RuleInput};
+use super::filter::RuleInput;
+use super::raw::{ProtocolValue, RawPortRange};
 use crate::filter::Direction;
 
 #[derive(Deserialize)]
@@ -70,6 +71,19 @@ pub(super) fn load(path: &Path, id: Option<&str>) -> Result<AwsRules, String> {
             e.column()
         )
     })?;
+    let filter = select(path, out, id)?;
+    Ok(AwsRules {
+        rules: rules(
+            path,
+            filter.ingress_filter_rules,
+            filter.egress_filter_rules,
+        )?,
+        network_services: filter.network_services,
+    })
+}
+
+/// The filter `id`, or the only one in the file.
+fn select(path: &Path, out: DescribeOutput, id: Option<&str>) -> Result<AwsFilter, String> {
     let mut filters = out.traffic_mirror_filters.unwrap_or_default();
     filters.extend(out.traffic_mirror_filter);
     let ids: Vec<String> = filters
@@ -107,11 +121,18 @@ pub(super) fn load(path: &Path, id: Option<&str>) -> Result<AwsRules, String> {
             ));
         }
     };
+    Ok(filter)
+}
+
+/// The rules of both lists, each checked to sit in the list of its
+/// `TrafficDirection`; open port ranges filled as AWS means them.
+fn rules(
+    path: &Path,
+    ingress: Vec<AwsRule>,
+    egress: Vec<AwsRule>,
+) -> Result<Vec<(Direction, RuleInput)>, String> {
     let mut rules = Vec::new();
-    for (list_dir, list) in [
-        (Direction::Ingress, filter.ingress_filter_rules),
-        (Direction::Egress, filter.egress_filter_rules),
-    ] {
+    for (list_dir, list) in [(Direction::Ingress, ingress), (Direction::Egress, egress)] {
         for r in list {
             if let Some(d) = &r.traffic_direction
                 && d != list_dir.name()
@@ -150,8 +171,5 @@ pub(super) fn load(path: &Path, id: Option<&str>) -> Result<AwsRules, String> {
             ));
         }
     }
-    Ok(AwsRules {
-        rules,
-        network_services: filter.network_services,
-    })
+    Ok(rules)
 }

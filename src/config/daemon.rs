@@ -1,0 +1,233 @@
+//! The top-level keys: where the daemon listens and how it receives
+//! (`listen`, `vnis`/`exclude_vnis`, `recv_buffer`, `batch`, `batch_wait`,
+//! `workers`), its side listeners (`metrics_listen`, `health_tcp_listen`),
+//! `log_level`, `allow_sources`, the limits (`max_sessions`,
+//! `max_open_files`, `metrics_max_sessions`) and `on_rotate`. In: the raw
+//! values; out: checked values or the positioned error. Absent keys take
+//! their defaults here.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::context::Ctx;
+use super::filter::parse_net_or_ip;
+use super::raw::Spanned;
+use super::sizes::{SizeValue, parse_duration, parse_size};
+use super::{
+    ConfigError, DEFAULT_BATCH, DEFAULT_BATCH_WAIT, DEFAULT_RECV_BUFFER, MAX_BATCH_WAIT, MAX_VNI,
+};
+use crate::filter::VniFilter;
+
+/// `listen`: the address and port the live receiver binds.
+pub(super) fn listen(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<SocketAddr, ConfigError> {
+    match v {
+        None => Ok("0.0.0.0:4789".parse().unwrap()),
+        Some(s) => s.get_ref().parse().map_err(|_| {
+            cx.err(
+                s.span(),
+                format!(
+                    "{:?} is not an address and port: expected e.g. \"0.0.0.0:4789\" or \"[::]:4789\"",
+                    s.get_ref()
+                ),
+            )
+        }),
+    }
+}
+
+/// `vnis` and `exclude_vnis`.
+pub(super) fn vnis(
+    cx: &Ctx,
+    allow: &[Spanned<u32>],
+    deny: &[Spanned<u32>],
+) -> Result<VniFilter, ConfigError> {
+    let vni_set = |list: &[Spanned<u32>]| -> Result<BTreeSet<u32>, ConfigError> {
+        let mut set = BTreeSet::new();
+        for v in list {
+            set.insert(vni(cx, v)?);
+        }
+        Ok(set)
+    };
+    Ok(VniFilter {
+        allow: vni_set(allow)?,
+        deny: vni_set(deny)?,
+    })
+}
+
+/// One VNI: 24 bits.
+pub(super) fn vni(cx: &Ctx, v: &Spanned<u32>) -> Result<u32, ConfigError> {
+    if *v.get_ref() > MAX_VNI {
+        return Err(cx.err(
+            v.span(),
+            format!(
+                "VNI {} is out of range: a VNI is 24 bits, 0 to {MAX_VNI}",
+                v.get_ref()
+            ),
+        ));
+    }
+    Ok(*v.get_ref())
+}
+
+/// `recv_buffer`: 4 KiB to 2 GiB.
+pub(super) fn recv_buffer(cx: &Ctx, v: Option<&Spanned<SizeValue>>) -> Result<usize, ConfigError> {
+    let Some(s) = v else {
+        return Ok(DEFAULT_RECV_BUFFER);
+    };
+    let n = parse_size(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
+    if !(4096..=(1 << 31) - 1).contains(&n) {
+        return Err(cx.err(
+            s.span(),
+            format!("{n} bytes is out of range: expected 4KiB to 2GiB"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// `batch`: datagrams per recvmmsg call.
+pub(super) fn batch(cx: &Ctx, v: Option<&Spanned<u32>>) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(DEFAULT_BATCH),
+        Some(s) if (1..=1024).contains(s.get_ref()) => Ok(*s.get_ref() as usize),
+        Some(s) => Err(cx.err(
+            s.span(),
+            format!(
+                "{} is out of range: expected 1 to 1024 datagrams per recvmmsg call",
+                s.get_ref()
+            ),
+        )),
+    }
+}
+
+/// `batch_wait`: 0 to [`MAX_BATCH_WAIT`].
+pub(super) fn batch_wait(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<Duration, ConfigError> {
+    let Some(s) = v else {
+        return Ok(DEFAULT_BATCH_WAIT);
+    };
+    let d = parse_duration(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
+    if d > MAX_BATCH_WAIT {
+        return Err(cx.err(
+            s.span(),
+            format!(
+                "{:?} is out of range: expected \"0ms\" (wake on every datagram) to \"100ms\"",
+                s.get_ref()
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// `workers`: 0 (one per core) to 256; absent = 1.
+pub(super) fn workers(cx: &Ctx, v: Option<&Spanned<u32>>) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(1),
+        Some(s) if *s.get_ref() <= 256 => Ok(*s.get_ref() as usize),
+        Some(s) => Err(cx.err(
+            s.span(),
+            format!(
+                "{} is out of range: expected 0 (one per core) to 256",
+                s.get_ref()
+            ),
+        )),
+    }
+}
+
+/// `metrics_listen`, `health_tcp_listen`: absent or empty = off.
+pub(super) fn side_listener(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.get_ref().is_empty() => Ok(None),
+        Some(s) => s.get_ref().parse().map(Some).map_err(|_| {
+            cx.err(
+                s.span(),
+                format!(
+                    "{:?} is not an address and port: expected e.g. \"127.0.0.1:9789\"",
+                    s.get_ref()
+                ),
+            )
+        }),
+    }
+}
+
+/// `log_level`.
+pub(super) fn log_level(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(s) = v else { return Ok(None) };
+    check_log_level(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
+    Ok(Some(s.get_ref().clone()))
+}
+
+/// `allow_sources`: addresses or CIDR blocks.
+pub(super) fn allow_sources(cx: &Ctx, list: &[Spanned<String>]) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .map(|a| parse_net_or_ip(a.get_ref()).map_err(|m| cx.err(a.span(), m)))
+        .collect()
+}
+
+/// A limit of at least 1 `what`; absent = `default`.
+pub(super) fn at_least_one(
+    cx: &Ctx,
+    v: Option<&Spanned<u32>>,
+    default: usize,
+    what: &str,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref() as usize),
+        Some(s) => Err(cx.err(
+            s.span(),
+            format!(
+                "{} is out of range: expected at least 1 {what}",
+                s.get_ref()
+            ),
+        )),
+    }
+}
+
+/// `on_rotate`: the command must be an absolute path (no shell, no PATH).
+/// The array has no span of its own, so the error names the first line
+/// that starts with `on_rotate`.
+pub(super) fn on_rotate(cx: &Ctx, argv: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if let Some(first) = argv.first()
+        && !first.starts_with('/')
+    {
+        return Err(cx.at(
+            cx.text
+                .lines()
+                .position(|l| l.trim_start().starts_with("on_rotate"))
+                .map_or(1, |i| i + 1),
+            "`on_rotate`: ".into(),
+            format!(
+                "{first:?} is not an absolute path: the command runs without a shell or PATH lookup, e.g. [\"/usr/bin/aws\", \"s3\", \"mv\", \"{{path}}\", \"s3://bucket/{{vni}}/\"]"
+            ),
+        ));
+    }
+    Ok(argv)
+}
+
+/// `log_level`: a level, or comma-separated directives each ending in a
+/// level (`mirrorcap=debug,warn`). A bare word that is not a level would
+/// be taken by tracing as a target name with every level on, so it is
+/// refused.
+fn check_log_level(s: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let accepted = "expected error, warn, info, debug, trace or off, or directives such as \"mirrorcap=debug,warn\"";
+    for d in s.split(',') {
+        let level = d.rsplit('=').next().unwrap_or("").trim();
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "{s:?} is not a log level ({:?} is not a level): {accepted}",
+                d.trim()
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| ())
+        .map_err(|e| format!("{s:?} is not a log level ({e}): {accepted}"))
+}

@@ -1,0 +1,89 @@
+//! The `[flows]` table and its `[[flows.session]]` entries: VPC Flow Logs
+//! records. In: the raw table (absent = flows off, defaults); out: a
+//! [`FlowConfig`] or the positioned error.
+
+use super::ConfigError;
+use super::context::Ctx;
+use super::raw::{RawFlowSession, RawFlows, Spanned};
+use super::sizes::parse_duration;
+use crate::flows::{FlowConfig, FlowFormat, FlowMetadata, FlowSessionMeta};
+
+/// Validates `[flows]`.
+pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, ConfigError> {
+    let Some(f) = raw else {
+        return Ok(FlowConfig::default());
+    };
+    let mut c = FlowConfig {
+        enabled: f.enabled,
+        gzip: f.gzip,
+        json: f.json,
+        ..Default::default()
+    };
+    c.interval_s = whole_seconds(cx, f.interval.as_ref(), 60)?;
+    c.file_interval_s = whole_seconds(cx, f.file_interval.as_ref(), 600)?;
+    if let Some(fmt) = &f.format {
+        c.format = FlowFormat::parse(fmt.get_ref()).map_err(|m| cx.err(fmt.span(), m))?;
+    }
+    if let Some(m) = &f.max_flows {
+        if *m.get_ref() == 0 {
+            return Err(cx.err(
+                m.span(),
+                "0 is out of range: expected at least 1 flow".into(),
+            ));
+        }
+        c.max_flows = *m.get_ref() as usize;
+    }
+    for s in f.session {
+        c.sessions.push(session(cx, s)?);
+    }
+    Ok(c)
+}
+
+/// `interval`, `file_interval`: a whole number of seconds, at least 1.
+fn whole_seconds(cx: &Ctx, v: Option<&Spanned<String>>, default: u64) -> Result<u64, ConfigError> {
+    let Some(s) = v else { return Ok(default) };
+    let d = parse_duration(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
+    if d.as_secs() < 1 || d.subsec_nanos() != 0 {
+        return Err(cx.err(
+            s.span(),
+            format!(
+                "{:?} is not a whole number of seconds of at least 1s",
+                s.get_ref()
+            ),
+        ));
+    }
+    Ok(d.as_secs())
+}
+
+/// One `[[flows.session]]`: which session (vni, source or both) and the
+/// metadata its records carry.
+fn session(cx: &Ctx, s: RawFlowSession) -> Result<FlowSessionMeta, ConfigError> {
+    let vni = s.vni.as_ref().map(|v| *v.get_ref());
+    let source =
+        match &s.source {
+            None => None,
+            Some(x) => Some(x.get_ref().parse().map_err(|_| {
+                cx.err(x.span(), format!("{:?} is not an IP address", x.get_ref()))
+            })?),
+        };
+    if vni.is_none() && source.is_none() {
+        return Err(cx.at(
+            1,
+            "`flows.session`: ".into(),
+            "an entry needs `vni`, `source` or both, to say which session it describes".into(),
+        ));
+    }
+    Ok(FlowSessionMeta {
+        vni,
+        source,
+        meta: FlowMetadata {
+            interface_id: s.interface_id,
+            instance_id: s.instance_id,
+            account_id: s.account_id,
+            vpc_id: s.vpc_id,
+            subnet_id: s.subnet_id,
+            region: s.region,
+            az_id: s.az_id,
+        },
+    })
+}
