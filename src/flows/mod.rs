@@ -842,8 +842,8 @@ impl FlowFiles {
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
-        use crate::output::outdir::{Dir, part_name};
         use crate::output::files::DIR_MODE;
+        use crate::output::outdir::{Dir, part_name};
         let ext = if self.cfg.gzip { ".gz" } else { "" };
         let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
         let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));

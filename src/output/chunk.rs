@@ -3,25 +3,6 @@
 //! writer finds the runs as [`RunRange`]s. In: chunks of bytes. Out: runs
 //! per file, and close markers. Nothing is dropped here.
 
-use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
-
-use crate::capture::encode::OutputFormat;
-use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::handle::*;
-use crate::output::hook::*;
-use crate::output::recovery::*;
-use crate::output::retention::*;
-use crate::output::template::*;
-
 /// Names one open file between the two sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId(pub(crate) u32);

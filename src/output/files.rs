@@ -6,24 +6,14 @@
 //! files on disk. A write that fails is cut back, so a file keeps only
 //! whole records.
 
-use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 
-use crate::capture::encode::OutputFormat;
+use crate::output::disk::DiskFile;
 use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::handle::*;
-use crate::output::hook::*;
-use crate::output::recovery::*;
-use crate::output::retention::*;
-use crate::output::template::*;
+use crate::output::template::{OutputTemplate, PathFields};
+use crate::telemetry::metrics::DropReason;
 
 /// Files are created with these permissions, directories with [`DIR_MODE`].
 pub const FILE_MODE: u32 = 0o640;
@@ -237,4 +227,3 @@ pub(crate) fn rename_part(root: &Path, part: &Path, final_path: &Path) -> Result
         source,
     })
 }
-

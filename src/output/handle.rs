@@ -5,24 +5,21 @@
 //! thread. Dropped: a record when no chunk is free and the policy is
 //! [`Backlog::Drop`] (counted as `write_backlog`).
 
-use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 
-use crate::capture::encode::OutputFormat;
-use crate::output::outdir::{self, OutDirError};
+use crate::output::chunk::{FileId, RunHeader};
+use crate::output::disk::{
+    Command, Disk, DiskFile, LONG_RUN, Retry, Staged, TEST_WRITER_PANIC_AT_OPEN, panic_text,
+    writer_died,
+};
+use crate::output::hook::RotateHook;
+use crate::output::retention::Retention;
+use crate::output::template::{OutputTemplate, PathFields};
 use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::hook::*;
-use crate::output::recovery::*;
-use crate::output::retention::*;
-use crate::output::template::*;
 
 /// Bytes per chunk of records on their way to the writer thread.
 pub const CHUNK_LEN: usize = 1 << 20;
@@ -217,14 +214,14 @@ impl Output {
             vni_source: Some((fields.vni, fields.source.to_string())),
             header,
             buf: Vec::new(),
-            staged: (0, 0),
-            retry: Some((
-                self.dir.clone(),
-                self.template.clone(),
+            staged: Staged::default(),
+            retry: Some(Retry {
+                dir: self.dir.clone(),
+                template: self.template.clone(),
                 fields,
-                std::time::Instant::now(),
-                DropReason::WriteError,
-            )),
+                at: std::time::Instant::now(),
+                why: DropReason::WriteError,
+            }),
         };
         let _ = self.commands.send(Command::Open(id, f));
         id
@@ -547,6 +544,7 @@ impl Drop for Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::encode::OutputFormat;
 
     /// Issue 12, item 1: opening, writing one record to and closing 200
     /// files in a burst (a time slot ending for many sessions, or
@@ -594,57 +592,6 @@ mod tests {
         out.finish();
         assert_eq!(counters.frames_written.load(Relaxed), 200);
         assert_eq!(counters.files_closed.load(Relaxed), 200);
-    }
-
-    /// Review of issue 12, item 1: the writer does not hold every new file
-    /// open beside every old one. 2,000 files opened, written and closed
-    /// one after another (`rotate_packets = 1`, or eviction churn) while
-    /// their close markers wait in the shared chunk: at most
-    /// `EAGER_CREATE_LIMIT` are held open before the chunk arrives (it
-    /// used to create each at once and hold it until the marker came, up
-    /// to 1 s later).
-    #[test]
-    fn files_are_created_with_their_records_not_before() {
-        let tmp = tempfile::tempdir().unwrap();
-        let counters = Arc::new(Counters::default());
-        let mut out = Output::spawn(
-            tmp.path(),
-            OutputTemplate::default(),
-            Retention::new(None, None),
-            RotateHook::default(),
-            counters.clone(),
-            4,
-            Backlog::Wait,
-        );
-        out.set_fsync(false);
-        let mut header = Vec::new();
-        crate::capture::encode::pcap_file_header(&mut header, 65535);
-        let frame = [0u8; 60];
-        for n in 0..2000u32 {
-            let fields = PathFields {
-                vni: n,
-                source: "127.0.0.2".parse().unwrap(),
-                start_ns: 1_764_040_800_000_000_000,
-                seq: 0,
-                format: OutputFormat::Pcap,
-            };
-            let stats = counters.new_session(n, fields.source);
-            let id = out.open(stats, fields, header.clone());
-            let rec = crate::capture::encode::RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
-            let (tail, len) = rec.tail();
-            out.append(id, [rec.header(), &frame, &tail[..len]], 60)
-                .expect("replay waits for a chunk");
-            out.close(id);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let held = counters.open_files.load(Relaxed);
-        out.finish();
-        assert!(
-            held <= EAGER_CREATE_LIMIT,
-            "{held} files held open by the writer before their records came"
-        );
-        assert_eq!(counters.frames_written.load(Relaxed), 2000);
-        assert_eq!(counters.files_closed.load(Relaxed), 2000);
     }
 
     /// Review of issue 12, item 1: a file that wrote into the shared chunk

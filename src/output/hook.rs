@@ -4,23 +4,10 @@
 //! file's command when the queue is full.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 
-use crate::capture::encode::OutputFormat;
-use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::handle::*;
-use crate::output::recovery::*;
-use crate::output::retention::*;
-use crate::output::template::*;
+use crate::telemetry::metrics::Counters;
 
 /// `on_rotate`: a command run after each file is closed and renamed, like
 /// `tcpdump -z`, without a shell. At most `jobs` run at once; the others
@@ -47,7 +34,12 @@ impl RotateHook {
         }
     }
 
-    pub(crate) fn queue_for(&mut self, path: &Path, vni_source: Option<&(u32, String)>, counters: &Counters) {
+    pub(crate) fn queue_for(
+        &mut self,
+        path: &Path,
+        vni_source: Option<&(u32, String)>,
+        counters: &Counters,
+    ) {
         if self.argv.is_empty() {
             return;
         }
@@ -128,4 +120,3 @@ impl RotateHook {
         }
     }
 }
-

@@ -2,23 +2,23 @@
 //! to a writer thread, which owns every file, so opening, writing,
 //! renaming and deleting never stall the receive loop.
 //!
-//! In (receive side, [`Output`]): `open` a file for a session, `append`
+//! In (receive side, [`handle::Output`]): `open` a file for a session, `append`
 //! records to it, `close` it; each call only copies bytes into a chunk or
 //! queues a command. Out (writer thread): files under the output directory
-//! at the path the [`OutputTemplate`] gives. A file being written is named
+//! at the path the [`template::OutputTemplate`] gives. A file being written is named
 //! `<path>.part` and renamed to `<path>` when closed, so every `*.pcap` /
 //! `*.pcapng` on disk is complete; with `[output] fsync` (the default) a
 //! third thread `fdatasync`s the closed file first and reports back, so the
 //! rename waits for the disk and nothing else does.
 //!
 //! Memory is bounded whatever the number of sessions: records travel in
-//! chunks ([`CHUNK_LEN`] each, a fixed pool of them). The first
-//! [`MAX_LANES`] files written to after each flush get a chunk of their own
+//! chunks ([`handle::CHUNK_LEN`] each, a fixed pool of them). The first
+//! [`handle::MAX_LANES`] files written to after each flush get a chunk of their own
 //! (a lane: the whole chunk is one run, written with one `write`, even when
 //! sessions interleave packet by packet); further files share one chunk,
 //! where consecutive records of a file form a run, and the writer thread
 //! writes long runs straight to their file and stages short ones per file,
-//! within [`STAGING_BUDGET`] shared by the open files, so a file is written
+//! within [`disk::STAGING_BUDGET`] shared by the open files, so a file is written
 //! in large writes either way. When the disk is slower than
 //! the traffic and no chunk is free, the live daemon drops the record and
 //! counts it (`write_backlog`) instead of blocking the socket; replay waits.
@@ -42,7 +42,7 @@
 //!
 //! A writer thread that dies (a panic) is caught: it counts what it held
 //! as lost, marks the counters (health 503 for good, see
-//! [`Counters::writer_died`]; `run` then stops with exit code 2), and from
+//! [`crate::telemetry::metrics::Counters::writer_died`]; `run` then stops with exit code 2), and from
 //! then on counts every frame sent to it as `write_error` and answers
 //! `Finish`, so the receive side neither blocks nor loses count.
 //!

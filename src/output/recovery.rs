@@ -4,24 +4,12 @@
 //! the closed capture files found, for retention. Nothing under the
 //! directory is followed through a link.
 
-use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 
-use crate::capture::encode::OutputFormat;
-use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::handle::*;
-use crate::output::hook::*;
-use crate::output::retention::*;
-use crate::output::template::*;
+use crate::output::files::DIR_MODE;
+use crate::output::outdir;
+use crate::output::retention::ExistingFile;
 
 /// What crash recovery did with one leftover `.part` file.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +28,29 @@ pub enum Recovered {
     Empty(PathBuf),
 }
 
+impl Recovered {
+    /// The file it names: the final path of a renamed file, the `.part`
+    /// of a deleted one.
+    pub fn path(&self) -> &Path {
+        match self {
+            Recovered::Renamed { path, .. } | Recovered::Deleted(path) | Recovered::Empty(path) => {
+                path
+            }
+        }
+    }
+}
+
+/// What the one walk of the output directory at start found and did.
+#[derive(Debug, Default)]
+pub struct StartScan {
+    /// The `.part` files recovered, by path.
+    pub recovered: Vec<Recovered>,
+    /// The complete capture files now under the directory (those
+    /// recovered included), for
+    /// [`crate::output::retention::Retention::add_existing`].
+    pub existing: Vec<ExistingFile>,
+}
+
 /// Recovered files logged one by one; the rest are summed up in one line.
 pub(crate) const RECOVERY_LOG_LINES: usize = 20;
 
@@ -50,48 +61,92 @@ pub(crate) const RECOVERY_LOG_LINES: usize = 20;
 /// run can be mistaken for one. Links under `dir` are neither followed nor
 /// touched: directories are listed by entry type (a link is not a
 /// directory), and each file is opened, cut, renamed or deleted on its
-/// directory's descriptor ([`crate::output::outdir`]).
-pub fn recover_parts(dir: &Path) -> Vec<Recovered> {
-    let mut done = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
-                // Capture files only: a flow file's `.part` (under
-                // `flows/`, `.log[.gz].part`) is not a capture and is left
-                // alone.
-                Ok(t)
-                    if t.is_file()
-                        && p.extension().is_some_and(|x| x == "part")
-                        && p.file_stem()
-                            .map(Path::new)
-                            .and_then(Path::extension)
-                            .is_some_and(|x| x == "pcap" || x == "pcapng") =>
-                {
-                    if let Some(r) = recover_one(dir, &p, done.len() < RECOVERY_LOG_LINES) {
-                        done.push(r);
-                    }
-                }
-                _ => {}
-            }
+/// directory's descriptor ([`crate::output::outdir`]). The same walk lists
+/// the complete capture files, so the tree is walked once at start: the
+/// result holds what was recovered (ordered by path) and every complete
+/// capture file now there, for retention.
+pub fn recover_parts(dir: &Path) -> StartScan {
+    let mut parts = Vec::new();
+    let mut existing = Vec::new();
+    walk(dir, &mut parts, &mut existing);
+    let mut recovered = Vec::new();
+    for p in parts {
+        if let Some(r) = recover_one(dir, &p, recovered.len() < RECOVERY_LOG_LINES) {
+            recovered.push(r);
         }
     }
-    done.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    if done.len() > RECOVERY_LOG_LINES {
-        let renamed = done
+    recovered.sort_by(|a, b| a.path().cmp(b.path()));
+    if recovered.len() > RECOVERY_LOG_LINES {
+        let renamed = recovered
             .iter()
             .filter(|r| matches!(r, Recovered::Renamed { .. }))
             .count();
         tracing::warn!(
             renamed,
-            deleted = done.len() - renamed,
+            deleted = recovered.len() - renamed,
             "recovery: capture files left open by an earlier run (the first {RECOVERY_LOG_LINES} are logged above)"
         );
     }
-    done
+    for r in &recovered {
+        if let Recovered::Renamed { path, .. } = r
+            && let Ok(md) = fs::symlink_metadata(path)
+            && md.file_type().is_file()
+        {
+            // The walk may have met a file of that name already (the
+            // rename replaced it): count it once.
+            existing.retain(|f| f.path != *path);
+            existing.push(ExistingFile {
+                path: path.clone(),
+                bytes: md.len(),
+                modified: md.modified().ok(),
+            });
+        }
+    }
+    StartScan {
+        recovered,
+        existing,
+    }
+}
+
+/// Lists the capture `.part` files and the complete capture files under
+/// `dir`. Links are not followed: directories are listed by entry type
+/// (a link is not a directory) and sizes are `lstat`'s.
+fn walk(dir: &Path, parts: &mut Vec<PathBuf>, existing: &mut Vec<ExistingFile>) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let p = e.path();
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() && is_capture(&p) {
+                if let Ok(md) = e.metadata() {
+                    existing.push(ExistingFile {
+                        path: p,
+                        bytes: md.len(),
+                        modified: md.modified().ok(),
+                    });
+                }
+            } else if t.is_file()
+                && p.extension().is_some_and(|x| x == "part")
+                && p.file_stem().map(Path::new).is_some_and(is_capture)
+            {
+                // Capture files only: a flow file's `.part` (under
+                // `flows/`, `.log[.gz].part`) is not a capture and is left
+                // alone.
+                parts.push(p);
+            }
+        }
+    }
+}
+
+/// A `*.pcap` or `*.pcapng` name.
+fn is_capture(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|x| x.to_str()),
+        Some("pcap" | "pcapng")
+    )
 }
 
 pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recovered> {
@@ -164,4 +219,3 @@ pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recover
         records,
     })
 }
-

@@ -3,23 +3,11 @@
 //! In: closed files (and those found at start). Out: deletions.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
-use crate::capture::encode::OutputFormat;
 use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::handle::*;
-use crate::output::hook::*;
-use crate::output::recovery::*;
-use crate::output::template::*;
 
 /// A session as retention counts its files (`max_files`): (VNI, source),
 /// the same whichever worker or table slot it had, and after it was freed.
@@ -27,6 +15,16 @@ pub type SessionTag = (u32, std::net::IpAddr);
 
 pub(crate) fn session_tag(s: &crate::telemetry::metrics::SessionStats) -> SessionTag {
     (s.vni, s.source)
+}
+
+/// A complete capture file found on disk at start (`lstat` size and time:
+/// links are not followed, so nothing outside the output directory is
+/// counted or, later, deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A closed file that retention may delete.
@@ -68,37 +66,18 @@ impl Retention {
         self.max_total_bytes = max_total_bytes;
     }
 
-    /// Adds the complete capture files already under `dir` (from earlier
-    /// runs), oldest first by modification time, so `max_total_bytes` counts
-    /// them too. Links are not followed (entry types and `lstat` sizes), so
-    /// nothing outside `dir` is counted or, later, deleted.
-    pub fn scan_existing(&mut self, dir: &Path) {
-        let mut found = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                let Ok(ft) = e.file_type() else { continue };
-                let p = e.path();
-                if ft.is_dir() {
-                    stack.push(p);
-                } else if ft.is_file()
-                    && matches!(
-                        p.extension().and_then(|x| x.to_str()),
-                        Some("pcap" | "pcapng")
-                    )
-                    && let Ok(md) = e.metadata()
-                {
-                    found.push((md.modified().ok(), p, md.len()));
-                }
-            }
-        }
-        found.sort();
-        for (_, path, bytes) in found {
-            self.closed_bytes += bytes;
+    /// Adds the complete capture files found under the output directory
+    /// at start (from earlier runs; see
+    /// [`crate::output::recovery::recover_parts`], which walks the tree
+    /// once), oldest first by modification time, so `max_total_bytes`
+    /// counts them too.
+    pub fn add_existing(&mut self, mut found: Vec<ExistingFile>) {
+        found.sort_by(|a, b| (a.modified, &a.path, a.bytes).cmp(&(b.modified, &b.path, b.bytes)));
+        for f in found {
+            self.closed_bytes += f.bytes;
             self.files.push_back(ClosedFile {
-                path,
-                bytes,
+                path: f.path,
+                bytes: f.bytes,
                 session: None,
             });
         }
@@ -177,4 +156,3 @@ impl Retention {
         }
     }
 }
-

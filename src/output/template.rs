@@ -5,24 +5,9 @@
 //! directory. Nothing is dropped here: a template that could leave the
 //! directory is refused when parsed.
 
-use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, IoSlice, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
+use std::path::PathBuf;
 
 use crate::capture::encode::OutputFormat;
-use crate::output::outdir::{self, OutDirError};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
-use crate::output::chunk::*;
-use crate::output::disk::*;
-use crate::output::files::*;
-use crate::output::handle::*;
-use crate::output::hook::*;
-use crate::output::recovery::*;
-use crate::output::retention::*;
 
 /// The layout of output paths under the output directory.
 ///
