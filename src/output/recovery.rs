@@ -219,3 +219,71 @@ pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recover
         records,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::encode::{OutputFormat, RecordHeader, pcap_file_header};
+
+    /// A pcap file with `records` records of 60 bytes, and `extra` bytes
+    /// of a record cut short.
+    fn pcap(records: usize, extra: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        pcap_file_header(&mut b, 65535);
+        for _ in 0..records {
+            let h = RecordHeader::new(OutputFormat::Pcap, 0, 60, 60);
+            b.extend_from_slice(h.header());
+            b.extend_from_slice(&[0u8; 60]);
+        }
+        b.extend(std::iter::repeat_n(7u8, extra));
+        b
+    }
+
+    /// Review of issue 13: one walk at start recovers the `.part` capture
+    /// files and lists every complete capture file for retention (those
+    /// recovered included, each once, even where the rename replaced a
+    /// file of that name); a flow file's `.part` is left alone; what was
+    /// recovered is ordered by path.
+    #[test]
+    fn one_walk_recovers_and_lists_the_capture_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("1/10.0.0.1")).unwrap();
+        std::fs::create_dir_all(d.join("flows")).unwrap();
+        std::fs::write(d.join("1/10.0.0.1/a.pcap"), pcap(2, 0)).unwrap();
+        std::fs::write(d.join("1/10.0.0.1/c.pcap.part"), pcap(3, 10)).unwrap();
+        std::fs::write(d.join("1/10.0.0.1/b.pcap.part"), pcap(0, 0)).unwrap();
+        std::fs::write(d.join("1/10.0.0.1/a.pcap.part"), pcap(1, 0)).unwrap();
+        std::fs::write(d.join("flows/x.log.part"), b"flow").unwrap();
+
+        let found = recover_parts(d);
+
+        let paths: Vec<&Path> = found.recovered.iter().map(Recovered::path).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+        assert_eq!(found.recovered.len(), 3);
+        assert!(
+            found
+                .recovered
+                .contains(&Recovered::Empty(d.join("1/10.0.0.1/b.pcap.part")))
+        );
+        let mut existing: Vec<(PathBuf, u64)> = found
+            .existing
+            .iter()
+            .map(|f| (f.path.clone(), f.bytes))
+            .collect();
+        existing.sort();
+        let one = pcap(1, 0).len() as u64;
+        let three = pcap(3, 0).len() as u64;
+        assert_eq!(
+            existing,
+            vec![
+                (d.join("1/10.0.0.1/a.pcap"), one),
+                (d.join("1/10.0.0.1/c.pcap"), three),
+            ]
+        );
+        assert!(d.join("flows/x.log.part").exists());
+        assert!(!d.join("1/10.0.0.1/b.pcap.part").exists());
+    }
+}
