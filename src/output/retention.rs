@@ -40,8 +40,9 @@ pub(crate) struct ClosedFile {
 /// Retention over every closed file under the output directory.
 #[derive(Debug, Default)]
 pub struct Retention {
-    /// The output directory (set by [`crate::output::handle::Output::spawn`]): files are deleted
-    /// on their directory's descriptor, reached without following links.
+    /// The output directory (set by
+    /// [`crate::output::handle::Output::spawn`]): files are deleted on
+    /// their directory's descriptor, reached without following links.
     pub(crate) root: Option<PathBuf>,
     files: VecDeque<ClosedFile>,
     /// Closed files in `files` per session, so a close costs no scan of
