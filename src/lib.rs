@@ -8,7 +8,7 @@
 //!                                ├─> pipeline::Pipeline::push
 //! ingest::replay (capture::read)─┘     wire::vxlan -> filter (VNIs) -> wire::decode
 //!                                      -> filter (rules, bpf) -> pipeline::session
-//!                                      -> output::writer (capture::encode) and flows
+//!                                      -> output::handle (capture::encode) and flows
 //! ```
 //!
 //! [`pipeline::Pipeline::push`] is the single entry both feeds call.

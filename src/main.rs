@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use mirrorcap::capture::CaptureReader;
 use mirrorcap::config::Config;
 use mirrorcap::ingest::socket::Receiver;
-use mirrorcap::output::writer::Backlog;
+use mirrorcap::output::handle::Backlog;
 use mirrorcap::pipeline::Pipeline;
 use mirrorcap::telemetry::metrics::{Counters, DropReason, RuleCounts};
 
@@ -267,7 +267,7 @@ fn run_daemon(
     config_path: Option<PathBuf>,
     overrides: Overrides,
 ) -> anyhow::Result<ExitCode> {
-    mirrorcap::output::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::output::files::check_output_dir(&cfg.dir)?;
     mirrorcap::ingest::live::check_fd_limit(cfg.max_open_files);
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -440,7 +440,7 @@ fn set_filters(counters: &Counters, cfg: &Config) {
 }
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
-    mirrorcap::output::writer::check_output_dir(&cfg.dir)?;
+    mirrorcap::output::files::check_output_dir(&cfg.dir)?;
     mirrorcap::ingest::live::check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(&cfg, counters.clone(), Backlog::Wait);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mirrorcap::config::Config;
-use mirrorcap::output::writer::Backlog;
+use mirrorcap::output::handle::Backlog;
 use mirrorcap::pipeline::Pipeline;
 use mirrorcap::telemetry::metrics::Counters;
 

@@ -11,7 +11,7 @@ use super::raw::{RawOutput, Spanned};
 use super::sizes::{SizeValue, parse_duration, parse_size};
 use super::{ConfigError, MAX_VNI};
 use crate::capture::encode::OutputFormat;
-use crate::output::writer::OutputTemplate;
+use crate::output::template::OutputTemplate;
 
 /// The `[output]` table, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,7 +118,8 @@ pub const NAME_MAX: usize = 255;
 /// 39-byte IPv6 source, a 10-digit sequence number, `pcapng`), and the
 /// file name with the `.part` it carries while written.
 fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
-    use crate::output::writer::{PathFields, part_path_of};
+    use crate::output::files::part_path_of;
+    use crate::output::template::PathFields;
     let longest = PathFields {
         vni: MAX_VNI,
         source: std::net::IpAddr::V6(std::net::Ipv6Addr::from([0xffff_u16; 8])),

@@ -678,7 +678,7 @@ struct FlowFile {
 impl FlowFile {
     fn create(dir: crate::output::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
         let part = crate::output::outdir::part_name(name.as_ref());
-        match dir.create_file(&part, crate::output::writer::FILE_MODE) {
+        match dir.create_file(&part, crate::output::files::FILE_MODE) {
             Ok(file) => Ok(FlowFile {
                 dir,
                 name: name.into(),
@@ -842,10 +842,10 @@ impl FlowFiles {
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+        use crate::output::files::DIR_MODE;
         use crate::output::outdir::{Dir, part_name};
-        use crate::output::writer::DIR_MODE;
         let ext = if self.cfg.gzip { ".gz" } else { "" };
-        let t = crate::output::writer::UtcTime::from_unix(slot * self.cfg.file_interval_s);
+        let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
         let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
         let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
         let dir = open_dir()?;

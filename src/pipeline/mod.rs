@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, OutputConfig, SessionConfig};
 use crate::filter::{MirrorFilter, RuleCount, VniFilter};
-use crate::output::writer::{Backlog, DEFAULT_CHUNKS, Output, Retention};
+use crate::output::handle::{Backlog, DEFAULT_CHUNKS, Output};
+use crate::output::retention::Retention;
 use crate::pipeline::session::{SessionKey, SessionSettings, SessionTable};
 use crate::telemetry::metrics::{Counters, SessionSummary, Summary};
 use crate::wire::decode::decode;
@@ -101,14 +102,14 @@ impl Pipeline {
     /// `max_total_bytes`. `backlog` says what to do when the disk is
     /// behind: drop and count (live) or wait (replay).
     pub fn new(cfg: &Config, counters: Arc<Counters>, backlog: Backlog) -> Pipeline {
-        crate::output::writer::recover_parts(&cfg.dir);
+        let found = crate::output::recovery::recover_parts(&cfg.dir);
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
-        retention.scan_existing(&cfg.dir);
+        retention.add_existing(found.existing);
         let mut output = Output::spawn(
             &cfg.dir,
             cfg.output.template.clone(),
             retention,
-            crate::output::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
+            crate::output::hook::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
             counters.clone(),
             DEFAULT_CHUNKS,
             backlog,
@@ -287,7 +288,7 @@ impl Pipeline {
         let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
         self.sessions.reconfigure(
             &self.output,
-            crate::output::writer::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
+            crate::output::hook::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
             |key| session_settings(global, configs, vnis, key),
         );
     }

@@ -40,7 +40,9 @@ use ipnet::IpNet;
 use crate::capture::encode::{RecordHeader, pcap_file_header, pcapng_file_header, record_len};
 use crate::config::OutputConfig;
 use crate::filter::{MirrorFilter, OwnAddresses};
-use crate::output::writer::{FileId, Output, PathFields};
+use crate::output::chunk::FileId;
+use crate::output::handle::Output;
+use crate::output::template::PathFields;
 use crate::telemetry::metrics::{Counters, SessionSummary};
 use crate::wire::decode::Decoded;
 
@@ -695,7 +697,7 @@ impl SessionTable {
     pub fn reconfigure(
         &mut self,
         out: &OutputConfig,
-        hook: crate::output::writer::RotateHook,
+        hook: crate::output::hook::RotateHook,
         mut config: impl FnMut(SessionKey) -> SessionSettings,
     ) {
         for i in 0..self.sessions.len() {
@@ -800,12 +802,12 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let output = Output::spawn(
             dir,
-            crate::output::writer::OutputTemplate::default(),
-            crate::output::writer::Retention::new(None, None),
-            crate::output::writer::RotateHook::new(Vec::new(), 1),
+            crate::output::template::OutputTemplate::default(),
+            crate::output::retention::Retention::new(None, None),
+            crate::output::hook::RotateHook::new(Vec::new(), 1),
             counters.clone(),
             4,
-            crate::output::writer::Backlog::Wait,
+            crate::output::handle::Backlog::Wait,
         );
         (SessionTable::new(output, counters.clone()), counters)
     }

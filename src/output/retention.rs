@@ -1,0 +1,159 @@
+//! Retention: `max_files` per session and `max_total_bytes` over every
+//! closed capture file under the output directory, oldest deleted first.
+//! In: closed files (and those found at start). Out: deletions.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::output::outdir::{self, OutDirError};
+
+/// A session as retention counts its files (`max_files`): (VNI, source),
+/// the same whichever worker or table slot it had, and after it was freed.
+pub type SessionTag = (u32, std::net::IpAddr);
+
+pub(crate) fn session_tag(s: &crate::telemetry::metrics::SessionStats) -> SessionTag {
+    (s.vni, s.source)
+}
+
+/// A complete capture file found on disk at start (`lstat` size and time:
+/// links are not followed, so nothing outside the output directory is
+/// counted or, later, deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// A closed file that retention may delete.
+#[derive(Debug)]
+pub(crate) struct ClosedFile {
+    path: PathBuf,
+    bytes: u64,
+    /// The session that wrote it; `None` for files found on disk from an
+    /// earlier run.
+    session: Option<SessionTag>,
+}
+
+/// Retention over every closed file under the output directory.
+#[derive(Debug, Default)]
+pub struct Retention {
+    /// The output directory (set by
+    /// [`crate::output::handle::Output::spawn`]): files are deleted on
+    /// their directory's descriptor, reached without following links.
+    pub(crate) root: Option<PathBuf>,
+    files: VecDeque<ClosedFile>,
+    /// Closed files in `files` per session, so a close costs no scan of
+    /// every file (a flood of one-file sessions makes `files` long).
+    per_session: crate::fasthash::FastMap<SessionTag, usize>,
+    closed_bytes: u64,
+    max_files: Option<u32>,
+    max_total_bytes: Option<u64>,
+}
+
+impl Retention {
+    pub fn new(max_files: Option<u32>, max_total_bytes: Option<u64>) -> Retention {
+        Retention {
+            max_files,
+            max_total_bytes,
+            ..Default::default()
+        }
+    }
+
+    pub fn set_limits(&mut self, max_files: Option<u32>, max_total_bytes: Option<u64>) {
+        self.max_files = max_files;
+        self.max_total_bytes = max_total_bytes;
+    }
+
+    /// Adds the complete capture files found under the output directory
+    /// at start (from earlier runs; see
+    /// [`crate::output::recovery::recover_parts`], which walks the tree
+    /// once), oldest first by modification time, so `max_total_bytes`
+    /// counts them too.
+    pub fn add_existing(&mut self, mut found: Vec<ExistingFile>) {
+        found.sort_by(|a, b| (a.modified, &a.path, a.bytes).cmp(&(b.modified, &b.path, b.bytes)));
+        for f in found {
+            self.closed_bytes += f.bytes;
+            self.files.push_back(ClosedFile {
+                path: f.path,
+                bytes: f.bytes,
+                session: None,
+            });
+        }
+    }
+
+    pub fn max_total_bytes_set(&self) -> bool {
+        self.max_total_bytes.is_some()
+    }
+
+    pub fn closed_bytes(&self) -> u64 {
+        self.closed_bytes
+    }
+
+    /// Records a closed file of `session` and deletes what the limits
+    /// require. `open_bytes` is the size of every file still open. Returns
+    /// the number of files deleted.
+    pub fn add(&mut self, path: PathBuf, bytes: u64, session: SessionTag, open_bytes: u64) -> u64 {
+        self.closed_bytes += bytes;
+        self.files.push_back(ClosedFile {
+            path,
+            bytes,
+            session: Some(session),
+        });
+        *self.per_session.entry(session).or_default() += 1;
+        let mut deleted = 0;
+        if let Some(max) = self.max_files {
+            while self.per_session.get(&session).copied().unwrap_or(0) > max as usize {
+                let Some(i) = self.files.iter().position(|f| f.session == Some(session)) else {
+                    break;
+                };
+                self.delete_at(i);
+                deleted += 1;
+            }
+        }
+        deleted + self.enforce_total(open_bytes)
+    }
+
+    /// Deletes the oldest closed files until the total is within
+    /// `max_total_bytes`.
+    pub fn enforce_total(&mut self, open_bytes: u64) -> u64 {
+        let Some(max) = self.max_total_bytes else {
+            return 0;
+        };
+        let mut deleted = 0;
+        while self.closed_bytes + open_bytes > max && !self.files.is_empty() {
+            self.delete_at(0);
+            deleted += 1;
+        }
+        deleted
+    }
+
+    fn delete_at(&mut self, i: usize) {
+        if let Some(f) = self.files.remove(i) {
+            self.closed_bytes -= f.bytes;
+            if let Some(tag) = f.session
+                && let Some(n) = self.per_session.get_mut(&tag)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_session.remove(&tag);
+                }
+            }
+            let r = match &self.root {
+                Some(root) => outdir::unlink_under(root, &f.path),
+                None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
+                    path: f.path.clone(),
+                    what: "delete",
+                    source,
+                }),
+            };
+            match r {
+                Ok(()) => tracing::debug!(path = %f.path.display(), "retention: deleted"),
+                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(e) => tracing::warn!("retention: not deleted: {e}"),
+            }
+        }
+    }
+}

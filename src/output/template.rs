@@ -1,0 +1,259 @@
+//! Output paths: the `[output] template` parsed once ([`OutputTemplate`])
+//! and filled per file from a session's [`PathFields`]; `UtcTime` does the
+//! calendar maths for `{start}`, `{date}` and `{time}`. In: a template
+//! string, then fields per file. Out: a path relative to the output
+//! directory. Nothing is dropped here: a template that could leave the
+//! directory is refused when parsed.
+
+use std::path::PathBuf;
+
+use crate::capture::encode::OutputFormat;
+
+/// The layout of output paths under the output directory.
+///
+/// Placeholders: `{vni}` (decimal), `{source}` (the outer source address;
+/// IPv6 with `_` for `:`, e.g. `2001_db8__1`), `{start}` (UTC time of the
+/// file's first packet, `20261125T032000Z`), `{date}` (`2026-11-25`),
+/// `{time}` (`032000`), `{seq}` (the session's file number, 6 digits),
+/// `{ext}` (`pcap` or `pcapng`). Literal text may use only ASCII letters,
+/// digits, `.`, `_`, `-` and `/`; the template must be relative, have no
+/// empty, `.` or `..` component, contain `{vni}`, `{source}` and `{seq}`
+/// (so sessions and files never collide) and end in `.{ext}`. So every path
+/// it produces is under the output directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputTemplate {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    Lit(String),
+    Vni,
+    Source,
+    Start,
+    Date,
+    Time,
+    Seq,
+    Ext,
+}
+
+pub const DEFAULT_TEMPLATE: &str = "{vni}/{source}/{start}-{seq}.{ext}";
+
+impl Default for OutputTemplate {
+    fn default() -> Self {
+        OutputTemplate::parse(DEFAULT_TEMPLATE).expect("default template is valid")
+    }
+}
+
+/// What a template is filled with.
+#[derive(Clone, Debug)]
+pub struct PathFields {
+    pub vni: u32,
+    pub source: std::net::IpAddr,
+    pub start_ns: u64,
+    pub seq: u32,
+    pub format: OutputFormat,
+}
+
+impl OutputTemplate {
+    pub fn parse(s: &str) -> Result<OutputTemplate, &'static str> {
+        if s.starts_with('/') {
+            return Err("must be a relative path (it is placed under `dir`)");
+        }
+        for comp in s.split('/') {
+            if comp.is_empty() || comp == "." || comp == ".." {
+                return Err(
+                    "has an empty, `.` or `..` path component; paths must stay under `dir`",
+                );
+            }
+        }
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('{') {
+                let end = after.find('}').ok_or("has a `{` without `}`")?;
+                parts.push(match &after[..end] {
+                    "vni" => Part::Vni,
+                    "source" => Part::Source,
+                    "start" => Part::Start,
+                    "date" => Part::Date,
+                    "time" => Part::Time,
+                    "seq" => Part::Seq,
+                    "ext" => Part::Ext,
+                    _ => return Err("has an unknown placeholder; accepted: {vni} {source} {start} {date} {time} {seq} {ext}"),
+                });
+                rest = &after[end + 1..];
+            } else {
+                let end = rest.find('{').unwrap_or(rest.len());
+                let lit = &rest[..end];
+                if !lit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+                {
+                    return Err(
+                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {start} {date} {time} {seq} {ext}",
+                    );
+                }
+                parts.push(Part::Lit(lit.to_string()));
+                rest = &rest[end..];
+            }
+        }
+        for need in [Part::Vni, Part::Source, Part::Seq] {
+            if !parts.contains(&need) {
+                return Err(
+                    "must contain {vni}, {source} and {seq}, so that sessions and files never share a path",
+                );
+            }
+        }
+        if !s.ends_with(".{ext}") {
+            return Err("must end in `.{ext}`, so that the extension matches the format");
+        }
+        Ok(OutputTemplate { parts })
+    }
+
+    /// The relative path for `f`.
+    pub fn render(&self, f: &PathFields) -> PathBuf {
+        use std::fmt::Write as _;
+        let t = UtcTime::from_unix(f.start_ns / 1_000_000_000);
+        let mut s = String::with_capacity(64);
+        for p in &self.parts {
+            let _ = match p {
+                Part::Lit(l) => write!(s, "{l}"),
+                Part::Vni => write!(s, "{}", f.vni),
+                Part::Source => write!(s, "{}", source_for_path(f.source)),
+                Part::Start => write!(
+                    s,
+                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                    t.year, t.month, t.day, t.hour, t.minute, t.second
+                ),
+                Part::Date => write!(s, "{:04}-{:02}-{:02}", t.year, t.month, t.day),
+                Part::Time => write!(s, "{:02}{:02}{:02}", t.hour, t.minute, t.second),
+                Part::Seq => write!(s, "{:06}", f.seq),
+                Part::Ext => write!(s, "{}", f.format.extension()),
+            };
+        }
+        PathBuf::from(s)
+    }
+}
+
+/// An address as a path component: IPv4 dotted, IPv6 with `_` for `:`.
+pub fn source_for_path(a: std::net::IpAddr) -> String {
+    a.to_string().replace(':', "_")
+}
+
+/// A UTC calendar time (no time zone database needed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl UtcTime {
+    /// Howard Hinnant's `civil_from_days`.
+    pub fn from_unix(secs: u64) -> UtcTime {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem / 60 % 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn template_renders_ipv4_and_ipv6() {
+        let t = OutputTemplate::default();
+        let mut f = PathFields {
+            vni: 5569041,
+            source: "172.31.0.238".parse().unwrap(),
+            start_ns: 1_764_040_800_123_456_789, // 2025-11-25T03:20:00Z
+            seq: 3,
+            format: OutputFormat::Pcap,
+        };
+        assert_eq!(
+            t.render(&f),
+            PathBuf::from("5569041/172.31.0.238/20251125T032000Z-000003.pcap")
+        );
+        f.source = "2604:1380:4091:ce00::b".parse().unwrap();
+        f.format = OutputFormat::Pcapng;
+        assert_eq!(
+            t.render(&f),
+            PathBuf::from("5569041/2604_1380_4091_ce00__b/20251125T032000Z-000003.pcapng")
+        );
+    }
+
+    #[test]
+    fn template_rejects_paths_outside_dir() {
+        for bad in [
+            "/abs/{vni}/{source}/{seq}.{ext}",
+            "../{vni}/{source}/{seq}.{ext}",
+            "{vni}/../{source}/{seq}.{ext}",
+            "{vni}//{source}/{seq}.{ext}",
+            "{vni}/{source}/{seq}.pcap",
+            "{vni}/{seq}.{ext}",
+            "{vni}/{source}/{seq}{bogus}.{ext}",
+            "{vni}/{source} x/{seq}.{ext}",
+            "{vni}/{source}/{seq.{ext}",
+        ] {
+            assert!(OutputTemplate::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(OutputTemplate::parse("{date}/vni-{vni}_{source}_{time}_{seq}.{ext}").is_ok());
+    }
+
+    #[test]
+    fn utc_calendar() {
+        assert_eq!(
+            UtcTime::from_unix(0),
+            UtcTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0
+            }
+        );
+        assert_eq!(
+            UtcTime::from_unix(951_782_400), // 2000-02-29
+            UtcTime {
+                year: 2000,
+                month: 2,
+                day: 29,
+                hour: 0,
+                minute: 0,
+                second: 0
+            }
+        );
+        assert_eq!(
+            UtcTime::from_unix(4_102_444_799),
+            UtcTime {
+                year: 2099,
+                month: 12,
+                day: 31,
+                hour: 23,
+                minute: 59,
+                second: 59
+            }
+        );
+    }
+}
