@@ -29,12 +29,12 @@
 //!    layers, VXLAN, inner decode).
 //! 8. `telemetry/` counters, Prometheus, health, notify.
 //!
-//! Leaves any layer may use: [`pipeline::DropReason`] (in
-//! `pipeline/drop.rs`, importing nothing of mirrorcap's) and [`fasthash`].
+//! The leaf any layer may use: [`pipeline::DropReason`] (in
+//! `pipeline/drop.rs`, importing nothing of mirrorcap's). The per-packet
+//! maps use `foldhash::HashMap` (seeded per process).
 
 pub mod capture;
 pub mod config;
-pub mod fasthash;
 pub mod filter;
 pub mod flows;
 pub mod ingest;

@@ -26,6 +26,12 @@
 //! other SIGBUS faults go to the handler that was there before. A record
 //! being handed out at the very moment of the cut can have been read as
 //! zeros (it is then dropped and counted like any malformed packet).
+//!
+//! The mapping itself is `memmap2`'s (`map_copy_read_only`: the same
+//! `MAP_PRIVATE`, `PROT_READ` mapping as before). It coexists with the
+//! guard: the handler replaces pages inside the mapping with `MAP_FIXED`
+//! zero pages, which `memmap2`'s `munmap` of the whole range on drop
+//! removes as well; the guard's slot is released before that.
 
 use std::io::{self, Read};
 
@@ -236,7 +242,7 @@ pub const CHECK_EVERY: usize = 1 << 20;
 /// guarded against the file being cut while it is read (see the module
 /// doc).
 struct Mapping {
-    ptr: *const u8,
+    map: memmap2::Mmap,
     len: usize,
     /// Kept open for `fstat`.
     file: std::fs::File,
@@ -250,14 +256,10 @@ struct Mapping {
     checked_to: usize,
 }
 
-// SAFETY: the mapping is read-only and owned by this value.
-unsafe impl Send for Mapping {}
-
 impl Mapping {
     /// Maps `f` if it is a non-empty regular file; gives it back otherwise
     /// or when mapping fails (then it is read as a stream).
     fn new(f: std::fs::File) -> Result<Mapping, std::fs::File> {
-        use std::os::fd::AsRawFd;
         let Ok(meta) = f.metadata() else {
             return Err(f);
         };
@@ -267,30 +269,20 @@ impl Mapping {
         if !meta.is_file() || len == 0 {
             return Err(f);
         }
-        // SAFETY: a fresh read-only private mapping of a file we hold open.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(f);
-        }
-        let Some(guard) = guard::register(ptr as usize, len) else {
-            // No SIGBUS guard (no free slot, or no handler): not mapped.
-            // SAFETY: unmaps what was just mapped.
-            unsafe { libc::munmap(ptr, len) };
+        // SAFETY: a read-only private mapping of a file we hold open; a
+        // cut of the file while it is mapped is caught by `guard`.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_copy_read_only(&f) };
+        let Ok(map) = map else {
             return Err(f);
         };
-        // SAFETY: the range was just mapped; advice only.
-        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        let Some(guard) = guard::register(map.as_ptr() as usize, len) else {
+            // No SIGBUS guard (no free slot, or no handler): not mapped
+            // (dropping `map` unmaps it).
+            return Err(f);
+        };
+        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(Mapping {
-            ptr: ptr.cast(),
+            map,
             len,
             file: f,
             guard,
@@ -301,9 +293,8 @@ impl Mapping {
     }
 
     fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` is mapped readable for the life of self
-        // (pages of a cut file are replaced by zero pages, see `guard`).
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        // Pages of a cut file are replaced by zero pages, see `guard`.
+        &self.map
     }
 
     /// Checks the file's size (it may only shrink what can be read); the
@@ -328,7 +319,7 @@ impl Mapping {
         let mut i = at;
         while i < end.min(self.len) {
             // SAFETY: in the mapping (i < len).
-            unsafe { std::ptr::read_volatile(self.ptr.add(i)) };
+            unsafe { std::ptr::read_volatile(self.map.as_ptr().add(i)) };
             i = (i | (page - 1)) + 1;
         }
         let next = (end | (page - 1)) + 1;
@@ -336,17 +327,16 @@ impl Mapping {
             return false;
         }
         // SAFETY: in the mapping (next < len).
-        unsafe { std::ptr::read_volatile(self.ptr.add(next)) };
+        unsafe { std::ptr::read_volatile(self.map.as_ptr().add(next)) };
         true
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Before `map` is unmapped (fields drop after this body), so the
+        // handler never sees a range that is no longer ours.
         self.guard.release();
-        // SAFETY: unmaps exactly what `new` mapped (zero pages put in by
-        // the SIGBUS handler included).
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
 

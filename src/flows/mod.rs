@@ -279,7 +279,7 @@ pub struct FlowTable {
     cfg: Arc<FlowConfig>,
     flows: HashMap<FlowKey, FlowAgg>,
     /// The sessions seen, by id, until they are freed.
-    sessions: crate::fasthash::FastMap<u64, FlowSession>,
+    sessions: foldhash::HashMap<u64, FlowSession>,
     /// Current window index (`ts / interval`), `None` before the first packet.
     window: Option<u64>,
     out: mpsc::Sender<FlowBatch>,

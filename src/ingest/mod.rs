@@ -3,6 +3,7 @@
 //! and replay of capture files ([`replay`]). Each hands datagrams to
 //! [`crate::pipeline::Pipeline::push`] with a [`crate::pipeline::RecvMeta`].
 
+pub mod cmsg;
 pub mod live;
 pub mod replay;
 pub mod socket;

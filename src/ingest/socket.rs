@@ -15,21 +15,28 @@
 //! lift it are logged). A datagram larger than a slot (it cannot be: a slot
 //! holds the largest UDP payload) would be counted as `datagram_truncated`.
 //! A plain UDP socket: no root and no capability.
+//!
+//! The `recvmmsg` headers (`mmsghdr`, `iovec`) are built on the stack at
+//! each call from slices borrowed from the receiver, as quinn-udp does: no
+//! raw pointer outlives a call, so the receiver is `Send` by its fields.
+//! Control messages land in [`cmsg::Aligned`] buffers and are read with the
+//! safe [`cmsg::Iter`].
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::ingest::cmsg;
 use crate::pipeline::RecvMeta;
 
 /// Bytes per receive slot: more than the largest UDP payload (65,527).
 pub const SLOT_LEN: usize = 65_536;
 pub use crate::config::{DEFAULT_BATCH, DEFAULT_RECV_BUFFER};
-/// Control-message space per slot (timestamp + overflow counter, padded).
-const CMSG_LEN: usize = 128;
+/// Most datagrams per receive call (the batch setting is clamped to it).
+pub const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -43,17 +50,15 @@ pub enum SocketError {
     },
 }
 
-/// A bound, non-blocking UDP socket with its receive buffers.
+/// A bound, blocking UDP socket (with a receive timeout) and its receive
+/// buffers: one slot, one aligned control buffer and one address per
+/// datagram of a batch.
 pub struct Receiver {
     sock: UdpSocket,
     batch: usize,
     bufs: Vec<u8>,
-    cmsgs: Vec<u8>,
+    cmsgs: Vec<cmsg::Aligned>,
     addrs: Vec<libc::sockaddr_storage>,
-    /// One iovec and header per slot, pointing into `bufs`, `cmsgs` and
-    /// `addrs` (heap memory that never moves): built once at bind.
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
     /// Last SO_RXQ_OVFL value the kernel reported (cumulative), and the
     /// part of it already counted.
     kernel_drops: u32,
@@ -95,31 +100,17 @@ impl Receiver {
                 .map_err(|e| opt("SO_REUSEPORT", e))?;
         }
         sock.bind(&addr.into()).map_err(bind_err)?;
-        let batch = batch.clamp(1, 1024);
-        let mut r = Receiver {
+        let batch = batch.clamp(1, MAX_BATCH);
+        Ok(Receiver {
             sock: sock.into(),
             batch,
             bufs: vec![0u8; batch * SLOT_LEN],
-            cmsgs: vec![0u8; batch * CMSG_LEN],
-            // SAFETY: all-zero is a valid sockaddr_storage, iovec, mmsghdr.
+            cmsgs: vec![cmsg::Aligned::default(); batch],
+            // SAFETY: all-zero is a valid sockaddr_storage.
             addrs: vec![unsafe { zeroed() }; batch],
-            iovs: vec![unsafe { zeroed() }; batch],
-            hdrs: vec![unsafe { zeroed() }; batch],
             kernel_drops: 0,
             kernel_drops_counted: 0,
-        };
-        for i in 0..batch {
-            r.iovs[i] = libc::iovec {
-                iov_base: r.bufs[i * SLOT_LEN..].as_mut_ptr().cast(),
-                iov_len: SLOT_LEN,
-            };
-            let h = &mut r.hdrs[i].msg_hdr;
-            h.msg_name = (&mut r.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_iov = &mut r.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = r.cmsgs[i * CMSG_LEN..].as_mut_ptr().cast();
-        }
-        Ok(r)
+        })
     }
 
     /// Makes the kernel hand each mirror session to one socket of the
@@ -239,17 +230,32 @@ impl Receiver {
     /// `WouldBlock` when the timeout passed with none.
     pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8], &RecvMeta, bool)) -> io::Result<usize> {
         let n = self.batch;
-        for h in &mut self.hdrs {
-            // The kernel shortens these to what it filled: reset them.
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+        let slots = self.bufs.chunks_exact_mut(SLOT_LEN);
+        let parts = slots.zip(&mut self.cmsgs).zip(&mut self.addrs);
+        for (i, ((buf, ctl), addr)) in parts.enumerate() {
+            let iov = iovs[i].write(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut h: libc::mmsghdr = unsafe { zeroed() };
+            h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_controllen = CMSG_LEN as _;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ctl.0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = cmsg::LEN as _;
+            hdrs[i].write(h);
         }
-        // SAFETY: every header points into buffers owned by self (built in
-        // `bind`) with the lengths given.
+        // SAFETY: the first `n` headers are initialised and point into
+        // slots, control buffers and addresses borrowed from self for the
+        // call, with their lengths; nothing keeps the pointers after it.
         let got = unsafe {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                 n as u32,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
@@ -259,60 +265,38 @@ impl Receiver {
             return Err(io::Error::last_os_error());
         }
         let got = got as usize;
-        for (i, h) in self.hdrs.iter().enumerate().take(got) {
-            let len = h.msg_len as usize;
+        for (i, h) in hdrs.iter().enumerate().take(got.min(n)) {
+            // SAFETY: initialised above (i < n).
+            let h = unsafe { h.assume_init_ref() };
+            let len = (h.msg_len as usize).min(SLOT_LEN);
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let (ts, ovfl) = unsafe { parse_cmsgs(&h.msg_hdr) };
-            if let Some(d) = ovfl {
-                self.kernel_drops = d;
+            let mut ts = None;
+            for c in cmsg::Iter::new(&self.cmsgs[i], h.msg_hdr.msg_controllen) {
+                ts = ts.or(c.timestamp_ns());
+                if let Some(d) = c.rxq_overflow() {
+                    self.kernel_drops = d;
+                }
             }
             let meta = RecvMeta {
                 source: sockaddr_ip(&self.addrs[i]),
                 timestamp_ns: ts.unwrap_or_else(now_ns),
                 orig_len: 0,
             };
-            let data = &self.bufs[i * SLOT_LEN..i * SLOT_LEN + len.min(SLOT_LEN)];
-            f(data, &meta, truncated);
+            f(
+                &self.bufs[i * SLOT_LEN..i * SLOT_LEN + len],
+                &meta,
+                truncated,
+            );
         }
         Ok(got)
     }
 }
-
-// SAFETY: the raw pointers in `iovs` and `hdrs` point only into heap
-// buffers owned by the same Receiver, so moving it to another thread moves
-// them together.
-unsafe impl Send for Receiver {}
 
 /// The wall clock in nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received message.
-///
-/// # Safety
-/// `h` must be a header filled by the kernel in `recvmmsg`.
-unsafe fn parse_cmsgs(h: &libc::msghdr) -> (Option<u64>, Option<u32>) {
-    let mut ts = None;
-    let mut ovfl = None;
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(h);
-        while !c.is_null() {
-            let cm = &*c;
-            if cm.cmsg_level == libc::SOL_SOCKET {
-                if cm.cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    ts = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
-                } else if cm.cmsg_type == libc::SO_RXQ_OVFL {
-                    ovfl = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(h, c);
-        }
-    }
-    (ts, ovfl)
 }
 
 fn sockaddr_ip(a: &libc::sockaddr_storage) -> IpAddr {
@@ -378,5 +362,54 @@ fn set_recv_buffer(sock: &Socket, want: usize) {
             obtained = got,
             "socket receive buffer capped by net.core.rmem_max; to lift it: sysctl -w net.core.rmem_max={want}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Over loopback: every datagram gets the kernel's receive time, and
+    /// datagrams dropped on a full socket buffer come back through the
+    /// SO_RXQ_OVFL counter.
+    #[test]
+    fn loopback_timestamps_and_overflow_counter() {
+        let mut rx = Receiver::bind("127.0.0.1:0".parse().unwrap(), 4096, 8, false).unwrap();
+        rx.set_receive_timeout(Duration::from_millis(200)).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = now_ns();
+        // Far more than a 4 KiB buffer holds: most are dropped.
+        for i in 0..200u32 {
+            let mut d = vec![0u8; 1000];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            tx.send_to(&d, to).unwrap();
+        }
+        let mut seen = 0;
+        rx.set_nonblocking(true).unwrap();
+        loop {
+            let r = rx.recv_batch(|data, meta, truncated| {
+                assert_eq!(data.len(), 1000);
+                assert!(!truncated);
+                assert_eq!(meta.source, IpAddr::V4(Ipv4Addr::LOCALHOST));
+                assert!(meta.timestamp_ns >= before && meta.timestamp_ns <= now_ns());
+                seen += 1;
+            });
+            match r {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(seen > 0 && seen < 200, "received {seen} of 200");
+        // The drop count rides on the next datagram queued.
+        rx.set_nonblocking(false).unwrap();
+        tx.send_to(b"last", to).unwrap();
+        let mut last = 0;
+        rx.recv_batch(|data, _, _| last = data.len()).unwrap();
+        assert_eq!(last, 4);
+        assert_eq!(rx.new_kernel_drops(), 200 - seen as u64);
+        assert_eq!(rx.new_kernel_drops(), 0);
     }
 }

@@ -122,7 +122,7 @@ pub(crate) struct Disk {
     /// The output directory: files are reached from it without following
     /// links ([`crate::output::outdir`]).
     pub(crate) root: PathBuf,
-    pub(crate) files: crate::fasthash::FastMap<FileId, DiskFile>,
+    pub(crate) files: foldhash::HashMap<FileId, DiskFile>,
     pub(crate) retention: Retention,
     pub(crate) hook: RotateHook,
     pub(crate) counters: Arc<Counters>,

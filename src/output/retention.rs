@@ -47,7 +47,7 @@ pub struct Retention {
     files: VecDeque<ClosedFile>,
     /// Closed files in `files` per session, so a close costs no scan of
     /// every file (a flood of one-file sessions makes `files` long).
-    per_session: crate::fasthash::FastMap<SessionTag, usize>,
+    per_session: foldhash::HashMap<SessionTag, usize>,
     closed_bytes: u64,
     max_files: Option<u32>,
     max_total_bytes: Option<u64>,

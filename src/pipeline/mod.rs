@@ -346,3 +346,27 @@ impl Pipeline {
         Summary::from_counters(&counters, sessions, rules)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The per-packet maps' hasher spreads (outer source, VNI) keys over
+    /// the top 7 bits (hashbrown's control byte), and a map finds them.
+    #[test]
+    fn distinct_keys_spread() {
+        use std::hash::BuildHasher;
+        let s = foldhash::fast::RandomState::default();
+        let mut seen = std::collections::HashSet::new();
+        for vni in 0..1000u32 {
+            for last in 0..10u8 {
+                let ip = std::net::IpAddr::from([10, 0, 0, last]);
+                seen.insert(s.hash_one((ip, vni)) >> 57);
+            }
+        }
+        assert_eq!(seen.len(), 128);
+        let mut m: foldhash::HashMap<(u32, u32), u32> = Default::default();
+        for i in 0..10_000 {
+            m.insert((i, i * 3), i);
+        }
+        assert!((0..10_000).all(|i| m[&(i, i * 3)] == i));
+    }
+}

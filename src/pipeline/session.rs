@@ -283,7 +283,11 @@ enum Freed {
 
 /// The sessions of one worker, and the files they write.
 pub struct SessionTable {
-    index: crate::fasthash::FastMap<SessionKey, usize>,
+    /// Session slots by key. foldhash's fast hasher, seeded per process:
+    /// std's SipHash cost 6 % of a replay where sessions interleave packet
+    /// by packet, and the keys (outer source, VNI) are partly chosen by
+    /// senders, so an unseeded hash (rustc-hash) is not used.
+    index: foldhash::HashMap<SessionKey, usize>,
     /// Slots: live sessions, and freed ones kept for their key and `seq`
     /// until the slot is reused.
     sessions: Vec<Session>,

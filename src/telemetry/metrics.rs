@@ -137,7 +137,7 @@ pub struct SessionTotals {
 /// Its size follows the live sessions, not every session ever seen.
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
-    live: crate::fasthash::FastMap<u64, std::sync::Arc<SessionStats>>,
+    live: foldhash::HashMap<u64, std::sync::Arc<SessionStats>>,
     next_id: u64,
     /// Live sessions with their own series, and the most allowed
     /// (`metrics_max_sessions`).
