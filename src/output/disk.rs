@@ -601,7 +601,7 @@ impl Disk {
 mod tests {
     use super::*;
     use crate::capture::encode::OutputFormat;
-    use crate::output::handle::{Backlog, Output};
+    use crate::output::handle::Backlog;
 
     /// Review of issue 12, item 1: the writer does not hold every new file
     /// open beside every old one. 2,000 files opened, written and closed
@@ -613,17 +613,7 @@ mod tests {
     #[test]
     fn files_are_created_with_their_records_not_before() {
         let tmp = tempfile::tempdir().unwrap();
-        let counters = Arc::new(Counters::default());
-        let mut out = Output::spawn(
-            tmp.path(),
-            OutputTemplate::default(),
-            Retention::new(None, None),
-            RotateHook::default(),
-            counters.clone(),
-            4,
-            Backlog::Wait,
-        );
-        out.set_fsync(false);
+        let (mut out, counters) = crate::output::handle::test_output(tmp.path(), 4, Backlog::Wait);
         let mut header = Vec::new();
         crate::capture::encode::pcap_file_header(&mut header, 65535);
         let frame = [0u8; 60];

@@ -541,6 +541,24 @@ impl Drop for Output {
     }
 }
 
+/// For tests: a writer under `dir` with a pool of `chunks`, no retention,
+/// no hook, no fsync, and its counters.
+#[cfg(test)]
+pub(crate) fn test_output(dir: &Path, chunks: usize, backlog: Backlog) -> (Output, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let mut out = Output::spawn(
+        dir,
+        OutputTemplate::default(),
+        Retention::new(None, None),
+        RotateHook::default(),
+        counters.clone(),
+        chunks,
+        backlog,
+    );
+    out.set_fsync(false);
+    (out, counters)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,17 +572,7 @@ mod tests {
     #[test]
     fn closing_many_files_in_a_burst_takes_no_chunk() {
         let tmp = tempfile::tempdir().unwrap();
-        let counters = Arc::new(Counters::default());
-        let mut out = Output::spawn(
-            tmp.path(),
-            OutputTemplate::default(),
-            Retention::new(None, None),
-            RotateHook::default(),
-            counters.clone(),
-            2,
-            Backlog::Drop,
-        );
-        out.set_fsync(false);
+        let (mut out, counters) = super::test_output(tmp.path(), 2, Backlog::Drop);
         let header = {
             let mut h = Vec::new();
             crate::capture::encode::pcap_file_header(&mut h, 65535);
@@ -601,17 +609,7 @@ mod tests {
     #[test]
     fn a_file_that_moves_to_a_lane_keeps_its_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let counters = Arc::new(Counters::default());
-        let mut out = Output::spawn(
-            tmp.path(),
-            OutputTemplate::default(),
-            Retention::new(None, None),
-            RotateHook::default(),
-            counters.clone(),
-            16,
-            Backlog::Wait,
-        );
-        out.set_fsync(false);
+        let (mut out, counters) = super::test_output(tmp.path(), 16, Backlog::Wait);
         let mut header = Vec::new();
         crate::capture::encode::pcap_file_header(&mut header, 65535);
         let frame = [0u8; 1000];
