@@ -119,16 +119,7 @@ pub fn serve(
     let mut last_tick = Instant::now();
     let batch = rx.batch();
     while !control.stop.load(Relaxed) {
-        let r = rx.recv_batch(|data, meta, truncated| {
-            if truncated {
-                pipeline.counters().received(data.len());
-                pipeline
-                    .counters()
-                    .count_drop(DropReason::DatagramTruncated);
-            } else {
-                pipeline.push(data, meta);
-            }
-        });
+        let r = rx.recv_batch(|data, meta, truncated| take(&mut pipeline, data, meta, truncated));
         pipeline.publish_counts();
         match r {
             // The socket is empty: sleep instead of blocking in the next
@@ -193,16 +184,7 @@ fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
     let mut unread = 0u64;
     loop {
         let r = if written_phase {
-            rx.recv_batch(|data, meta, truncated| {
-                if truncated {
-                    pipeline.counters().received(data.len());
-                    pipeline
-                        .counters()
-                        .count_drop(DropReason::DatagramTruncated);
-                } else {
-                    pipeline.push(data, meta);
-                }
-            })
+            rx.recv_batch(|data, meta, truncated| take(pipeline, data, meta, truncated))
         } else {
             rx.recv_batch(|data, _, _| {
                 counters.received(data.len());
@@ -227,5 +209,19 @@ fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
             datagrams = unread,
             "stopping: datagrams still queued after {DRAIN_DEADLINE:?} were counted as unread_at_stop, not written"
         );
+    }
+}
+
+/// One received datagram into the pipeline; one the kernel cut (longer
+/// than a receive slot) is counted as `datagram_truncated` instead.
+#[inline]
+fn take(pipeline: &mut Pipeline, data: &[u8], meta: &crate::pipeline::RecvMeta, truncated: bool) {
+    if truncated {
+        pipeline.counters().received(data.len());
+        pipeline
+            .counters()
+            .count_drop(DropReason::DatagramTruncated);
+    } else {
+        pipeline.push(data, meta);
     }
 }
