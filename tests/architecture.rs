@@ -6,6 +6,7 @@
 use std::path::Path;
 
 const LAYERS: &[(&str, u32)] = &[
+    ("app", 0),
     ("ingest", 1),
     ("pipeline", 2),
     ("config", 3),

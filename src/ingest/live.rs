@@ -159,7 +159,7 @@ pub fn serve(
         if control.reload.has_changed().unwrap_or(false) {
             let cfg = control.reload.borrow_and_update().clone();
             if let Some(cfg) = cfg {
-                pipeline.reconfigure(&cfg);
+                pipeline.reconfigure(cfg);
             }
         }
     }
