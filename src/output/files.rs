@@ -10,7 +10,6 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 
-use crate::output::disk::DiskFile;
 use crate::output::outdir::{self, OutDirError};
 use crate::output::template::{OutputTemplate, PathFields};
 use crate::telemetry::metrics::DropReason;
@@ -146,10 +145,15 @@ pub fn check_output_dir(dir: &Path) -> Result<(), OutputDirError> {
     }
 }
 
-/// Writes `iov` at the end of `f`'s whole records. On failure the file is
-/// truncated back to its last whole record.
-pub(crate) fn write_at_end(f: &mut DiskFile, iov: &[IoSlice<'_>]) -> Result<(), WriterError> {
-    let file = f.file.as_mut().expect("open");
+/// Writes `iov` at the end of `file`, whose first `good_len` bytes are
+/// whole records; `good_len` grows by what was written. On failure the
+/// file is cut back to `good_len` and the error names `part`.
+pub(crate) fn write_whole(
+    file: &mut File,
+    good_len: &mut u64,
+    part: &Path,
+    iov: &[IoSlice<'_>],
+) -> Result<(), WriterError> {
     let total: usize = iov.iter().map(|s| s.len()).sum();
     let mut bufs: Vec<IoSlice> = iov.to_vec();
     let mut slices: &mut [IoSlice] = &mut bufs;
@@ -157,29 +161,29 @@ pub(crate) fn write_at_end(f: &mut DiskFile, iov: &[IoSlice<'_>]) -> Result<(), 
     while written < total {
         match file.write_vectored(slices) {
             Ok(0) => {
-                return Err(truncate_back(f, io::Error::from(io::ErrorKind::WriteZero)));
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(truncate_back(file, *good_len, part, e));
             }
             Ok(n) => {
                 written += n;
                 IoSlice::advance_slices(&mut slices, n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(truncate_back(f, e)),
+            Err(e) => return Err(truncate_back(file, *good_len, part, e)),
         }
     }
-    f.good_len += total as u64;
+    *good_len += total as u64;
     Ok(())
 }
 
-/// Cuts `f` back to its last whole record after a failed write.
-pub(crate) fn truncate_back(f: &mut DiskFile, source: io::Error) -> WriterError {
-    if let Some(file) = &f.file {
-        let _ = file.set_len(f.good_len);
-        use std::io::Seek;
-        let _ = (&*file).seek(io::SeekFrom::Start(f.good_len));
-    }
+/// Cuts `file` back to its last whole record (`good_len`) after a failed
+/// write; the error names `part`.
+fn truncate_back(file: &File, good_len: u64, part: &Path, source: io::Error) -> WriterError {
+    let _ = file.set_len(good_len);
+    use std::io::Seek;
+    let _ = (&*file).seek(io::SeekFrom::Start(good_len));
     WriterError::Write {
-        path: f.part.clone(),
+        path: part.to_path_buf(),
         source,
     }
 }

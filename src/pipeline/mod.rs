@@ -1,7 +1,7 @@
 //! The pipeline: stages 2-6 behind one call, [`Pipeline::push`].
 //!
-//! Both feeds use it: the live socket (`socket.rs`, `daemon.rs`) and the
-//! offline reader (`replay.rs`). Each datagram is a UDP payload plus a
+//! Both feeds use it: the live socket (`ingest::socket`, `ingest::live`)
+//! and the offline reader (`ingest::replay`). Each datagram is a UDP payload plus a
 //! [`RecvMeta`] (outer source address, receive time); it flows
 //! VXLAN check -> VNI filter -> inner decode -> session -> capture file, and
 //! wherever it stops it is counted by reason. No stage allocates per packet:
@@ -136,7 +136,7 @@ impl Pipeline {
 
     /// A pipeline for another worker thread: the same configuration,
     /// counters and writer thread, its own sessions (a session is only ever
-    /// seen by one worker: see `socket.rs`).
+    /// seen by one worker: see `ingest::socket`).
     pub fn sibling(&self) -> Pipeline {
         Pipeline {
             flows: self.flows.as_ref().map(|(t, shared)| {
