@@ -1,0 +1,400 @@
+//! The flow files on disk: the writer thread that the flow tables of every
+//! worker send their [`FlowBatch`]es to, and [`FlowShared`], which lets
+//! the last of those workers end it.
+//!
+//! In: batches of rendered records. Out: `DIR/flows/YYYY/MM/DD/
+//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), each
+//! written as `.part` and renamed when closed. Dropped: a batch whose
+//! write fails (counted as lost records, `/healthz` 503 until a write
+//! works again); closed files beyond `max_files` (oldest first).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, mpsc};
+
+use super::FlowConfig;
+use super::table::{FlowBatch, FlowTable};
+
+/// The flow writer shared by a set of sibling pipelines (workers): the
+/// last one to finish ends the writer thread.
+pub struct FlowShared {
+    writer: std::sync::Mutex<Option<FlowWriter>>,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl FlowShared {
+    pub fn new(writer: FlowWriter) -> Arc<FlowShared> {
+        Arc::new(FlowShared {
+            writer: std::sync::Mutex::new(Some(writer)),
+            live: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A table for one more pipeline.
+    pub fn table(
+        self: &Arc<Self>,
+        cfg: Arc<FlowConfig>,
+        counters: Arc<crate::telemetry::metrics::Counters>,
+    ) -> FlowTable {
+        self.live.fetch_add(1, Relaxed);
+        let tx = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.sender())
+            .expect("writer running while tables are made");
+        FlowTable::new(cfg, tx, counters)
+    }
+
+    /// Called by each pipeline after its table wrote its last records.
+    pub fn done(&self) {
+        if self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+            && let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            w.finish();
+        }
+    }
+}
+
+/// The flow files' writer thread: `DIR/flows/YYYY/MM/DD/
+/// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), a new file
+/// every `file_interval`, written as `.part` and renamed when closed;
+/// `max_files` closed flow files are kept (oldest deleted first).
+///
+/// Each batch (a window's records) is appended with one write; with
+/// `gzip` it is one gzip member of its own (a file of several members is
+/// one valid gzip stream: `gzip -t`, zcat, Athena and `mirrorcap flows`
+/// read it whole). A write that fails (disk full) cuts the file back to
+/// its last whole batch, counts the batch's records as lost
+/// (`mirrorcap_flow_records_lost_total`), turns `/healthz` to 503 until a
+/// write succeeds again, and the next batch is tried anew; so a flow file
+/// on disk is always whole, and it gets its final name only after its
+/// data is synced. A file that holds no batch is removed, not published.
+pub struct FlowWriter {
+    tx: Option<mpsc::Sender<FlowBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlowWriter {
+    pub fn spawn(
+        dir: &Path,
+        cfg: Arc<FlowConfig>,
+        max_files: Option<u32>,
+        counters: Arc<crate::telemetry::metrics::Counters>,
+    ) -> FlowWriter {
+        let (tx, rx) = mpsc::channel::<FlowBatch>();
+        let root = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("mirrorcap-flows".into())
+            .spawn(move || {
+                FlowFiles {
+                    root,
+                    cfg,
+                    max_files,
+                    counters,
+                    current: None,
+                    closed: Default::default(),
+                    seq: 0,
+                    gz_buf: Vec::new(),
+                    errors: crate::telemetry::metrics::LogLimiter::new(
+                        std::time::Duration::from_secs(10),
+                    ),
+                }
+                .run(rx)
+            })
+            .expect("spawning the flow writer");
+        FlowWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<FlowBatch> {
+        self.tx.clone().expect("running")
+    }
+
+    /// Waits until every table's sender is gone and the files are closed.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("flows: the flow writer thread panicked");
+        }
+    }
+}
+
+/// Errors writing flow files; each is counted and logged by [`FlowFiles`].
+#[derive(Debug, thiserror::Error)]
+pub enum FlowFileError {
+    #[error(transparent)]
+    Dir(#[from] crate::output::outdir::OutDirError),
+    #[error("{path}: cannot create flow file: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: write failed (the file is cut back to its last whole batch): {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot sync or rename to its final name: {source}")]
+    Close {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One open flow file (`.part`): only whole batches are in it. Its
+/// directory is held open (reached without following links, see
+/// [`crate::output::outdir`]), so the rename and a deletion cannot be redirected.
+struct FlowFile {
+    dir: crate::output::outdir::Dir,
+    name: std::ffi::OsString,
+    file: std::fs::File,
+    /// Bytes of whole batches (what a failed write is cut back to).
+    good_len: u64,
+}
+
+impl FlowFile {
+    fn create(dir: crate::output::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
+        let part = crate::output::outdir::part_name(name.as_ref());
+        match dir.create_file(&part, crate::output::files::FILE_MODE) {
+            Ok(file) => Ok(FlowFile {
+                dir,
+                name: name.into(),
+                file,
+                good_len: 0,
+            }),
+            Err(source) => Err(FlowFileError::Create {
+                path: dir.path().join(part),
+                source,
+            }),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    fn part_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(crate::output::outdir::part_name(&self.name))
+    }
+
+    /// Appends `bytes` whole, or cuts the file back to where it was.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FlowFileError> {
+        use std::io::{Seek, Write};
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.good_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                let _ = self.file.set_len(self.good_len);
+                let _ = self.file.seek(std::io::SeekFrom::Start(self.good_len));
+                Err(FlowFileError::Write {
+                    path: self.part_path(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Syncs and renames the file to its final name; one with no batch in
+    /// it is removed instead. Returns the final path when published.
+    fn close(self) -> Result<Option<PathBuf>, FlowFileError> {
+        let part = crate::output::outdir::part_name(&self.name);
+        if self.good_len == 0 {
+            drop(self.file);
+            let _ = self.dir.unlink(&part);
+            return Ok(None);
+        }
+        let r = self
+            .file
+            .sync_data()
+            .and_then(|()| self.dir.rename(&part, &self.name));
+        match r {
+            Ok(()) => Ok(Some(self.path())),
+            Err(source) => Err(FlowFileError::Close {
+                path: self.part_path(),
+                source,
+            }),
+        }
+    }
+}
+
+struct OpenFlowFile {
+    slot: u64,
+    text: FlowFile,
+    json: Option<FlowFile>,
+}
+
+/// The flow writer thread's state.
+struct FlowFiles {
+    /// The output directory; flow files go under `flows/` in it.
+    root: PathBuf,
+    cfg: Arc<FlowConfig>,
+    max_files: Option<u32>,
+    counters: Arc<crate::telemetry::metrics::Counters>,
+    current: Option<OpenFlowFile>,
+    closed: std::collections::VecDeque<PathBuf>,
+    seq: u32,
+    /// A batch compressed as one gzip member, reused.
+    gz_buf: Vec<u8>,
+    errors: crate::telemetry::metrics::LogLimiter,
+}
+
+impl FlowFiles {
+    fn run(mut self, rx: mpsc::Receiver<FlowBatch>) {
+        while let Ok(batch) = rx.recv() {
+            self.write_batch(&batch);
+        }
+        if let Some(f) = self.current.take() {
+            self.close(f);
+        }
+    }
+
+    fn write_batch(&mut self, batch: &FlowBatch) {
+        let slot = batch.window_s / self.cfg.file_interval_s;
+        if let Some(f) = self.current.take_if(|c| c.slot != slot) {
+            self.close(f);
+        }
+        if self.current.is_none() {
+            match self.open(slot) {
+                Ok(f) => self.current = Some(f),
+                Err(e) => return self.fail(&e, batch.records),
+            }
+        }
+        let mut text = String::new();
+        let c = self.current.as_ref().expect("opened");
+        if c.text.good_len == 0 {
+            text.push_str(&self.cfg.format.header());
+            text.push('\n');
+        }
+        text.push_str(&batch.lines);
+        let r = self.append(false, text.as_bytes());
+        if let Err(e) = r {
+            return self.fail(&e, batch.records);
+        }
+        if self.cfg.json
+            && let Err(e) = self.append(true, batch.json.as_bytes())
+        {
+            // The text file has the records; the JSON copy lost them, and
+            // health stays 503 until a JSON write works again.
+            return self.fail(&e, 0);
+        }
+        self.counters.set_flow_output_error(None);
+    }
+
+    /// Appends `bytes` to the text (or JSON) file, as one gzip member
+    /// with `gzip`.
+    fn append(&mut self, json: bool, bytes: &[u8]) -> Result<(), FlowFileError> {
+        let c = self.current.as_mut().expect("opened");
+        let Some(f) = (if json {
+            c.json.as_mut()
+        } else {
+            Some(&mut c.text)
+        }) else {
+            return Ok(());
+        };
+        if !self.cfg.gzip {
+            return f.append(bytes);
+        }
+        use std::io::Write;
+        self.gz_buf.clear();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::mem::take(&mut self.gz_buf),
+            flate2::Compression::default(),
+        );
+        let compressed = gz.write_all(bytes).and_then(|()| gz.finish());
+        match compressed {
+            Ok(member) => {
+                let r = f.append(&member);
+                self.gz_buf = member;
+                r
+            }
+            Err(source) => Err(FlowFileError::Write {
+                path: f.part_path(),
+                source,
+            }),
+        }
+    }
+
+    fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+        use crate::output::files::DIR_MODE;
+        use crate::output::outdir::{Dir, part_name};
+        let ext = if self.cfg.gzip { ".gz" } else { "" };
+        let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
+        let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
+        let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
+        let dir = open_dir()?;
+        let base = format!(
+            "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        );
+        loop {
+            let seq = self.seq;
+            self.seq += 1;
+            let text = format!("{base}-{seq:06}.log{ext}");
+            let json = format!("{base}-{seq:06}.jsonl{ext}");
+            // An error looking (EIO, EACCES) is a failure, not a name taken.
+            let taken = |n: &str| -> Result<bool, FlowFileError> {
+                let look = |name: &std::ffi::OsStr| {
+                    dir.exists(name).map_err(|source| FlowFileError::Create {
+                        path: dir.path().join(name),
+                        source,
+                    })
+                };
+                Ok(look(n.as_ref())? || look(&part_name(n.as_ref()))?)
+            };
+            if taken(&text)? || (self.cfg.json && taken(&json)?) {
+                continue;
+            }
+            let json = if self.cfg.json {
+                Some(FlowFile::create(open_dir()?, json)?)
+            } else {
+                None
+            };
+            let text = FlowFile::create(dir, text)?;
+            return Ok(OpenFlowFile { slot, text, json });
+        }
+    }
+
+    fn close(&mut self, f: OpenFlowFile) {
+        for file in std::iter::once(f.text).chain(f.json) {
+            match file.close() {
+                Ok(Some(path)) => self.closed.push_back(path),
+                Ok(None) => {}
+                Err(e) => self.fail(&e, 0),
+            }
+        }
+        if let Some(max) = self.max_files {
+            while self.closed.len() > max as usize {
+                if let Some(old) = self.closed.pop_front()
+                    && let Err(e) = crate::output::outdir::unlink_under(&self.root, &old)
+                    && e.io()
+                        .is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
+                {
+                    tracing::warn!(path = %old.display(), error = %e, "flows: retention cannot delete file");
+                }
+            }
+        }
+    }
+
+    /// Counts a failure (and the records it lost), marks the output
+    /// unhealthy and logs it, at most once per 10 s.
+    fn fail(&mut self, e: &FlowFileError, records_lost: u64) {
+        self.counters.flow_write_errors.fetch_add(1, Relaxed);
+        self.counters
+            .flow_records_lost
+            .fetch_add(records_lost, Relaxed);
+        self.counters.set_flow_output_error(Some(e.to_string()));
+        if let Some(held) = self.errors.allow() {
+            tracing::error!(error = %e, records_lost, held_back = held, "flows: cannot write flow records; they are counted as lost");
+        }
+    }
+}
