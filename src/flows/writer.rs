@@ -6,7 +6,13 @@
 //! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), each
 //! written as `.part` and renamed when closed. Dropped: a batch whose
 //! write fails (counted as lost records, `/healthz` 503 until a write
-//! works again); closed files beyond `max_files` (oldest first).
+//! works again); closed files beyond `output.max_files` (oldest first).
+//!
+//! The `.part` file, its cut-back, sync and rename are
+//! [`crate::output::part::PartFile`]; retention is
+//! [`crate::output::retention::Retention`] with the flow files as one
+//! group. A `.part` left by a crash is not recovered (crash recovery reads
+//! capture files only) and its name is not reused.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +20,11 @@ use std::sync::{Arc, mpsc};
 
 use super::FlowConfig;
 use super::table::{FlowBatch, FlowTable};
+use crate::output::files::DIR_MODE;
+use crate::output::outdir::{Dir, part_name};
+use crate::output::part::{PartFile, name_taken};
+use crate::output::retention::Retention;
+use crate::telemetry::metrics::{Counters, LogLimiter};
 
 /// The flow writer shared by a set of sibling pipelines (workers): the
 /// last one to finish ends the writer thread.
@@ -74,6 +85,8 @@ impl FlowShared {
 pub struct FlowWriter {
     tx: Option<mpsc::Sender<FlowBatch>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// To count the thread's panic as a flow write error.
+    counters: Arc<Counters>,
 }
 
 impl FlowWriter {
@@ -81,25 +94,23 @@ impl FlowWriter {
         dir: &Path,
         cfg: Arc<FlowConfig>,
         max_files: Option<u32>,
-        counters: Arc<crate::telemetry::metrics::Counters>,
+        counters: Arc<Counters>,
     ) -> FlowWriter {
         let (tx, rx) = mpsc::channel::<FlowBatch>();
         let root = dir.to_path_buf();
+        let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("mirrorcap-flows".into())
             .spawn(move || {
                 FlowFiles {
+                    retention: Retention::new(max_files, None).under(root.clone()),
                     root,
                     cfg,
-                    max_files,
-                    counters,
+                    counters: thread_counters,
                     current: None,
-                    closed: Default::default(),
                     seq: 0,
                     gz_buf: Vec::new(),
-                    errors: crate::telemetry::metrics::LogLimiter::new(
-                        std::time::Duration::from_secs(10),
-                    ),
+                    errors: LogLimiter::new(std::time::Duration::from_secs(10)),
                 }
                 .run(rx)
             })
@@ -107,6 +118,7 @@ impl FlowWriter {
         FlowWriter {
             tx: Some(tx),
             thread: Some(thread),
+            counters,
         }
     }
 
@@ -120,6 +132,7 @@ impl FlowWriter {
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
+            self.counters.flow_write_errors.fetch_add(1, Relaxed);
             tracing::error!("flows: the flow writer thread panicked");
         }
     }
@@ -147,83 +160,35 @@ pub enum FlowFileError {
     },
 }
 
-/// One open flow file (`.part`): only whole batches are in it. Its
-/// directory is held open (reached without following links, see
-/// [`crate::output::outdir`]), so the rename and a deletion cannot be redirected.
-struct FlowFile {
-    dir: crate::output::outdir::Dir,
-    name: std::ffi::OsString,
-    file: std::fs::File,
-    /// Bytes of whole batches (what a failed write is cut back to).
-    good_len: u64,
-}
+/// A flow file being written: the shared `.part`-and-rename file of
+/// [`crate::output::part`], which keeps only whole batches in it; errors
+/// are named here with the file's `.part` path.
+struct FlowFile(PartFile);
 
 impl FlowFile {
-    fn create(dir: crate::output::outdir::Dir, name: String) -> Result<FlowFile, FlowFileError> {
-        let part = crate::output::outdir::part_name(name.as_ref());
-        match dir.create_file(&part, crate::output::files::FILE_MODE) {
-            Ok(file) => Ok(FlowFile {
-                dir,
-                name: name.into(),
-                file,
-                good_len: 0,
-            }),
-            Err(source) => Err(FlowFileError::Create {
-                path: dir.path().join(part),
-                source,
-            }),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join(&self.name)
-    }
-
-    fn part_path(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join(crate::output::outdir::part_name(&self.name))
+    fn create(dir: Dir, name: String) -> Result<FlowFile, FlowFileError> {
+        let part = dir.path().join(part_name(name.as_ref()));
+        PartFile::create(dir, name)
+            .map(FlowFile)
+            .map_err(|source| FlowFileError::Create { path: part, source })
     }
 
     /// Appends `bytes` whole, or cuts the file back to where it was.
     fn append(&mut self, bytes: &[u8]) -> Result<(), FlowFileError> {
-        use std::io::{Seek, Write};
-        match self.file.write_all(bytes) {
-            Ok(()) => {
-                self.good_len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(source) => {
-                let _ = self.file.set_len(self.good_len);
-                let _ = self.file.seek(std::io::SeekFrom::Start(self.good_len));
-                Err(FlowFileError::Write {
-                    path: self.part_path(),
-                    source,
-                })
-            }
-        }
+        self.0.append(bytes).map_err(|source| FlowFileError::Write {
+            path: self.0.part_path(),
+            source,
+        })
     }
 
     /// Syncs and renames the file to its final name; one with no batch in
-    /// it is removed instead. Returns the final path when published.
-    fn close(self) -> Result<Option<PathBuf>, FlowFileError> {
-        let part = crate::output::outdir::part_name(&self.name);
-        if self.good_len == 0 {
-            drop(self.file);
-            let _ = self.dir.unlink(&part);
-            return Ok(None);
-        }
-        let r = self
-            .file
-            .sync_data()
-            .and_then(|()| self.dir.rename(&part, &self.name));
-        match r {
-            Ok(()) => Ok(Some(self.path())),
-            Err(source) => Err(FlowFileError::Close {
-                path: self.part_path(),
-                source,
-            }),
-        }
+    /// it is removed instead. Returns the final path and size when
+    /// published.
+    fn close(self) -> Result<Option<(PathBuf, u64)>, FlowFileError> {
+        let path = self.0.part_path();
+        self.0
+            .close()
+            .map_err(|source| FlowFileError::Close { path, source })
     }
 }
 
@@ -238,14 +203,15 @@ struct FlowFiles {
     /// The output directory; flow files go under `flows/` in it.
     root: PathBuf,
     cfg: Arc<FlowConfig>,
-    max_files: Option<u32>,
-    counters: Arc<crate::telemetry::metrics::Counters>,
+    counters: Arc<Counters>,
     current: Option<OpenFlowFile>,
-    closed: std::collections::VecDeque<PathBuf>,
+    /// `output.max_files` over the closed flow files of this run, all in
+    /// one group (the output's shared retention code).
+    retention: Retention<()>,
     seq: u32,
     /// A batch compressed as one gzip member, reused.
     gz_buf: Vec<u8>,
-    errors: crate::telemetry::metrics::LogLimiter,
+    errors: LogLimiter,
 }
 
 impl FlowFiles {
@@ -271,7 +237,7 @@ impl FlowFiles {
         }
         let mut text = String::new();
         let c = self.current.as_ref().expect("opened");
-        if c.text.good_len == 0 {
+        if c.text.0.good_len() == 0 {
             text.push_str(&self.cfg.format.header());
             text.push('\n');
         }
@@ -318,15 +284,13 @@ impl FlowFiles {
                 r
             }
             Err(source) => Err(FlowFileError::Write {
-                path: f.part_path(),
+                path: f.0.part_path(),
                 source,
             }),
         }
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
-        use crate::output::files::DIR_MODE;
-        use crate::output::outdir::{Dir, part_name};
         let ext = if self.cfg.gzip { ".gz" } else { "" };
         let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
         let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
@@ -342,14 +306,11 @@ impl FlowFiles {
             let text = format!("{base}-{seq:06}.log{ext}");
             let json = format!("{base}-{seq:06}.jsonl{ext}");
             // An error looking (EIO, EACCES) is a failure, not a name taken.
-            let taken = |n: &str| -> Result<bool, FlowFileError> {
-                let look = |name: &std::ffi::OsStr| {
-                    dir.exists(name).map_err(|source| FlowFileError::Create {
-                        path: dir.path().join(name),
-                        source,
-                    })
-                };
-                Ok(look(n.as_ref())? || look(&part_name(n.as_ref()))?)
+            let taken = |n: &str| {
+                name_taken(&dir, n.as_ref()).map_err(|source| FlowFileError::Create {
+                    path: dir.path().join(n),
+                    source,
+                })
             };
             if taken(&text)? || (self.cfg.json && taken(&json)?) {
                 continue;
@@ -367,20 +328,16 @@ impl FlowFiles {
     fn close(&mut self, f: OpenFlowFile) {
         for file in std::iter::once(f.text).chain(f.json) {
             match file.close() {
-                Ok(Some(path)) => self.closed.push_back(path),
+                Ok(Some((path, bytes))) => {
+                    let failed = self.retention.not_deleted();
+                    self.retention.add(path, bytes, (), 0);
+                    let failed = self.retention.not_deleted() - failed;
+                    self.counters
+                        .flow_retention_errors
+                        .fetch_add(failed, Relaxed);
+                }
                 Ok(None) => {}
                 Err(e) => self.fail(&e, 0),
-            }
-        }
-        if let Some(max) = self.max_files {
-            while self.closed.len() > max as usize {
-                if let Some(old) = self.closed.pop_front()
-                    && let Err(e) = crate::output::outdir::unlink_under(&self.root, &old)
-                    && e.io()
-                        .is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound)
-                {
-                    tracing::warn!(path = %old.display(), error = %e, "flows: retention cannot delete file");
-                }
             }
         }
     }
@@ -396,5 +353,83 @@ impl FlowFiles {
         if let Some(held) = self.errors.allow() {
             tracing::error!(error = %e, records_lost, held_back = held, "flows: cannot write flow records; they are counted as lost");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn batch(window_s: u64) -> FlowBatch {
+        FlowBatch {
+            window_s,
+            lines: format!("record of {window_s}\n"),
+            json: String::new(),
+            records: 1,
+        }
+    }
+
+    fn wait_for(p: &Path) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !p.exists() {
+            assert!(Instant::now() < until, "{} never appeared", p.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Issue 13: the flow writer goes through the output's shared
+    /// `.part`-and-rename and retention code: files are published whole
+    /// under their final name, `output.max_files` deletes the oldest, a
+    /// deletion that fails is counted, and a `.part` left by a crash is
+    /// neither reused nor touched (crash recovery is for capture files).
+    #[test]
+    fn flow_files_go_through_the_shared_part_and_retention_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let day = tmp.path().join("flows/1970/01/01");
+        std::fs::create_dir_all(&day).unwrap();
+        let name = |t: u64, seq: u32| {
+            day.join(format!("mirrorcap_flows_19700101T0000{t:02}Z-{seq:06}.log"))
+        };
+        let crash_left = day.join("mirrorcap_flows_19700101T000000Z-000000.log.part");
+        std::fs::write(&crash_left, b"left by a crash").unwrap();
+        let cfg = Arc::new(FlowConfig {
+            enabled: true,
+            file_interval_s: 10,
+            ..Default::default()
+        });
+        let counters = Arc::new(Counters::default());
+        let w = FlowWriter::spawn(tmp.path(), cfg.clone(), Some(1), counters.clone());
+        let tx = w.sender();
+        tx.send(batch(0)).unwrap();
+        tx.send(batch(10)).unwrap();
+        // The first file is published; make it undeletable (a directory
+        // that is not empty) before retention gets to it.
+        wait_for(&name(0, 1));
+        std::fs::remove_file(name(0, 1)).unwrap();
+        std::fs::create_dir(name(0, 1)).unwrap();
+        std::fs::write(name(0, 1).join("x"), b"").unwrap();
+        tx.send(batch(20)).unwrap();
+        drop(tx);
+        w.finish();
+
+        let mut left: Vec<String> = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "mirrorcap_flows_19700101T000000Z-000000.log.part",
+                "mirrorcap_flows_19700101T000000Z-000001.log",
+                "mirrorcap_flows_19700101T000020Z-000003.log",
+            ]
+        );
+        assert_eq!(std::fs::read(&crash_left).unwrap(), b"left by a crash");
+        let text = std::fs::read_to_string(name(20, 3)).unwrap();
+        assert_eq!(text, format!("{}\nrecord of 20\n", cfg.format.header()));
+        assert_eq!(counters.flow_retention_errors.load(Relaxed), 1);
+        assert_eq!(counters.flow_write_errors.load(Relaxed), 0);
     }
 }

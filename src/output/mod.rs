@@ -48,8 +48,9 @@
 //!
 //! One module per job: [`template`] (paths and calendar), [`chunk`] (run
 //! framing), [`handle`] (the receive side), [`disk`] (the writer thread),
-//! [`files`] (create, write, cut back, rename, and their errors),
-//! [`retention`], [`recovery`] (crash recovery at start), [`hook`]
+//! [`files`] (create, write, cut back, rename, and their errors), [`part`]
+//! (`.part`-and-rename, shared with the flow writer),
+//! [`retention`] (also the flow files'), [`recovery`] (crash recovery at start), [`hook`]
 //! (`on_rotate`), and [`outdir`] (paths under the output directory reached
 //! without following links).
 
@@ -59,6 +60,7 @@ pub mod files;
 pub mod handle;
 pub mod hook;
 pub mod outdir;
+pub mod part;
 pub mod recovery;
 pub mod retention;
 pub mod template;
