@@ -25,7 +25,7 @@
 //! flows, it is written out early (counted) and aggregation starts again;
 //! the sums over records stay exact.
 //!
-//! One module per job: [`table`] (aggregation into windows), [`format`]
+//! One module per job: [`table`] (aggregation into windows), [`format`](mod@format)
 //! (the field list, custom formats, rendering a record), [`writer`] (flow
 //! files on disk, through [`crate::output`]'s `.part`, rename and
 //! retention code), [`report`] (the `mirrorcap flows` command). This

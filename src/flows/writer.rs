@@ -42,11 +42,7 @@ impl FlowShared {
     }
 
     /// A table for one more pipeline.
-    pub fn table(
-        self: &Arc<Self>,
-        cfg: Arc<FlowConfig>,
-        counters: Arc<crate::telemetry::metrics::Counters>,
-    ) -> FlowTable {
+    pub fn table(self: &Arc<Self>, cfg: Arc<FlowConfig>, counters: Arc<Counters>) -> FlowTable {
         self.live.fetch_add(1, Relaxed);
         let tx = self
             .writer
@@ -138,7 +134,8 @@ impl FlowWriter {
     }
 }
 
-/// Errors writing flow files; each is counted and logged by [`FlowFiles`].
+/// Errors writing flow files; each is counted and logged by the flow
+/// writer thread.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowFileError {
     #[error(transparent)]

@@ -48,11 +48,11 @@
 //!
 //! One module per job: [`template`] (paths and calendar), [`chunk`] (run
 //! framing), [`handle`] (the receive side), [`disk`] (the writer thread),
-//! [`files`] (create, write, cut back, rename, and their errors), [`part`]
-//! (`.part`-and-rename, shared with the flow writer),
-//! [`retention`] (also the flow files'), [`recovery`] (crash recovery at start), [`hook`]
-//! (`on_rotate`), and [`outdir`] (paths under the output directory reached
-//! without following links).
+//! [`files`] (create, write, cut back, rename, and their errors),
+//! [`part`] (`.part`-and-rename, shared with the flow writer),
+//! [`retention`] (also the flow files'), [`recovery`] (crash recovery at
+//! start), [`hook`] (`on_rotate`), and [`outdir`] (paths under the output
+//! directory reached without following links).
 
 pub mod chunk;
 pub mod disk;
