@@ -2,9 +2,9 @@
 //! closed file it is given under the output directory, oldest deleted
 //! first. The capture writer groups its files by session ([`SessionTag`],
 //! the default); the flow writer puts its flow files in one group (`()`),
-//! so `output.max_files` keeps that many flow files, oldest deleted first. In:
-//! closed files (and those found at start). Out: deletions; a deletion
-//! that fails (other than a file already gone) is logged and counted in
+//! so `output.max_files` keeps that many flow files. In: closed files (and
+//! those found at start). Out: deletions; a deletion that fails (other
+//! than a file already gone) is logged and counted in
 //! [`Retention::not_deleted`].
 
 use std::collections::VecDeque;
