@@ -85,6 +85,9 @@ pub struct Counters {
     /// and the flow records lost with them (`[flows]`).
     pub flow_write_errors: AtomicU64,
     pub flow_records_lost: AtomicU64,
+    /// Closed flow files that `[flows] max_files` retention could not
+    /// delete (each also logged).
+    pub flow_retention_errors: AtomicU64,
     drops: [AtomicU64; N_REASONS],
     /// The counters of the sessions in the tables now, for the metrics
     /// endpoint and the summary, and the totals of those freed.
@@ -853,6 +856,12 @@ pub fn render_prometheus(c: &Counters) -> String {
         "counter",
         "Flow records lost because their file could not be written.",
         &one(&c.flow_records_lost),
+    );
+    metric(
+        "mirrorcap_flow_retention_errors_total",
+        "counter",
+        "Closed flow files that retention could not delete.",
+        &one(&c.flow_retention_errors),
     );
     let mut rules = Vec::new();
     for f in c.filters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
