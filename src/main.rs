@@ -21,6 +21,7 @@ use mirrorcap::config::Config;
 use mirrorcap::ingest::socket::Receiver;
 use mirrorcap::output::handle::Backlog;
 use mirrorcap::pipeline::Pipeline;
+use mirrorcap::telemetry::events::ReloadFailed;
 use mirrorcap::telemetry::metrics::{Counters, DropReason, RuleCounts};
 
 /// An input could not be read to its end (`replay`, `flows`).
@@ -235,17 +236,20 @@ impl Overrides {
 /// running config kept; settings that need a restart
 /// ([`Config::keep_restart_settings`]) keep their running values and are
 /// reported.
-fn reload(path: Option<&PathBuf>, overrides: &Overrides, running: &Config) -> Option<Config> {
+fn reload(
+    path: Option<&PathBuf>,
+    overrides: &Overrides,
+    running: &Config,
+    counters: &Counters,
+) -> Option<Config> {
     let Some(path) = path else {
-        tracing::warn!(
-            "SIGHUP: running on the embedded default config; there is no file to reload"
-        );
+        ReloadFailed::NoFile.emit(counters);
         return None;
     };
     let mut cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("SIGHUP: config not reloaded, the running one stays: {e}");
+            ReloadFailed::Invalid(&e).emit(counters);
             return None;
         }
     };
@@ -388,7 +392,7 @@ fn run_daemon(
                     _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
                     _ = hup.recv() => {
                         // Settings that need a restart come back with their running values.
-                        if let Some(new) = reload(config_path.as_ref(), &overrides, &running) {
+                        if let Some(new) = reload(config_path.as_ref(), &overrides, &running, &counters) {
                             set_filters(&counters, &new);
                             let _ = reload_tx.send(Some(Arc::new(new.clone())));
                             running = new;
