@@ -260,3 +260,64 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One raw HTTP/1.1 request (keep-alive by default) on a new
+    /// connection; the answer is read to the end, so the server must close.
+    async fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text))
+            .await
+            .expect("the connection was not closed after the answer")
+            .unwrap();
+        text
+    }
+
+    /// Status codes, bodies and content types of `/metrics` and `/healthz`
+    /// as before hyper: one request per connection, GET only; OpenMetrics
+    /// only when asked for.
+    #[test]
+    fn answers_and_closes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = bind_metrics("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let c = Arc::new(Counters::default());
+            tokio::spawn(serve_metrics(l, c.clone()));
+            let ok = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+            c.set_output_error(Some("disk full".into()));
+            let bad = get(addr, "GET /healthz?x=1 HTTP/1.1\r\n\r\n").await;
+            assert!(bad.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{bad}");
+            assert!(
+                bad.ends_with("unhealthy: capture files cannot be written: disk full\n"),
+                "{bad}"
+            );
+            let m = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+            assert!(m.contains("content-type: text/plain; version=0.0.4"), "{m}");
+            assert!(m.contains("\nmirrorcap_healthy 0\n"), "{m}");
+            let om = get(
+                addr,
+                "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n",
+            )
+            .await;
+            assert!(om.contains("content-type: application/openmetrics-text"), "{om}");
+            assert!(om.ends_with("# EOF\n"), "{om}");
+            let nf = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+            assert!(nf.starts_with("HTTP/1.1 404 Not Found\r\n"), "{nf}");
+            let post = get(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+            assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+            assert!(post.ends_with("GET only\n"), "{post}");
+        });
+    }
+}
