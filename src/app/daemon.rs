@@ -6,7 +6,7 @@
 //! `main.rs` turns SIGTERM/SIGINT/SIGHUP into those messages; a test can
 //! send them itself and run the daemon in process. A reload reads the
 //! config file again ([`ReloadSource`]); an invalid file is logged and
-//! counted (`mirrorcap_config_reload_failures_total`) and the running
+//! counted (`mirrorcap_errors_total{kind="reload"}`) and the running
 //! config kept; settings that need a restart
 //! ([`Config::keep_restart_settings`]) keep their running values. The new
 //! config reaches every worker as one `Arc<Config>`, swapped between
@@ -28,6 +28,7 @@ use crate::ingest::socket::{Receiver, SocketError};
 use crate::output::files::{OutputDirError, check_output_dir};
 use crate::output::handle::Backlog;
 use crate::pipeline::Pipeline;
+use crate::telemetry::events::ReloadFailed;
 use crate::telemetry::health::{HealthError, bind_metrics, serve_metrics, serve_tcp_health};
 use crate::telemetry::metrics::{Counters, HostBacklog, RuleCounts, SessionSummary, Summary};
 use crate::telemetry::notify::Notifier;
@@ -316,16 +317,13 @@ fn finish_workers(
 /// no file or it is invalid: the running config stays.
 fn reload(source: &ReloadSource, running: &Config, counters: &Counters) -> Option<Config> {
     let Some(path) = &source.path else {
-        tracing::warn!(
-            "SIGHUP: running on the embedded default config; there is no file to reload"
-        );
+        ReloadFailed::NoFile.emit(counters);
         return None;
     };
     let mut cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            let _ = counters; // EVENT: counted once telemetry events land
-            tracing::error!("SIGHUP: config not reloaded, the running one stays: {e}");
+            ReloadFailed::Invalid(&e).emit(counters);
             return None;
         }
     };
