@@ -100,7 +100,9 @@ impl FlowWriter {
             .name("mirrorcap-flows".into())
             .spawn(move || {
                 FlowFiles {
-                    retention: Retention::new(max_files, None).under(root.clone()),
+                    retention: Retention::new(max_files, None)
+                        .under(root.clone())
+                        .counted_in(thread_counters.clone()),
                     root,
                     cfg,
                     counters: thread_counters,
@@ -428,6 +430,11 @@ mod tests {
         let text = std::fs::read_to_string(name(20, 3)).unwrap();
         assert_eq!(text, format!("{}\nrecord of 20\n", cfg.format.header()));
         assert_eq!(counters.flow_retention_errors.load(Relaxed), 1);
+        // Logged and counted in one place, with the capture files' failures.
+        assert_eq!(
+            counters.errors(crate::telemetry::counters::ErrorKind::Retention),
+            1
+        );
         assert_eq!(counters.flow_write_errors.load(Relaxed), 0);
     }
 }

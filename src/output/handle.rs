@@ -88,7 +88,7 @@ impl Output {
     pub fn spawn(
         dir: &Path,
         template: OutputTemplate,
-        mut retention: Retention,
+        retention: Retention,
         hook: RotateHook,
         counters: Arc<Counters>,
         chunks: usize,
@@ -101,7 +101,9 @@ impl Output {
             let _ = free_tx.send(Vec::with_capacity(CHUNK_LEN));
         }
         let give_back_tx = free_tx.clone();
-        retention.root = Some(dir.to_path_buf());
+        let retention = retention
+            .under(dir.to_path_buf())
+            .counted_in(counters.clone());
         let mut disk = Disk {
             root: dir.to_path_buf(),
             files: Default::default(),

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::output::files::DIR_MODE;
 use crate::output::outdir;
 use crate::output::retention::ExistingFile;
+use crate::telemetry::counters::Counters;
+use crate::telemetry::events::RecoveryFailed;
 
 /// What crash recovery did with one leftover `.part` file.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,13 +67,13 @@ pub(crate) const RECOVERY_LOG_LINES: usize = 20;
 /// the complete capture files, so the tree is walked once at start: the
 /// result holds what was recovered (ordered by path) and every complete
 /// capture file now there, for retention.
-pub fn recover_parts(dir: &Path) -> StartScan {
+pub fn recover_parts(dir: &Path, counters: &Counters) -> StartScan {
     let mut parts = Vec::new();
     let mut existing = Vec::new();
     walk(dir, &mut parts, &mut existing);
     let mut recovered = Vec::new();
     for p in parts {
-        if let Some(r) = recover_one(dir, &p, recovered.len() < RECOVERY_LOG_LINES) {
+        if let Some(r) = recover_one(dir, &p, recovered.len() < RECOVERY_LOG_LINES, counters) {
             recovered.push(r);
         }
     }
@@ -149,21 +151,29 @@ fn is_capture(p: &Path) -> bool {
     )
 }
 
-pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recovered> {
+pub(crate) fn recover_one(
+    root: &Path,
+    part: &Path,
+    log: bool,
+    counters: &Counters,
+) -> Option<Recovered> {
+    let failed = |what, error: &dyn std::fmt::Display| {
+        RecoveryFailed {
+            path: part,
+            what,
+            error,
+        }
+        .emit(counters);
+        None
+    };
     let final_path = part.with_extension("");
     let (dir, name) = match outdir::open_parent(root, part, false, DIR_MODE) {
         Ok(x) => x,
-        Err(e) => {
-            tracing::error!("recovery: {e}");
-            return None;
-        }
+        Err(e) => return failed("cannot open", &e),
     };
     let file = match dir.open_file(name) {
         Ok(f) => f,
-        Err(e) => {
-            tracing::error!("recovery: {e}");
-            return None;
-        }
+        Err(e) => return failed("cannot open", &e),
     };
     let delete = |what: &str, r: Recovered| match dir.unlink(name) {
         Ok(()) => {
@@ -172,17 +182,11 @@ pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recover
             }
             Some(r)
         }
-        Err(e) => {
-            tracing::error!(path = %part.display(), error = %e, "recovery: cannot delete");
-            None
-        }
+        Err(e) => failed("cannot delete", &e),
     };
     let reader = match file.try_clone() {
         Ok(f) => crate::capture::CaptureReader::new(f, "").ok(),
-        Err(e) => {
-            tracing::error!(path = %part.display(), error = %e, "recovery: cannot read");
-            return None;
-        }
+        Err(e) => return failed("cannot read", &e),
     };
     let Some(mut r) = reader else {
         return delete(
@@ -202,8 +206,7 @@ pub(crate) fn recover_one(root: &Path, part: &Path, log: bool) -> Option<Recover
     }
     let to = final_path.file_name().unwrap_or_default();
     if let Err(e) = file.set_len(kept).and_then(|()| dir.rename(name, to)) {
-        tracing::error!(path = %part.display(), error = %e, "recovery: cannot cut and rename");
-        return None;
+        return failed("cannot cut and rename", &e);
     }
     if log {
         tracing::warn!(
@@ -256,7 +259,7 @@ mod tests {
         std::fs::write(d.join("1/10.0.0.1/a.pcap.part"), pcap(1, 0)).unwrap();
         std::fs::write(d.join("flows/x.log.part"), b"flow").unwrap();
 
-        let found = recover_parts(d);
+        let found = recover_parts(d, &Counters::default());
 
         let paths: Vec<&Path> = found.recovered.iter().map(Recovered::path).collect();
         let mut sorted = paths.clone();

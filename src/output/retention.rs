@@ -11,8 +11,11 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::output::outdir::{self, OutDirError};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::events::RetentionNotDeleted;
 
 /// A session as retention counts its files (`max_files`): (VNI, source),
 /// the same whichever worker or table slot it had, and after it was freed.
@@ -59,6 +62,9 @@ pub struct Retention<K = SessionTag> {
     max_total_bytes: Option<u64>,
     /// Deletions that failed (the file was not already gone).
     not_deleted: u64,
+    /// Where a failed deletion is counted (`mirrorcap_errors_total{kind=
+    /// "retention"}`) as it is logged; set by the writer that owns it.
+    counters: Option<Arc<Counters>>,
 }
 
 impl<K> Default for Retention<K> {
@@ -71,6 +77,7 @@ impl<K> Default for Retention<K> {
             max_files: None,
             max_total_bytes: None,
             not_deleted: 0,
+            counters: None,
         }
     }
 }
@@ -82,6 +89,12 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
             max_total_bytes,
             ..Default::default()
         }
+    }
+
+    /// Failed deletions are counted in `counters` (and logged).
+    pub fn counted_in(mut self, counters: Arc<Counters>) -> Retention<K> {
+        self.counters = Some(counters);
+        self
     }
 
     /// Files are deleted under `root` (the output directory), on their
@@ -188,7 +201,10 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
                 Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
                 Err(e) => {
                     self.not_deleted += 1;
-                    tracing::warn!("retention: not deleted: {e}");
+                    match &self.counters {
+                        Some(c) => RetentionNotDeleted { error: &e }.emit(c),
+                        None => tracing::warn!("retention: not deleted: {e}"),
+                    }
                 }
             }
         }

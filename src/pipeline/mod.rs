@@ -99,7 +99,7 @@ impl Pipeline {
     /// `max_total_bytes`. `backlog` says what to do when the disk is
     /// behind: drop and count (live) or wait (replay).
     pub fn new(cfg: &Config, counters: Arc<Counters>, backlog: Backlog) -> Pipeline {
-        let found = crate::output::recovery::recover_parts(&cfg.dir);
+        let found = crate::output::recovery::recover_parts(&cfg.dir, &counters);
         let mut retention = Retention::new(cfg.output.max_files, cfg.output.max_total_bytes);
         retention.add_existing(found.existing);
         let mut output = Output::spawn(

@@ -57,16 +57,23 @@ pub enum ErrorKind {
     Drain,
     /// SIGHUP did not reload the config (no file, or an invalid one).
     Reload,
+    /// Retention could not delete a closed file (capture or flow file).
+    Retention,
+    /// Crash recovery at start could not read, cut, rename or delete a
+    /// `.part` file left by an earlier run.
+    Recovery,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::MetricsAccept,
         ErrorKind::HealthAccept,
         ErrorKind::HealthBind,
         ErrorKind::Recv,
         ErrorKind::Drain,
         ErrorKind::Reload,
+        ErrorKind::Retention,
+        ErrorKind::Recovery,
     ];
 
     /// The `kind` label value.
@@ -78,6 +85,8 @@ impl ErrorKind {
             ErrorKind::Recv => "recv",
             ErrorKind::Drain => "drain",
             ErrorKind::Reload => "reload",
+            ErrorKind::Retention => "retention",
+            ErrorKind::Recovery => "recovery",
         }
     }
 }

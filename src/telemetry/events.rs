@@ -117,6 +117,35 @@ impl ReloadFailed<'_> {
     }
 }
 
+/// Retention could not delete a closed file (it was not already gone):
+/// the file stays, and the limits may be exceeded by it.
+pub struct RetentionNotDeleted<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl RetentionNotDeleted<'_> {
+    pub fn emit(self, c: &Counters) {
+        c.count_error(ErrorKind::Retention);
+        tracing::warn!("retention: not deleted: {}", self.error);
+    }
+}
+
+/// Crash recovery could not handle a `.part` file left by an earlier run
+/// (`what`: "cannot delete", "cannot read", ...); the file stays as it is.
+pub struct RecoveryFailed<'a> {
+    pub path: &'a std::path::Path,
+    pub what: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl RecoveryFailed<'_> {
+    pub fn emit(self, c: &Counters) {
+        c.count_error(ErrorKind::Recovery);
+        let (path, what, e) = (self.path.display(), self.what, self.error);
+        tracing::error!(path = %path, error = %e, "recovery: {what}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
