@@ -220,6 +220,7 @@ impl<R: Read> CaptureReader<R> {
         })
     }
 
+    /// Bytes read so far: after `next_record` returned a record, the offset
     /// just past it.
     pub fn offset(&self) -> u64 {
         self.offset

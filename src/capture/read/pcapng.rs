@@ -41,8 +41,6 @@ impl<R: Read> CaptureReader<R> {
         Ok(big_endian)
     }
 
-    /// Bytes read so far: after `next_record` returned a record, the offset
-
     /// The next packet of a pcapng file, `Ok(None)` at a clean end of
     /// input; blocks before it that hold none are read and skipped.
     pub(super) fn next_pcapng(&mut self) -> Result<Option<RecordAt>, CaptureError> {
