@@ -69,6 +69,7 @@ impl Mapped {
     /// ended (at the end of the data, or with an error), which is a cut
     /// when the file has shrunk. Records wholly before the new end are
     /// still good.
+    #[inline]
     pub(super) fn cut(&mut self, rec: Option<&RecordAt>, at_end: bool) -> Option<u64> {
         let map = &mut self.map;
         let mut beyond = false;
