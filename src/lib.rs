@@ -17,8 +17,11 @@
 //! below it, never one above or beside it (`tests/architecture.rs` checks
 //! this on every test run):
 //!
-//! 1. `ingest/` the feeds: live socket and loop, replay (`main.rs` and its
-//!    commands sit above everything).
+//! 0. `app/` the commands as calls: `app::daemon::run(config, reload
+//!    source, control) -> DaemonOutcome` (the exit summary) and
+//!    `app::replay::run`. `main.rs` sits above it: command line, logging,
+//!    signals turned into `app::Control` messages, exit codes.
+//! 1. `ingest/` the feeds: live socket and loop, replay.
 //! 2. `pipeline/` `Pipeline::push` and the session table.
 //! 3. `config/` the validated settings; it builds filters, flow formats and
 //!    output templates, so those sit below it.
@@ -33,6 +36,7 @@
 //! `pipeline/drop.rs`, importing nothing of mirrorcap's). The per-packet
 //! maps use `foldhash::HashMap` (seeded per process).
 
+pub mod app;
 pub mod capture;
 pub mod config;
 pub mod filter;

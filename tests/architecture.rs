@@ -6,6 +6,7 @@
 use std::path::Path;
 
 const LAYERS: &[(&str, u32)] = &[
+    ("app", 0),
     ("ingest", 1),
     ("pipeline", 2),
     ("config", 3),
@@ -76,4 +77,112 @@ fn imports_point_down_the_layers_of_lib_rs() {
         "imports against src/lib.rs's layers:\n{}",
         wrong.join("\n")
     );
+}
+
+/// The module (file) a path under `src/` is: `output/disk.rs` ->
+/// `output::disk`, `flows/mod.rs` -> `flows`.
+fn module_of(rel: &Path) -> String {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_str().unwrap().trim_end_matches(".rs").to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// Which modules each module's code (not its tests, not its comments)
+/// names through `crate::` or `super::`.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut code_of = std::collections::BTreeMap::new();
+    for f in &files {
+        let m = module_of(f.strip_prefix(&src).unwrap());
+        if m == "lib" || m == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            // The leaf type lives in its own file.
+            .replace(
+                "crate::pipeline::DropReason",
+                "crate::pipeline::drop::DropReason",
+            );
+        code_of.insert(m, code);
+    }
+    let mut graph = std::collections::BTreeMap::new();
+    for (m, code) in &code_of {
+        let mut to = std::collections::BTreeSet::new();
+        let parent: Vec<&str> = m.split("::").collect();
+        let parent = parent[..parent.len() - 1].join("::");
+        for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {
+            for (at, _) in code.match_indices(prefix) {
+                let path: String = code[at + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let full = if base.is_empty() {
+                    path
+                } else {
+                    format!("{base}::{path}")
+                };
+                // The longest module the path names.
+                let parts: Vec<&str> = full.split("::").filter(|p| !p.is_empty()).collect();
+                if let Some(t) = (1..=parts.len())
+                    .rev()
+                    .map(|k| parts[..k].join("::"))
+                    .find(|t| code_of.contains_key(t))
+                    && t != *m
+                    && !m.starts_with(&format!("{t}::"))
+                {
+                    to.insert(t);
+                }
+            }
+        }
+        graph.insert(m.clone(), to);
+    }
+    graph
+}
+
+/// No two modules import each other, directly or through others: a
+/// module's imports name only modules that do not lead back to it (a
+/// folder's `mod.rs` naming its children is the one direction allowed).
+#[test]
+fn no_import_cycles_between_modules() {
+    let graph = module_graph();
+    assert!(graph.len() > 30, "only {} modules found", graph.len());
+    let mut cycles = Vec::new();
+    for start in graph.keys() {
+        // Depth-first from each module's imports, looking for the way back.
+        let mut stack: Vec<(String, Vec<String>)> = graph[start]
+            .iter()
+            .map(|n| (n.clone(), vec![start.clone(), n.clone()]))
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((at, path)) = stack.pop() {
+            if at == *start {
+                cycles.push(path.join(" -> "));
+                break;
+            }
+            if !seen.insert(at.clone()) {
+                continue;
+            }
+            for n in graph.get(&at).into_iter().flatten() {
+                let mut p = path.clone();
+                p.push(n.clone());
+                stack.push((n.clone(), p));
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }

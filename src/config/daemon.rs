@@ -13,12 +13,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::context::Ctx;
-use super::filter::parse_net_or_ip;
 use super::raw::Spanned;
 use super::sizes::{SizeValue, parse_duration, parse_size};
-use super::{
-    ConfigError, DEFAULT_BATCH, DEFAULT_BATCH_WAIT, DEFAULT_RECV_BUFFER, MAX_BATCH_WAIT, MAX_VNI,
-};
+use super::values::{parse_net_or_ip, vni};
+use super::{ConfigError, DEFAULT_BATCH, DEFAULT_BATCH_WAIT, DEFAULT_RECV_BUFFER, MAX_BATCH_WAIT};
 use crate::filter::VniFilter;
 
 /// `listen`: the address and port the live receiver binds.
@@ -54,20 +52,6 @@ pub(super) fn vnis(
         allow: vni_set(allow)?,
         deny: vni_set(deny)?,
     })
-}
-
-/// One VNI: 24 bits.
-pub(super) fn vni(cx: &Ctx, v: &Spanned<u32>) -> Result<u32, ConfigError> {
-    if *v.get_ref() > MAX_VNI {
-        return Err(cx.err(
-            v.span(),
-            format!(
-                "VNI {} is out of range: a VNI is 24 bits, 0 to {MAX_VNI}",
-                v.get_ref()
-            ),
-        ));
-    }
-    Ok(*v.get_ref())
 }
 
 /// `recv_buffer`: 4 KiB to 2 GiB.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::context::Ctx;
-use super::daemon::vni;
 use super::raw::{ProtocolValue, RawFilter, RawPortRange, RawRule, RawSession, Spanned};
+use super::values::{parse_net_or_ip, vni};
 use super::{ConfigError, aws};
 use crate::filter::{Direction, MirrorFilter, PortRange, Rule, RuleAction, bpf::Bpf, vpc_resolver};
 
@@ -227,18 +227,6 @@ fn aws_rules(
         list.push(rule);
     }
     Ok(aws.network_services)
-}
-
-/// A CIDR block (host bits cleared) or a single address (/32, /128).
-pub(super) fn parse_net_or_ip(s: &str) -> Result<IpNet, String> {
-    if let Ok(n) = s.parse::<IpNet>() {
-        return Ok(n.trunc());
-    }
-    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
-        format!(
-            "{s:?} is not an address or CIDR block: expected e.g. \"10.0.1.7\" or \"10.0.2.0/28\""
-        )
-    })
 }
 
 /// A CIDR block as a rule needs it (host bits cleared, as AWS does).

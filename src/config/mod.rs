@@ -32,6 +32,7 @@ mod flows;
 mod output;
 mod raw;
 mod sizes;
+mod values;
 
 pub use filter::SessionConfig;
 pub use output::{DEFAULT_IDLE_TIMEOUT, MAX_SNAPLEN, MIN_SNAPLEN, NAME_MAX, OutputConfig};

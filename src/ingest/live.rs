@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::ingest::socket::{Receiver, now_ns};
 use crate::pipeline::Pipeline;
+use crate::telemetry::events::{DrainFailed, ReceiveFailed};
 use crate::telemetry::metrics::{DropReason, DropReport, LogLimiter};
 
 /// On stop, how long queued datagrams are still fed to the pipeline.
@@ -141,9 +142,7 @@ pub fn serve(
             Err(e) => {
                 // ICMP errors queued on the socket and the like: not fatal
                 // for a receiver.
-                if let Some(held) = errors.allow() {
-                    tracing::warn!(error = %e, held_back = held, "recvmmsg failed; continuing");
-                }
+                ReceiveFailed { error: &e }.emit(&counters, &mut errors);
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -159,7 +158,7 @@ pub fn serve(
         if control.reload.has_changed().unwrap_or(false) {
             let cfg = control.reload.borrow_and_update().clone();
             if let Some(cfg) = cfg {
-                pipeline.reconfigure(&cfg);
+                pipeline.reconfigure(cfg);
             }
         }
     }
@@ -174,11 +173,11 @@ pub fn serve(
 /// until [`DRAIN_DEADLINE`], then counted as `unread_at_stop` until the
 /// socket is empty or [`COUNT_DEADLINE`] has passed too.
 fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
-    if let Err(e) = rx.set_nonblocking(true) {
-        tracing::warn!(error = %e, "cannot read the socket empty on stop");
+    let counters = pipeline.counters().clone();
+    if let Err(error) = rx.set_nonblocking(true) {
+        DrainFailed { error: &error }.emit(&counters);
         return;
     }
-    let counters = pipeline.counters().clone();
     let start = Instant::now();
     let mut written_phase = true;
     let mut unread = 0u64;

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 
 use crate::output::chunk::{FileId, RunHeader, RunRange};
-use crate::output::files::{WriterError, create_file, rename_part, write_at_end};
+use crate::output::files::{WriterError, create_file, rename_part, write_whole};
 use crate::output::hook::RotateHook;
 use crate::output::retention::{Retention, session_tag};
 use crate::output::template::{OutputTemplate, PathFields};
@@ -96,6 +96,15 @@ pub(crate) struct DiskFile {
     /// Until it is created: what to create, when to try, and why the last
     /// attempt failed (frames lost meanwhile count under it).
     pub(crate) retry: Option<Retry>,
+}
+
+impl DiskFile {
+    /// Writes `iov` after the file's whole records; on failure the file
+    /// is cut back to them ([`write_whole`]).
+    fn write_at_end(&mut self, iov: &[IoSlice<'_>]) -> Result<(), WriterError> {
+        let file = self.file.as_mut().expect("open");
+        write_whole(file, &mut self.good_len, &self.part, iov)
+    }
 }
 
 /// A file not created yet: what to create, and when to try again.
@@ -352,7 +361,7 @@ impl Disk {
         counters.files_opened.fetch_add(1, Relaxed);
         counters.open_files.fetch_add(1, Relaxed);
         let header = std::mem::take(&mut f.header);
-        let r = write_at_end(f, &[IoSlice::new(&header)]);
+        let r = f.write_at_end(&[IoSlice::new(&header)]);
         f.header = header;
         r
     }
@@ -453,7 +462,7 @@ impl Disk {
             if long {
                 // A long run (a busy session, a lane's chunk) goes straight
                 // to the file, after what was staged before it.
-                match write_at_end(f, &[IoSlice::new(run)]) {
+                match f.write_at_end(&[IoSlice::new(run)]) {
                     Ok(()) => {
                         self.counters.set_output_error(None);
                         self.counters.frames_written.fetch_add(n, Relaxed);
@@ -492,7 +501,7 @@ impl Disk {
             frames: n,
             frame_bytes: bytes,
         } = std::mem::take(&mut f.staged);
-        let r = write_at_end(f, &[IoSlice::new(&buf)]);
+        let r = f.write_at_end(&[IoSlice::new(&buf)]);
         f.buf = buf;
         f.buf.clear();
         match r {

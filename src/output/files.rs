@@ -1,5 +1,6 @@
 //! File operations of the writer: creating a capture file as `<path>.part`
-//! (never through a link), appending at the end of its whole records and
+//! (never through a link; the `.part` primitives are [`crate::output::part`]'s,
+//! shared with the flow writer), appending at the end of its whole records and
 //! cutting back after a failed write, renaming the `.part` to its final
 //! name, and the start-up check of the output directory; with their error
 //! types ([`WriterError`], [`OutputDirError`]). In: paths and bytes. Out:
@@ -10,13 +11,14 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 
-use crate::output::disk::DiskFile;
 use crate::output::outdir::{self, OutDirError};
+use crate::output::part::{create_part, cut_back, publish};
 use crate::output::template::{OutputTemplate, PathFields};
 use crate::telemetry::metrics::DropReason;
 
-/// Files are created with these permissions, directories with [`DIR_MODE`].
-pub const FILE_MODE: u32 = 0o640;
+/// Files are created with these permissions (defined with the `.part`
+/// code), directories with [`DIR_MODE`].
+pub use crate::output::part::FILE_MODE;
 pub const DIR_MODE: u32 = 0o750;
 
 /// Errors creating, writing or renaming capture files.
@@ -146,10 +148,15 @@ pub fn check_output_dir(dir: &Path) -> Result<(), OutputDirError> {
     }
 }
 
-/// Writes `iov` at the end of `f`'s whole records. On failure the file is
-/// truncated back to its last whole record.
-pub(crate) fn write_at_end(f: &mut DiskFile, iov: &[IoSlice<'_>]) -> Result<(), WriterError> {
-    let file = f.file.as_mut().expect("open");
+/// Writes `iov` at the end of `file`, whose first `good_len` bytes are
+/// whole records; `good_len` grows by what was written. On failure the
+/// file is cut back to `good_len` and the error names `part`.
+pub(crate) fn write_whole(
+    file: &mut File,
+    good_len: &mut u64,
+    part: &Path,
+    iov: &[IoSlice<'_>],
+) -> Result<(), WriterError> {
     let total: usize = iov.iter().map(|s| s.len()).sum();
     let mut bufs: Vec<IoSlice> = iov.to_vec();
     let mut slices: &mut [IoSlice] = &mut bufs;
@@ -157,29 +164,27 @@ pub(crate) fn write_at_end(f: &mut DiskFile, iov: &[IoSlice<'_>]) -> Result<(), 
     while written < total {
         match file.write_vectored(slices) {
             Ok(0) => {
-                return Err(truncate_back(f, io::Error::from(io::ErrorKind::WriteZero)));
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(truncate_back(file, *good_len, part, e));
             }
             Ok(n) => {
                 written += n;
                 IoSlice::advance_slices(&mut slices, n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(truncate_back(f, e)),
+            Err(e) => return Err(truncate_back(file, *good_len, part, e)),
         }
     }
-    f.good_len += total as u64;
+    *good_len += total as u64;
     Ok(())
 }
 
-/// Cuts `f` back to its last whole record after a failed write.
-pub(crate) fn truncate_back(f: &mut DiskFile, source: io::Error) -> WriterError {
-    if let Some(file) = &f.file {
-        let _ = file.set_len(f.good_len);
-        use std::io::Seek;
-        let _ = (&*file).seek(io::SeekFrom::Start(f.good_len));
-    }
+/// Cuts `file` back to its last whole record (`good_len`) after a failed
+/// write; the error names `part`.
+fn truncate_back(file: &File, good_len: u64, part: &Path, source: io::Error) -> WriterError {
+    cut_back(file, good_len);
     WriterError::Write {
-        path: f.part.clone(),
+        path: part.to_path_buf(),
         source,
     }
 }
@@ -208,7 +213,7 @@ pub(crate) fn create_file(
             fields.seq += 1;
             continue;
         }
-        match parent.create_file(&outdir::part_name(name), FILE_MODE) {
+        match create_part(&parent, name) {
             Ok(f) => return Ok((f, part, final_path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fields.seq += 1,
             Err(source) => return Err(WriterError::Create { path: part, source }),
@@ -219,9 +224,9 @@ pub(crate) fn create_file(
 /// Renames the `.part` of `final_path` (a file under `root`) to it, on
 /// its directory's descriptor, reached without following links.
 pub(crate) fn rename_part(root: &Path, part: &Path, final_path: &Path) -> Result<(), WriterError> {
-    let (dir, name) = outdir::open_parent(root, part, false, DIR_MODE)?;
+    let (dir, _) = outdir::open_parent(root, part, false, DIR_MODE)?;
     let to = final_path.file_name().unwrap_or_default();
-    dir.rename(name, to).map_err(|source| WriterError::Rename {
+    publish(&dir, to).map_err(|source| WriterError::Rename {
         path: part.to_path_buf(),
         to: final_path.to_path_buf(),
         source,

@@ -49,9 +49,10 @@
 //! One module per job: [`template`] (paths and calendar), [`chunk`] (run
 //! framing), [`handle`] (the receive side), [`disk`] (the writer thread),
 //! [`files`] (create, write, cut back, rename, and their errors),
-//! [`retention`], [`recovery`] (crash recovery at start), [`hook`]
-//! (`on_rotate`), and [`outdir`] (paths under the output directory reached
-//! without following links).
+//! [`part`] (`.part`-and-rename, shared with the flow writer),
+//! [`retention`] (also the flow files'), [`recovery`] (crash recovery at
+//! start), [`hook`] (`on_rotate`), and [`outdir`] (paths under the output
+//! directory reached without following links).
 
 pub mod chunk;
 pub mod disk;
@@ -59,6 +60,7 @@ pub mod files;
 pub mod handle;
 pub mod hook;
 pub mod outdir;
+pub mod part;
 pub mod recovery;
 pub mod retention;
 pub mod template;

@@ -1,6 +1,11 @@
-//! Retention: `max_files` per session and `max_total_bytes` over every
-//! closed capture file under the output directory, oldest deleted first.
-//! In: closed files (and those found at start). Out: deletions.
+//! Retention: `max_files` per group and `max_total_bytes` over every
+//! closed file it is given under the output directory, oldest deleted
+//! first. The capture writer groups its files by session ([`SessionTag`],
+//! the default); the flow writer puts its flow files in one group (`()`),
+//! so `output.max_files` keeps that many flow files. In: closed files (and
+//! those found at start). Out: deletions; a deletion that fails (other
+//! than a file already gone) is logged and counted in
+//! [`Retention::not_deleted`].
 
 use std::collections::VecDeque;
 use std::fs;
@@ -29,37 +34,66 @@ pub struct ExistingFile {
 
 /// A closed file that retention may delete.
 #[derive(Debug)]
-pub(crate) struct ClosedFile {
+pub(crate) struct ClosedFile<K> {
     path: PathBuf,
     bytes: u64,
-    /// The session that wrote it; `None` for files found on disk from an
-    /// earlier run.
-    session: Option<SessionTag>,
+    /// The group (session) that wrote it; `None` for files found on disk
+    /// from an earlier run.
+    session: Option<K>,
 }
 
-/// Retention over every closed file under the output directory.
-#[derive(Debug, Default)]
-pub struct Retention {
+/// Retention over closed files under the output directory, `max_files`
+/// counted per group `K` (a session for capture files).
+#[derive(Debug)]
+pub struct Retention<K = SessionTag> {
     /// The output directory (set by
     /// [`crate::output::handle::Output::spawn`]): files are deleted on
     /// their directory's descriptor, reached without following links.
     pub(crate) root: Option<PathBuf>,
-    files: VecDeque<ClosedFile>,
+    files: VecDeque<ClosedFile<K>>,
     /// Closed files in `files` per session, so a close costs no scan of
     /// every file (a flood of one-file sessions makes `files` long).
-    per_session: foldhash::HashMap<SessionTag, usize>,
+    per_session: foldhash::HashMap<K, usize>,
     closed_bytes: u64,
     max_files: Option<u32>,
     max_total_bytes: Option<u64>,
+    /// Deletions that failed (the file was not already gone).
+    not_deleted: u64,
 }
 
-impl Retention {
-    pub fn new(max_files: Option<u32>, max_total_bytes: Option<u64>) -> Retention {
+impl<K> Default for Retention<K> {
+    fn default() -> Self {
+        Retention {
+            root: None,
+            files: VecDeque::new(),
+            per_session: Default::default(),
+            closed_bytes: 0,
+            max_files: None,
+            max_total_bytes: None,
+            not_deleted: 0,
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
+    pub fn new(max_files: Option<u32>, max_total_bytes: Option<u64>) -> Retention<K> {
         Retention {
             max_files,
             max_total_bytes,
             ..Default::default()
         }
+    }
+
+    /// Files are deleted under `root` (the output directory), on their
+    /// directory's descriptor, reached without following links.
+    pub fn under(mut self, root: PathBuf) -> Retention<K> {
+        self.root = Some(root);
+        self
+    }
+
+    /// Deletions that failed so far (logged each time).
+    pub fn not_deleted(&self) -> u64 {
+        self.not_deleted
     }
 
     pub fn set_limits(&mut self, max_files: Option<u32>, max_total_bytes: Option<u64>) {
@@ -95,7 +129,7 @@ impl Retention {
     /// Records a closed file of `session` and deletes what the limits
     /// require. `open_bytes` is the size of every file still open. Returns
     /// the number of files deleted.
-    pub fn add(&mut self, path: PathBuf, bytes: u64, session: SessionTag, open_bytes: u64) -> u64 {
+    pub fn add(&mut self, path: PathBuf, bytes: u64, session: K, open_bytes: u64) -> u64 {
         self.closed_bytes += bytes;
         self.files.push_back(ClosedFile {
             path,
@@ -152,7 +186,10 @@ impl Retention {
             match r {
                 Ok(()) => tracing::debug!(path = %f.path.display(), "retention: deleted"),
                 Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
-                Err(e) => tracing::warn!("retention: not deleted: {e}"),
+                Err(e) => {
+                    self.not_deleted += 1;
+                    tracing::warn!("retention: not deleted: {e}");
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Output paths: the `[output] template` parsed once ([`OutputTemplate`])
-//! and filled per file from a session's [`PathFields`]; `UtcTime` does the
+//! and filled per file from a session's [`PathFields`]; `UtcTime` (jiff) does the
 //! calendar maths for `{start}`, `{date}` and `{time}`. In: a template
 //! string, then fields per file. Out: a path relative to the output
 //! directory. Nothing is dropped here: a template that could leave the
@@ -141,7 +141,10 @@ pub fn source_for_path(a: std::net::IpAddr) -> String {
     a.to_string().replace(':', "_")
 }
 
-/// A UTC calendar time (no time zone database needed).
+/// A UTC calendar time, for file names and flow-file directories. The
+/// calendar is `jiff`'s (UTC only: no time zone database is compiled in or
+/// read); a time past jiff's range (year 9999, a garbage pcapng
+/// timestamp) is clamped to its last second.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UtcTime {
     pub year: i64,
@@ -153,26 +156,20 @@ pub struct UtcTime {
 }
 
 impl UtcTime {
-    /// Howard Hinnant's `civil_from_days`.
     pub fn from_unix(secs: u64) -> UtcTime {
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let t = i64::try_from(secs)
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map_or(jiff::civil::DateTime::MAX, |ts| {
+                jiff::tz::Offset::UTC.to_datetime(ts)
+            });
         UtcTime {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            minute: (rem / 60 % 60) as u32,
-            second: (rem % 60) as u32,
+            year: i64::from(t.year()),
+            month: t.month() as u32,
+            day: t.day() as u32,
+            hour: t.hour() as u32,
+            minute: t.minute() as u32,
+            second: t.second() as u32,
         }
     }
 }
@@ -218,6 +215,14 @@ mod tests {
             assert!(OutputTemplate::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(OutputTemplate::parse("{date}/vni-{vni}_{source}_{time}_{seq}.{ext}").is_ok());
+    }
+
+    /// A garbage timestamp names a file too: the last second jiff knows.
+    #[test]
+    fn utc_calendar_clamps_past_year_9999() {
+        let t = UtcTime::from_unix(u64::MAX);
+        assert_eq!((t.year, t.month, t.day), (9999, 12, 31));
+        assert_eq!((t.hour, t.minute, t.second), (23, 59, 59));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The pipeline: stages 2-6 behind one call, [`Pipeline::push`].
 //!
-//! Both feeds use it: the live socket (`socket.rs`, `daemon.rs`) and the
-//! offline reader (`replay.rs`). Each datagram is a UDP payload plus a
+//! Both feeds use it: the live socket (`ingest::socket`, `ingest::live`)
+//! and the offline reader (`ingest::replay`). Each datagram is a UDP payload plus a
 //! [`RecvMeta`] (outer source address, receive time); it flows
 //! VXLAN check -> VNI filter -> inner decode -> session -> capture file, and
 //! wherever it stops it is counted by reason. No stage allocates per packet:
@@ -17,7 +17,7 @@ pub use drop::DropReason;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, OutputConfig, SessionConfig};
+use crate::config::{Config, SessionConfig};
 use crate::filter::{MirrorFilter, RuleCount, VniFilter};
 use crate::output::handle::{Backlog, DEFAULT_CHUNKS, Output};
 use crate::output::retention::Retention;
@@ -75,15 +75,12 @@ fn session_settings(
 const NS: u64 = 1_000_000_000;
 
 pub struct Pipeline {
-    /// `allow_sources`: empty = any.
-    allow_sources: Vec<ipnet::IpNet>,
-    max_sessions: usize,
-    max_open_files: usize,
-    vnis: VniFilter,
-    /// `[filter]`, for sessions without a `[[session]]` filter.
-    filter: Option<Arc<MirrorFilter>>,
-    session_configs: Vec<SessionConfig>,
-    output: OutputConfig,
+    /// The validated settings in force: one value, shared by sibling
+    /// pipelines and replaced whole on reload ([`Pipeline::reconfigure`]).
+    /// What the hot path reads of it: `allow_sources` (empty = any),
+    /// `max_sessions`, `max_open_files`, `vnis`, `filter` (for sessions
+    /// without a `[[session]]` filter), `sessions`, `output`.
+    settings: Arc<Config>,
     sessions: SessionTable,
     counters: Arc<Counters>,
     /// Flow records (when `[flows] enabled`), and the writer shared with
@@ -130,13 +127,7 @@ impl Pipeline {
         sessions.track_released(flows.is_some());
         Pipeline {
             flows,
-            allow_sources: cfg.allow_sources.clone(),
-            max_sessions: cfg.max_sessions,
-            max_open_files: cfg.max_open_files,
-            vnis: cfg.vnis.clone(),
-            filter: cfg.filter.clone(),
-            session_configs: cfg.sessions.clone(),
-            output: cfg.output.clone(),
+            settings: Arc::new(cfg.clone()),
             sessions,
             counters,
             next_sweep_ns: 0,
@@ -146,7 +137,7 @@ impl Pipeline {
 
     /// A pipeline for another worker thread: the same configuration,
     /// counters and writer thread, its own sessions (a session is only ever
-    /// seen by one worker: see `socket.rs`).
+    /// seen by one worker: see `ingest::socket`).
     pub fn sibling(&self) -> Pipeline {
         Pipeline {
             flows: self.flows.as_ref().map(|(t, shared)| {
@@ -155,13 +146,7 @@ impl Pipeline {
                     shared.clone(),
                 )
             }),
-            allow_sources: self.allow_sources.clone(),
-            max_sessions: self.max_sessions,
-            max_open_files: self.max_open_files,
-            vnis: self.vnis.clone(),
-            filter: self.filter.clone(),
-            session_configs: self.session_configs.clone(),
-            output: self.output.clone(),
+            settings: self.settings.clone(),
             sessions: self.sessions.sibling(),
             counters: self.counters.clone(),
             next_sweep_ns: 0,
@@ -192,9 +177,8 @@ impl Pipeline {
     pub fn push(&mut self, datagram: &[u8], meta: &RecvMeta) {
         self.unpublished.0 += 1;
         self.unpublished.1 += datagram.len() as u64;
-        if !self.allow_sources.is_empty()
-            && !self.allow_sources.iter().any(|n| n.contains(&meta.source))
-        {
+        let allowed = &self.settings.allow_sources;
+        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&meta.source)) {
             return self
                 .counters
                 .count_drop(crate::telemetry::metrics::DropReason::SourceNotAllowed);
@@ -208,7 +192,8 @@ impl Pipeline {
             Err(reason) => return self.counters.count_drop(reason),
         };
         let vni = vxlan.vni();
-        if !self.vnis.accepts(vni) {
+        let settings = &*self.settings;
+        if !settings.vnis.accepts(vni) {
             return self
                 .counters
                 .count_drop(crate::telemetry::metrics::DropReason::VniExcluded);
@@ -223,9 +208,8 @@ impl Pipeline {
             source: meta.source,
             vni,
         };
-        let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
-        let found = self.sessions.lookup(key, ts, self.max_sessions, || {
-            session_settings(global, configs, vnis, key)
+        let found = self.sessions.lookup(key, ts, settings.max_sessions, || {
+            session_settings(&settings.filter, &settings.sessions, &settings.vnis, key)
         });
         self.release_flows();
         let Some(i) = found else {
@@ -243,14 +227,15 @@ impl Pipeline {
         if let Some((flows, _)) = &mut self.flows {
             flows.add(session.id, vni, meta.source, &session.own, &decoded, ts);
         }
-        let cap = frame.len().min(self.output.snaplen as usize);
+        let settings = &*self.settings;
+        let cap = frame.len().min(settings.output.snaplen as usize);
         self.sessions.write(
             i,
             ts,
             &frame[..cap],
             wire_len,
-            &self.output,
-            self.max_open_files,
+            &settings.output,
+            settings.max_open_files,
         );
         self.release_flows();
     }
@@ -276,21 +261,15 @@ impl Pipeline {
     /// settings and retention. Open files are closed and renamed; the next
     /// packet of each session opens a file with the new settings. (The
     /// listen address, workers and socket settings need a restart.)
-    pub fn reconfigure(&mut self, cfg: &Config) {
-        self.allow_sources = cfg.allow_sources.clone();
-        self.max_sessions = cfg.max_sessions;
-        self.max_open_files = cfg.max_open_files;
-        self.vnis = cfg.vnis.clone();
-        self.filter = cfg.filter.clone();
-        self.session_configs = cfg.sessions.clone();
-        self.output = cfg.output.clone();
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        self.settings = cfg;
+        let cfg = &*self.settings;
         self.counters
             .set_metrics_max_sessions(cfg.metrics_max_sessions);
-        let (global, configs, vnis) = (&self.filter, &self.session_configs, &self.vnis);
         self.sessions.reconfigure(
-            &self.output,
+            &cfg.output,
             crate::output::hook::RotateHook::new(cfg.on_rotate.clone(), cfg.on_rotate_jobs),
-            |key| session_settings(global, configs, vnis, key),
+            |key| session_settings(&cfg.filter, &cfg.sessions, &cfg.vnis, key),
         );
     }
 
@@ -308,7 +287,7 @@ impl Pipeline {
         if let Some((flows, _)) = &mut self.flows {
             flows.advance(now_ns);
         }
-        self.sessions.close_idle(now_ns, &self.output);
+        self.sessions.close_idle(now_ns, &self.settings.output);
         self.release_flows();
         self.next_sweep_ns = now_ns.saturating_add(NS);
     }
@@ -328,8 +307,9 @@ impl Pipeline {
     /// Packets each configured rule decided (shared by siblings).
     pub fn rule_counts(&self) -> Vec<RuleCount> {
         let mut rules = Vec::new();
-        let filters = self.filter.iter().chain(
-            self.session_configs
+        let filters = self.settings.filter.iter().chain(
+            self.settings
+                .sessions
                 .iter()
                 .filter_map(|s| s.filter.as_ref()),
         );

@@ -10,8 +10,13 @@
 //! output fails it is closed (connections are refused) and the target leaves
 //! the NLB's rotation by itself, and it is opened again once writing works.
 //!
-//! A minimal HTTP/1.1 server: one request per connection, GET only, bounded
-//! request size and time; enough for Prometheus and load balancers.
+//! HTTP/1.1 by `hyper` (http1, no keep-alive: one request per connection),
+//! GET only, bounded request size (8 KiB of head) and time (5 s); enough
+//! for Prometheus and load balancers. `/metrics` is the Prometheus text
+//! (0.0.4), or OpenMetrics when the scraper's `Accept` asks for it
+//! ([`crate::telemetry::prometheus::render_for`]). The accept loop stays
+//! ours, not hyper-util's server: it holds the spare descriptor below, and
+//! a connection accepted with it is answered before the next accept.
 //!
 //! Both listeners keep answering when the process has run out of file
 //! descriptors (sessions hold capture files open): each keeps one spare
@@ -27,10 +32,15 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::telemetry::metrics::{Counters, LogLimiter, render_prometheus};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::events::{AcceptFailed, HealthListenerFailed};
+use crate::telemetry::log_limit::LogLimiter;
+use crate::telemetry::prometheus::render_for;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -97,24 +107,33 @@ enum Accepted {
 }
 
 /// Accepts one connection on `l`, using the spare descriptor when the
-/// process has no other, backing off after other errors.
-async fn accept(l: &TcpListener, spare: &mut Spare, log: &mut LogLimiter, what: &str) -> Accepted {
+/// process has no other, backing off after other errors (counted and
+/// logged as [`AcceptFailed`]).
+async fn accept(
+    l: &TcpListener,
+    spare: &mut Spare,
+    log: &mut LogLimiter,
+    c: &Counters,
+    listener: &'static str,
+) -> Accepted {
     spare.refill();
     let e = match l.accept().await {
         Ok((conn, _)) => return Accepted::Conn { conn, spare: false },
         Err(e) => e,
     };
+    let failed = |error, after_release| AcceptFailed {
+        listener,
+        error,
+        after_release,
+        retry_in: ACCEPT_BACKOFF,
+    };
     if out_of_descriptors(&e) && spare.release() {
         match l.accept().await {
             Ok((conn, _)) => return Accepted::Conn { conn, spare: true },
-            Err(e2) => {
-                if let Some(held) = log.allow() {
-                    tracing::warn!(error = %e2, held_back = held, "{what}: accept failed although a descriptor was freed; retrying in {ACCEPT_BACKOFF:?}");
-                }
-            }
+            Err(e2) => failed(&e2, true).emit(c, log),
         }
-    } else if let Some(held) = log.allow() {
-        tracing::warn!(error = %e, held_back = held, "{what}: accept failed; retrying in {ACCEPT_BACKOFF:?}");
+    } else {
+        failed(&e, false).emit(c, log);
     }
     tokio::time::sleep(ACCEPT_BACKOFF).await;
     Accepted::Retry
@@ -125,16 +144,16 @@ pub async fn serve_metrics(listener: TcpListener, counters: Arc<Counters>) {
     let mut spare = Spare::new();
     let mut log = LogLimiter::new(Duration::from_secs(10));
     loop {
-        match accept(&listener, &mut spare, &mut log, "metrics_listen").await {
+        match accept(&listener, &mut spare, &mut log, &counters, "metrics_listen").await {
             Accepted::Conn { conn, spare: true } => {
                 // Answered here, so the descriptor is free again for the
                 // spare before the next accept.
-                let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, &counters)).await;
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, counters.clone())).await;
             }
             Accepted::Conn { conn, spare: false } => {
                 let c = counters.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, &c)).await;
+                    let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, c)).await;
                 });
             }
             Accepted::Retry => {}
@@ -142,48 +161,60 @@ pub async fn serve_metrics(listener: TcpListener, counters: Arc<Counters>) {
     }
 }
 
-async fn answer(mut conn: TcpStream, c: &Counters) -> std::io::Result<()> {
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && !req.windows(2).any(|w| w == b"\n\n") {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 || req.len() > 8192 {
-            break;
+/// Most bytes of a request head hyper reads (its smallest setting).
+const MAX_REQUEST_HEAD: usize = 8192;
+
+/// Answers the one request of `conn` and closes it.
+async fn answer(conn: TcpStream, c: Arc<Counters>) -> Result<(), hyper::Error> {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let resp = respond(&req, &c);
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+        .await
+}
+
+/// The answer to one request: `/metrics`, `/healthz` (200 `ok`, or 503
+/// with why capture files cannot be written), 404 for other paths, 405
+/// for other methods.
+fn respond(req: &Request<Incoming>, c: &Counters) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let accept = req.headers().get(header::ACCEPT);
+            let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
+            let (ctype, body) = render_for(accept, c);
+            (StatusCode::OK, ctype, body)
         }
-        req.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&req);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render_prometheus(c),
-        ),
-        ("GET", "/healthz") => match c.unhealthy() {
-            None => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+        (&Method::GET, "/healthz") => match c.unhealthy() {
+            None => (StatusCode::OK, TEXT, "ok\n".to_string()),
             Some(why) => (
-                "503 Service Unavailable",
-                "text/plain; charset=utf-8",
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
                 format!("unhealthy: capture files cannot be written: {why}\n"),
             ),
         },
-        ("GET", _) => (
-            "404 Not Found",
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
             "text/plain",
             "try /metrics or /healthz\n".into(),
         ),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
     );
-    conn.write_all(head.as_bytes()).await?;
-    conn.write_all(body.as_bytes()).await?;
-    conn.shutdown().await
+    resp
 }
 
 /// The TCP health port: listening while healthy, closed while not.
@@ -200,14 +231,11 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
                     tracing::info!("health_tcp_listen: accepting on {addr}");
                     listener = Some(l);
                 }
-                Err(e) => {
-                    if let Some(held) = bind_log.allow() {
-                        tracing::warn!(
-                            held_back = held,
-                            "health_tcp_listen: cannot listen on {addr}: {e}"
-                        )
-                    }
+                Err(error) => HealthListenerFailed {
+                    addr,
+                    error: &error,
                 }
+                .emit(&counters, &mut bind_log),
             },
             (Some(_), false) => {
                 tracing::warn!(
@@ -221,7 +249,7 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
             Some(l) => {
                 if let Ok(Accepted::Conn { conn, .. }) = tokio::time::timeout(
                     Duration::from_millis(500),
-                    accept(l, &mut spare, &mut log, "health_tcp_listen"),
+                    accept(l, &mut spare, &mut log, &counters, "health_tcp_listen"),
                 )
                 .await
                 {
@@ -230,5 +258,66 @@ pub async fn serve_tcp_health(addr: SocketAddr, counters: Arc<Counters>) {
             }
             None => tokio::time::sleep(Duration::from_millis(500)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One raw HTTP/1.1 request (keep-alive by default) on a new
+    /// connection; the answer is read to the end, so the server must close.
+    async fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text))
+            .await
+            .expect("the connection was not closed after the answer")
+            .unwrap();
+        text
+    }
+
+    /// Status codes, bodies and content types of `/metrics` and `/healthz`
+    /// as before hyper: one request per connection, GET only; OpenMetrics
+    /// only when asked for.
+    #[test]
+    fn answers_and_closes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = bind_metrics("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let c = Arc::new(Counters::default());
+            tokio::spawn(serve_metrics(l, c.clone()));
+            let ok = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+            c.set_output_error(Some("disk full".into()));
+            let bad = get(addr, "GET /healthz?x=1 HTTP/1.1\r\n\r\n").await;
+            assert!(bad.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{bad}");
+            assert!(
+                bad.ends_with("unhealthy: capture files cannot be written: disk full\n"),
+                "{bad}"
+            );
+            let m = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+            assert!(m.contains("content-type: text/plain; version=0.0.4"), "{m}");
+            assert!(m.contains("\nmirrorcap_healthy 0\n"), "{m}");
+            let om = get(
+                addr,
+                "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n",
+            )
+            .await;
+            assert!(om.contains("content-type: application/openmetrics-text"), "{om}");
+            assert!(om.ends_with("# EOF\n"), "{om}");
+            let nf = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+            assert!(nf.starts_with("HTTP/1.1 404 Not Found\r\n"), "{nf}");
+            let post = get(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+            assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+            assert!(post.ends_with("GET only\n"), "{post}");
+        });
     }
 }

@@ -1,8 +1,16 @@
-//! What the daemon tells the outside: counters, the Prometheus text and
-//! the shutdown summary, rate-limited logs ([`metrics`]), `/metrics`,
-//! `/healthz` and the TCP health check ([`health`]), and the systemd
-//! notify protocol ([`notify`]).
+//! What the daemon tells the outside, the bottom layer (it imports only
+//! `pipeline::DropReason`): the hot-path counters ([`counters`]), the
+//! errors logged and counted in one place ([`events`]), rate-limited logs
+//! ([`log_limit`]), the `/metrics` text ([`prometheus`]), the shutdown
+//! summary ([`summary`]), `/metrics`, `/healthz` and the TCP health check
+//! ([`health`]), and the systemd notify protocol ([`notify`]).
+//! [`metrics`] re-exports the old paths.
 
+pub mod counters;
+pub mod events;
 pub mod health;
+pub mod log_limit;
 pub mod metrics;
 pub mod notify;
+pub mod prometheus;
+pub mod summary;

@@ -1,0 +1,352 @@
+//! The capture daemon as a call: [`run`] binds the sockets, starts one
+//! receive thread per worker, serves metrics and health, and follows
+//! [`Control`] messages (stop, reload) until told to stop or until the
+//! writer thread dies; it returns the exit [`Summary`].
+//!
+//! `main.rs` turns SIGTERM/SIGINT/SIGHUP into those messages; a test can
+//! send them itself and run the daemon in process. A reload reads the
+//! config file again ([`ReloadSource`]); an invalid file is logged and
+//! counted (`mirrorcap_errors_total{kind="reload"}`) and the running
+//! config kept; settings that need a restart
+//! ([`Config::keep_restart_settings`]) keep their running values. The new
+//! config reaches every worker as one `Arc<Config>`, swapped between
+//! batches.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::filter::RuleCount;
+use crate::ingest::live::{Control as WorkerControl, check_fd_limit, serve};
+use crate::ingest::socket::{Receiver, SocketError};
+use crate::output::files::{OutputDirError, check_output_dir};
+use crate::output::handle::Backlog;
+use crate::pipeline::Pipeline;
+use crate::telemetry::events::ReloadFailed;
+use crate::telemetry::health::{HealthError, bind_metrics, serve_metrics, serve_tcp_health};
+use crate::telemetry::metrics::{Counters, HostBacklog, RuleCounts, SessionSummary, Summary};
+use crate::telemetry::notify::Notifier;
+
+/// What the daemon is told while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop: drain the sockets, close and rename every file, summarise.
+    Stop,
+    /// Read the config file again (SIGHUP).
+    Reload,
+}
+
+/// Command-line values that win over the config file, also on reload.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(d) = &self.dir {
+            cfg.dir = d.clone();
+        }
+    }
+}
+
+/// Where a reload reads the config: the file given at start (none when
+/// running on the embedded default) and the command line's overrides.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// Why the daemon could not start (it stops for no other reason than
+/// [`Control::Stop`] or a dead writer, see [`DaemonOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    OutputDir(#[from] OutputDirError),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("reading the address bound for `listen` {addr}: {source}")]
+    LocalAddr {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("steering sessions over {workers} sockets on {addr} (`workers`): {source}")]
+    Steer {
+        workers: usize,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a receive thread {0}")]
+    Worker(String),
+}
+
+/// How a daemon that started ended.
+pub struct DaemonOutcome {
+    pub summary: Summary,
+    /// Set when it stopped because the writer thread died (capture files
+    /// could no longer be written): an output error, exit 2, so that
+    /// systemd (`Restart=on-failure`) starts a new daemon.
+    pub writer_death: Option<String>,
+}
+
+/// The receive threads and what they share.
+struct Workers {
+    addr: SocketAddr,
+    count: usize,
+    handles: Vec<JoinHandle<std::io::Result<Pipeline>>>,
+    stop: Arc<AtomicBool>,
+    reload: watch::Sender<Option<Arc<Config>>>,
+}
+
+/// Runs the daemon on `cfg` until `control` says [`Control::Stop`] (or is
+/// closed) or the writer thread dies. `on_ready` gets the bound address
+/// (port 0 in `listen` picks one) once every socket is bound and the
+/// workers run, before `listening on` is logged.
+pub fn run(
+    cfg: Config,
+    reload: ReloadSource,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<DaemonOutcome, DaemonError> {
+    check_output_dir(&cfg.dir)?;
+    check_fd_limit(cfg.max_open_files);
+    let counters = Arc::new(Counters::default());
+    set_filters(&counters, &cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Start {
+            what: "starting the runtime",
+            source,
+        })?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(rt.block_on(bind_metrics(a))?),
+        None => None,
+    };
+    let workers = start_workers(&cfg, &counters)?;
+    on_ready(workers.addr);
+    tracing::info!(
+        "listening on {}, writing under {}, {} worker(s)",
+        workers.addr,
+        cfg.dir.display(),
+        workers.count
+    );
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!("listening on {}", workers.addr));
+    let host_backlog = HostBacklog::start();
+    rt.block_on(async {
+        if let Some(l) = metrics_listener {
+            tracing::info!(
+                "metrics on http://{}/metrics and /healthz",
+                l.local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string())
+            );
+            tokio::spawn(serve_metrics(l, counters.clone()));
+        }
+        if let Some(a) = cfg.health_tcp_listen {
+            tokio::spawn(serve_tcp_health(a, counters.clone()));
+        }
+        let follow = follow_control(&mut control, &reload, &cfg, &counters, &workers.reload);
+        tokio::select! {
+            _ = follow => {}
+            _ = status(&counters, &host_backlog, &mut notifier) => {}
+        }
+    });
+    workers.stop.store(true, Relaxed);
+    Notifier::from_env().stopping();
+    let (sessions, rules) = finish_workers(workers.handles)?;
+    host_backlog.update(&counters);
+    let summary = Summary::from_counters(&counters, sessions, rules);
+    Ok(DaemonOutcome {
+        summary,
+        writer_death: counters.writer_death().map(str::to_owned),
+    })
+}
+
+/// Binds one socket per worker (the first fixes the port, the others join
+/// its SO_REUSEPORT group, sessions steered by a BPF program) and starts a
+/// receive thread on each with its own pipeline.
+fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, DaemonError> {
+    let count = match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let first = Receiver::bind(cfg.listen, cfg.recv_buffer, cfg.batch, count > 1)?;
+    let addr = first
+        .local_addr()
+        .map_err(|source| DaemonError::LocalAddr {
+            addr: cfg.listen,
+            source,
+        })?;
+    let mut receivers = vec![first];
+    for _ in 1..count {
+        receivers.push(Receiver::bind(addr, cfg.recv_buffer, cfg.batch, true)?);
+    }
+    if count > 1 {
+        receivers[0]
+            .steer_sessions(count as u32)
+            .map_err(|source| DaemonError::Steer {
+                workers: count,
+                addr,
+                source,
+            })?;
+    }
+    let first = Pipeline::new(cfg, counters.clone(), Backlog::Drop);
+    let mut pipelines: Vec<Pipeline> = (1..count).map(|_| first.sibling()).collect();
+    pipelines.insert(0, first);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reload, reload_rx) = watch::channel::<Option<Arc<Config>>>(None);
+    let control = WorkerControl {
+        stop: stop.clone(),
+        reload: reload_rx,
+        batch_wait: cfg.batch_wait,
+    };
+    let mut handles = Vec::new();
+    for (i, (rx, p)) in receivers.into_iter().zip(pipelines).enumerate() {
+        let control = control.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("rx{i}"))
+            .spawn(move || serve(rx, p, control))
+            .map_err(|source| {
+                // The threads already started must not outlive the call.
+                stop.store(true, Relaxed);
+                DaemonError::Start {
+                    what: "starting a receive thread",
+                    source,
+                }
+            })?;
+        handles.push(h);
+    }
+    Ok(Workers {
+        addr,
+        count,
+        handles,
+        stop,
+        reload,
+    })
+}
+
+/// Follows the control messages until a stop (or the sender is gone).
+async fn follow_control(
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    source: &ReloadSource,
+    cfg: &Config,
+    counters: &Counters,
+    workers: &watch::Sender<Option<Arc<Config>>>,
+) {
+    let mut running = Arc::new(cfg.clone());
+    while let Some(Control::Reload) = control.recv().await {
+        // Settings that need a restart come back with their running values.
+        if let Some(new) = reload(source, &running, counters) {
+            set_filters(counters, &new);
+            running = Arc::new(new);
+            let _ = workers.send(Some(running.clone()));
+        }
+    }
+}
+
+/// Once a second: the systemd status line, and a look at the writer
+/// thread; returns when the writer died (that ends the daemon).
+async fn status(counters: &Counters, host_backlog: &HostBacklog, notifier: &mut Notifier) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tick.tick().await;
+        let c = counters;
+        if c.writer_death().is_some() {
+            return;
+        }
+        host_backlog.update(c);
+        let n = c.datagrams_received.load(Relaxed);
+        let pps = (n - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), n);
+        notifier.tick(&format!(
+            "{pps:.0} datagrams/s, {} sessions, {} frames written, {} dropped",
+            c.sessions.load(Relaxed),
+            c.frames_written.load(Relaxed),
+            c.total_drops() + c.kernel_drops.load(Relaxed),
+        ));
+    }
+}
+
+/// Joins the receive threads and finishes their pipelines: the sessions'
+/// figures (sorted by VNI, source) and the per-rule counts.
+fn finish_workers(
+    handles: Vec<JoinHandle<std::io::Result<Pipeline>>>,
+) -> Result<(Vec<SessionSummary>, Vec<RuleCount>), DaemonError> {
+    let mut finished = Vec::new();
+    for h in handles {
+        let p = h
+            .join()
+            .map_err(|_| DaemonError::Worker("panicked".into()))?
+            .map_err(|e| DaemonError::Worker(format!("failed: {e}")))?;
+        finished.push(p);
+    }
+    let rules = finished
+        .first()
+        .map(|p| p.rule_counts())
+        .unwrap_or_default();
+    let mut sessions = Vec::new();
+    for p in finished {
+        sessions.extend(p.finish_sessions());
+    }
+    sessions.sort_by_key(|s| (s.vni, s.source));
+    Ok((sessions, rules))
+}
+
+/// A reload: the config file read again, the overrides applied, settings
+/// that need a restart put back. `None` (logged and counted) when there is
+/// no file or it is invalid: the running config stays.
+fn reload(source: &ReloadSource, running: &Config, counters: &Counters) -> Option<Config> {
+    let Some(path) = &source.path else {
+        ReloadFailed::NoFile.emit(counters);
+        return None;
+    };
+    let mut cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            ReloadFailed::Invalid(&e).emit(counters);
+            return None;
+        }
+    };
+    source.overrides.apply(&mut cfg);
+    let restart = running.keep_restart_settings(&mut cfg);
+    if !restart.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {} changed in {}; that takes a restart, the running value stays",
+            restart.join(", "),
+            path.display()
+        );
+    }
+    tracing::info!("SIGHUP: reloaded {}", path.display());
+    Some(cfg)
+}
+
+/// Publishes the filters in force for the per-rule metrics.
+fn set_filters(counters: &Counters, cfg: &Config) {
+    let mut f = counters.filters.lock().unwrap_or_else(|e| e.into_inner());
+    f.clear();
+    let filters = cfg
+        .filter
+        .iter()
+        .chain(cfg.sessions.iter().filter_map(|s| s.filter.as_ref()));
+    f.extend(filters.map(|m| m.clone() as Arc<dyn RuleCounts>));
+}

@@ -1,0 +1,10 @@
+//! The commands as library calls, above every other layer: [`daemon::run`]
+//! (the capture daemon: sockets, worker threads, signals as [`Control`]
+//! messages, metrics and health, the exit summary) and [`replay::run`]
+//! (captures through the same pipeline). `main.rs` keeps only the command
+//! line, logging and exit codes, so tests can drive the daemon in process.
+
+pub mod daemon;
+pub mod replay;
+
+pub use daemon::{Control, DaemonError, DaemonOutcome, Overrides, ReloadSource};

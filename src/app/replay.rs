@@ -1,0 +1,91 @@
+//! `mirrorcap replay`: capture files (or standard input) through the same
+//! pipeline as the live daemon, waiting for the disk instead of dropping.
+//! In: the validated config and the inputs in order. Out: the exit
+//! [`Summary`], which inputs could not be read to their end, and what was
+//! lost on output.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::capture::CaptureReader;
+use crate::config::Config;
+use crate::ingest::live::check_fd_limit;
+use crate::output::files::{OutputDirError, check_output_dir};
+use crate::output::handle::Backlog;
+use crate::pipeline::{DropReason, Pipeline};
+use crate::telemetry::metrics::{Counters, Summary};
+
+/// What a replay did.
+pub struct ReplayOutcome {
+    pub summary: Summary,
+    /// One line per input that could not be opened or read to its end
+    /// (what was read of it went through the pipeline).
+    pub input_errors: Vec<String>,
+    /// Set when the writer thread died: nothing more could be written.
+    pub writer_death: Option<String>,
+    /// Frames and flow records that reached the writer and could not be
+    /// written (`"12 disk_full"`, ...): the output misses them.
+    pub lost: Vec<String>,
+}
+
+/// Replays `inputs` (`-` = standard input) in order into `cfg.dir`.
+pub fn run(cfg: &Config, inputs: &[String]) -> Result<ReplayOutcome, OutputDirError> {
+    check_output_dir(&cfg.dir)?;
+    check_fd_limit(cfg.max_open_files);
+    let counters = Arc::new(Counters::default());
+    let mut pipeline = Pipeline::new(cfg, counters.clone(), Backlog::Wait);
+    let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
+    let mut input_errors = Vec::new();
+    for input in inputs {
+        // A file is mapped into memory (records are read in place); stdin
+        // is read in 1 MiB blocks.
+        let result = if input == "-" {
+            CaptureReader::new(std::io::stdin().lock(), "<stdin>")
+                .and_then(|mut r| crate::ingest::replay::replay(&mut r, &mut pipeline, &ports))
+        } else {
+            match std::fs::File::open(input) {
+                Ok(f) => CaptureReader::open_file(f, input)
+                    .and_then(|mut r| crate::ingest::replay::replay(&mut r, &mut pipeline, &ports)),
+                Err(e) => {
+                    input_errors.push(format!("{input}: cannot open: {e}"));
+                    continue;
+                }
+            }
+        };
+        if let Err(e) = result {
+            input_errors.push(e.to_string());
+        }
+    }
+    let summary = pipeline.finish();
+    let lost = lost_on_output(&summary);
+    Ok(ReplayOutcome {
+        writer_death: counters.writer_death().map(str::to_owned),
+        summary,
+        input_errors,
+        lost,
+    })
+}
+
+/// Frames that reached the writer and could not be written: the output is
+/// incomplete, whatever the inputs were.
+fn lost_on_output(summary: &Summary) -> Vec<String> {
+    summary
+        .drops
+        .iter()
+        .filter(|(r, _)| {
+            matches!(
+                r,
+                DropReason::DiskFull
+                    | DropReason::WriteError
+                    | DropReason::OutputSymlink
+                    | DropReason::OpenFileLimit
+                    | DropReason::SessionLimit
+            )
+        })
+        .map(|(r, n)| format!("{n} {r}"))
+        .chain(
+            (summary.flow_records_lost > 0)
+                .then(|| format!("{} flow records", summary.flow_records_lost)),
+        )
+        .collect()
+}

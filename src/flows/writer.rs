@@ -1,0 +1,433 @@
+//! The flow files on disk: the writer thread that the flow tables of every
+//! worker send their [`FlowBatch`]es to, and [`FlowShared`], which lets
+//! the last of those workers end it.
+//!
+//! In: batches of rendered records. Out: `DIR/flows/YYYY/MM/DD/
+//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), each
+//! written as `.part` and renamed when closed. Dropped: a batch whose
+//! write fails (counted as lost records, `/healthz` 503 until a write
+//! works again); closed files beyond `output.max_files` (oldest first).
+//!
+//! The `.part` file, its cut-back, sync and rename are
+//! [`crate::output::part::PartFile`]; retention is
+//! [`crate::output::retention::Retention`] with the flow files as one
+//! group. A `.part` left by a crash is not recovered (crash recovery reads
+//! capture files only) and its name is not reused.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, mpsc};
+
+use super::FlowConfig;
+use super::record::FlowBatch;
+use super::table::FlowTable;
+use crate::output::files::DIR_MODE;
+use crate::output::outdir::{Dir, part_name};
+use crate::output::part::{PartFile, name_taken};
+use crate::output::retention::Retention;
+use crate::telemetry::metrics::{Counters, LogLimiter};
+
+/// The flow writer shared by a set of sibling pipelines (workers): the
+/// last one to finish ends the writer thread.
+pub struct FlowShared {
+    writer: std::sync::Mutex<Option<FlowWriter>>,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl FlowShared {
+    pub fn new(writer: FlowWriter) -> Arc<FlowShared> {
+        Arc::new(FlowShared {
+            writer: std::sync::Mutex::new(Some(writer)),
+            live: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A table for one more pipeline.
+    pub fn table(self: &Arc<Self>, cfg: Arc<FlowConfig>, counters: Arc<Counters>) -> FlowTable {
+        self.live.fetch_add(1, Relaxed);
+        let tx = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.sender())
+            .expect("writer running while tables are made");
+        FlowTable::new(cfg, tx, counters)
+    }
+
+    /// Called by each pipeline after its table wrote its last records.
+    pub fn done(&self) {
+        if self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+            && let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            w.finish();
+        }
+    }
+}
+
+/// The flow files' writer thread: `DIR/flows/YYYY/MM/DD/
+/// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), a new file
+/// every `file_interval`, written as `.part` and renamed when closed;
+/// `max_files` closed flow files are kept (oldest deleted first).
+///
+/// Each batch (a window's records) is appended with one write; with
+/// `gzip` it is one gzip member of its own (a file of several members is
+/// one valid gzip stream: `gzip -t`, zcat, Athena and `mirrorcap flows`
+/// read it whole). A write that fails (disk full) cuts the file back to
+/// its last whole batch, counts the batch's records as lost
+/// (`mirrorcap_flow_records_lost_total`), turns `/healthz` to 503 until a
+/// write succeeds again, and the next batch is tried anew; so a flow file
+/// on disk is always whole, and it gets its final name only after its
+/// data is synced. A file that holds no batch is removed, not published.
+pub struct FlowWriter {
+    tx: Option<mpsc::Sender<FlowBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// To count the thread's panic as a flow write error.
+    counters: Arc<Counters>,
+}
+
+impl FlowWriter {
+    pub fn spawn(
+        dir: &Path,
+        cfg: Arc<FlowConfig>,
+        max_files: Option<u32>,
+        counters: Arc<Counters>,
+    ) -> FlowWriter {
+        let (tx, rx) = mpsc::channel::<FlowBatch>();
+        let root = dir.to_path_buf();
+        let thread_counters = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("mirrorcap-flows".into())
+            .spawn(move || {
+                FlowFiles {
+                    retention: Retention::new(max_files, None).under(root.clone()),
+                    root,
+                    cfg,
+                    counters: thread_counters,
+                    current: None,
+                    seq: 0,
+                    gz_buf: Vec::new(),
+                    errors: LogLimiter::new(std::time::Duration::from_secs(10)),
+                }
+                .run(rx)
+            })
+            .expect("spawning the flow writer");
+        FlowWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        }
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<FlowBatch> {
+        self.tx.clone().expect("running")
+    }
+
+    /// Waits until every table's sender is gone and the files are closed.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            self.counters.flow_write_errors.fetch_add(1, Relaxed);
+            tracing::error!("flows: the flow writer thread panicked");
+        }
+    }
+}
+
+/// Errors writing flow files; each is counted and logged by the flow
+/// writer thread.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowFileError {
+    #[error(transparent)]
+    Dir(#[from] crate::output::outdir::OutDirError),
+    #[error("{path}: cannot create flow file: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: write failed (the file is cut back to its last whole batch): {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot sync or rename to its final name: {source}")]
+    Close {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A flow file being written: the shared `.part`-and-rename file of
+/// [`crate::output::part`], which keeps only whole batches in it; errors
+/// are named here with the file's `.part` path.
+struct FlowFile(PartFile);
+
+impl FlowFile {
+    fn create(dir: Dir, name: String) -> Result<FlowFile, FlowFileError> {
+        let part = dir.path().join(part_name(name.as_ref()));
+        PartFile::create(dir, name)
+            .map(FlowFile)
+            .map_err(|source| FlowFileError::Create { path: part, source })
+    }
+
+    /// Appends `bytes` whole, or cuts the file back to where it was.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FlowFileError> {
+        self.0.append(bytes).map_err(|source| FlowFileError::Write {
+            path: self.0.part_path(),
+            source,
+        })
+    }
+
+    /// Syncs and renames the file to its final name; one with no batch in
+    /// it is removed instead. Returns the final path and size when
+    /// published.
+    fn close(self) -> Result<Option<(PathBuf, u64)>, FlowFileError> {
+        let path = self.0.part_path();
+        self.0
+            .close()
+            .map_err(|source| FlowFileError::Close { path, source })
+    }
+}
+
+struct OpenFlowFile {
+    slot: u64,
+    text: FlowFile,
+    json: Option<FlowFile>,
+}
+
+/// The flow writer thread's state.
+struct FlowFiles {
+    /// The output directory; flow files go under `flows/` in it.
+    root: PathBuf,
+    cfg: Arc<FlowConfig>,
+    counters: Arc<Counters>,
+    current: Option<OpenFlowFile>,
+    /// `output.max_files` over the closed flow files of this run, all in
+    /// one group (the output's shared retention code).
+    retention: Retention<()>,
+    seq: u32,
+    /// A batch compressed as one gzip member, reused.
+    gz_buf: Vec<u8>,
+    errors: LogLimiter,
+}
+
+impl FlowFiles {
+    fn run(mut self, rx: mpsc::Receiver<FlowBatch>) {
+        while let Ok(batch) = rx.recv() {
+            self.write_batch(&batch);
+        }
+        if let Some(f) = self.current.take() {
+            self.close(f);
+        }
+    }
+
+    fn write_batch(&mut self, batch: &FlowBatch) {
+        let slot = batch.window_s / self.cfg.file_interval_s;
+        if let Some(f) = self.current.take_if(|c| c.slot != slot) {
+            self.close(f);
+        }
+        if self.current.is_none() {
+            match self.open(slot) {
+                Ok(f) => self.current = Some(f),
+                Err(e) => return self.fail(&e, batch.records),
+            }
+        }
+        let mut text = String::new();
+        let c = self.current.as_ref().expect("opened");
+        if c.text.0.good_len() == 0 {
+            text.push_str(&self.cfg.format.header());
+            text.push('\n');
+        }
+        text.push_str(&batch.lines);
+        let r = self.append(false, text.as_bytes());
+        if let Err(e) = r {
+            return self.fail(&e, batch.records);
+        }
+        if self.cfg.json
+            && let Err(e) = self.append(true, batch.json.as_bytes())
+        {
+            // The text file has the records; the JSON copy lost them, and
+            // health stays 503 until a JSON write works again.
+            return self.fail(&e, 0);
+        }
+        self.counters.set_flow_output_error(None);
+    }
+
+    /// Appends `bytes` to the text (or JSON) file, as one gzip member
+    /// with `gzip`.
+    fn append(&mut self, json: bool, bytes: &[u8]) -> Result<(), FlowFileError> {
+        let c = self.current.as_mut().expect("opened");
+        let Some(f) = (if json {
+            c.json.as_mut()
+        } else {
+            Some(&mut c.text)
+        }) else {
+            return Ok(());
+        };
+        if !self.cfg.gzip {
+            return f.append(bytes);
+        }
+        use std::io::Write;
+        self.gz_buf.clear();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::mem::take(&mut self.gz_buf),
+            flate2::Compression::default(),
+        );
+        let compressed = gz.write_all(bytes).and_then(|()| gz.finish());
+        match compressed {
+            Ok(member) => {
+                let r = f.append(&member);
+                self.gz_buf = member;
+                r
+            }
+            Err(source) => Err(FlowFileError::Write {
+                path: f.0.part_path(),
+                source,
+            }),
+        }
+    }
+
+    fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+        let ext = if self.cfg.gzip { ".gz" } else { "" };
+        let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
+        let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
+        let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
+        let dir = open_dir()?;
+        let base = format!(
+            "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        );
+        loop {
+            let seq = self.seq;
+            self.seq += 1;
+            let text = format!("{base}-{seq:06}.log{ext}");
+            let json = format!("{base}-{seq:06}.jsonl{ext}");
+            // An error looking (EIO, EACCES) is a failure, not a name taken.
+            let taken = |n: &str| {
+                name_taken(&dir, n.as_ref()).map_err(|source| FlowFileError::Create {
+                    path: dir.path().join(n),
+                    source,
+                })
+            };
+            if taken(&text)? || (self.cfg.json && taken(&json)?) {
+                continue;
+            }
+            let json = if self.cfg.json {
+                Some(FlowFile::create(open_dir()?, json)?)
+            } else {
+                None
+            };
+            let text = FlowFile::create(dir, text)?;
+            return Ok(OpenFlowFile { slot, text, json });
+        }
+    }
+
+    fn close(&mut self, f: OpenFlowFile) {
+        for file in std::iter::once(f.text).chain(f.json) {
+            match file.close() {
+                Ok(Some((path, bytes))) => {
+                    let failed = self.retention.not_deleted();
+                    self.retention.add(path, bytes, (), 0);
+                    let failed = self.retention.not_deleted() - failed;
+                    self.counters
+                        .flow_retention_errors
+                        .fetch_add(failed, Relaxed);
+                }
+                Ok(None) => {}
+                Err(e) => self.fail(&e, 0),
+            }
+        }
+    }
+
+    /// Counts a failure (and the records it lost), marks the output
+    /// unhealthy and logs it, at most once per 10 s.
+    fn fail(&mut self, e: &FlowFileError, records_lost: u64) {
+        self.counters.flow_write_errors.fetch_add(1, Relaxed);
+        self.counters
+            .flow_records_lost
+            .fetch_add(records_lost, Relaxed);
+        self.counters.set_flow_output_error(Some(e.to_string()));
+        if let Some(held) = self.errors.allow() {
+            tracing::error!(error = %e, records_lost, held_back = held, "flows: cannot write flow records; they are counted as lost");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn batch(window_s: u64) -> FlowBatch {
+        FlowBatch {
+            window_s,
+            lines: format!("record of {window_s}\n"),
+            json: String::new(),
+            records: 1,
+        }
+    }
+
+    fn wait_for(p: &Path) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !p.exists() {
+            assert!(Instant::now() < until, "{} never appeared", p.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Issue 13: the flow writer goes through the output's shared
+    /// `.part`-and-rename and retention code: files are published whole
+    /// under their final name, `output.max_files` deletes the oldest, a
+    /// deletion that fails is counted, and a `.part` left by a crash is
+    /// neither reused nor touched (crash recovery is for capture files).
+    #[test]
+    fn flow_files_go_through_the_shared_part_and_retention_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let day = tmp.path().join("flows/1970/01/01");
+        std::fs::create_dir_all(&day).unwrap();
+        let name = |t: u64, seq: u32| {
+            day.join(format!("mirrorcap_flows_19700101T0000{t:02}Z-{seq:06}.log"))
+        };
+        let crash_left = day.join("mirrorcap_flows_19700101T000000Z-000000.log.part");
+        std::fs::write(&crash_left, b"left by a crash").unwrap();
+        let cfg = Arc::new(FlowConfig {
+            enabled: true,
+            file_interval_s: 10,
+            ..Default::default()
+        });
+        let counters = Arc::new(Counters::default());
+        let w = FlowWriter::spawn(tmp.path(), cfg.clone(), Some(1), counters.clone());
+        let tx = w.sender();
+        tx.send(batch(0)).unwrap();
+        tx.send(batch(10)).unwrap();
+        // The first file is published; make it undeletable (a directory
+        // that is not empty) before retention gets to it.
+        wait_for(&name(0, 1));
+        std::fs::remove_file(name(0, 1)).unwrap();
+        std::fs::create_dir(name(0, 1)).unwrap();
+        std::fs::write(name(0, 1).join("x"), b"").unwrap();
+        tx.send(batch(20)).unwrap();
+        drop(tx);
+        w.finish();
+
+        let mut left: Vec<String> = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "mirrorcap_flows_19700101T000000Z-000000.log.part",
+                "mirrorcap_flows_19700101T000000Z-000001.log",
+                "mirrorcap_flows_19700101T000020Z-000003.log",
+            ]
+        );
+        assert_eq!(std::fs::read(&crash_left).unwrap(), b"left by a crash");
+        let text = std::fs::read_to_string(name(20, 3)).unwrap();
+        assert_eq!(text, format!("{}\nrecord of 20\n", cfg.format.header()));
+        assert_eq!(counters.flow_retention_errors.load(Relaxed), 1);
+        assert_eq!(counters.flow_write_errors.load(Relaxed), 0);
+    }
+}
