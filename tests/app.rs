@@ -71,7 +71,11 @@ fn in_process_daemon_stops_with_its_summary() {
     assert!(outcome.writer_death.is_none());
     assert_eq!(s.datagrams_received, 500, "{s}");
     assert_eq!(s.frames_written, 500, "{s}");
-    let per: Vec<(u32, u64)> = s.sessions.iter().map(|x| (x.vni, x.packets)).collect();
+    let per: Vec<(u32, u64)> = s
+        .sessions
+        .iter()
+        .map(|x| (x.vni, x.counts.packets))
+        .collect();
     assert_eq!(per, vec![(7, 300), (8, 200)], "{s}");
     let files = output_files(&out);
     assert_eq!(files.len(), 2, "{files:?}");

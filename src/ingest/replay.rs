@@ -70,15 +70,8 @@ pub fn replay<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::hex;
     use std::net::IpAddr;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     /// Outer headers of the real AWS mirror capture (suricata-verify
     /// vxlan-decoder-03, frame 1): 172.31.0.238 -> 172.31.17.188, UDP 65519 ->

@@ -9,6 +9,7 @@
 //! file's write buffer.
 
 mod drop;
+mod lru;
 pub mod session;
 
 pub use drop::DropReason;

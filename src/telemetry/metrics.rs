@@ -9,4 +9,4 @@ pub use super::counters::{
 };
 pub use super::log_limit::{DropReport, LogLimiter};
 pub use super::prometheus::render_prometheus;
-pub use super::summary::{SessionSummary, Summary};
+pub use super::summary::{SessionCounts, SessionSummary, Summary};

@@ -12,6 +12,20 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::telemetry::counters::{Counters, DropReason, RuleCount, SessionTotals};
 
+/// One session's packets by kind: kept by the live session (the
+/// pipeline's `Session`) and listed in its [`SessionSummary`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub packets: u64,
+    /// Bytes of the inner frames as sent (original length).
+    pub bytes: u64,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub tcp: u64,
+    pub udp: u64,
+    pub other: u64,
+}
+
 /// Per-session figures for the summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSummary {
@@ -19,13 +33,7 @@ pub struct SessionSummary {
     pub id: u64,
     pub vni: u32,
     pub source: std::net::IpAddr,
-    pub packets: u64,
-    pub bytes: u64,
-    pub ipv4: u64,
-    pub ipv6: u64,
-    pub tcp: u64,
-    pub udp: u64,
-    pub other: u64,
+    pub counts: SessionCounts,
     pub files: u64,
 }
 
@@ -217,20 +225,21 @@ impl Summary {
     fn fmt_busiest(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The busiest sessions one by one, the rest (and the freed) summed.
         let mut busiest: Vec<&SessionSummary> = self.sessions.iter().collect();
-        busiest.sort_by_key(|s| (std::cmp::Reverse(s.packets), s.vni, s.source));
+        busiest.sort_by_key(|s| (std::cmp::Reverse(s.counts.packets), s.vni, s.source));
         let listed = busiest.len().min(self.sessions_listed);
         for s in &busiest[..listed] {
+            let c = &s.counts;
             writeln!(
                 f,
                 "  vni {} source {}: {} packets, {} bytes (ipv4 {}, ipv6 {}, tcp {}, udp {}, other {}), {} files",
-                s.vni, s.source, s.packets, s.bytes, s.ipv4, s.ipv6, s.tcp, s.udp, s.other, s.files
+                s.vni, s.source, c.packets, c.bytes, c.ipv4, c.ipv6, c.tcp, c.udp, c.other, s.files
             )?;
         }
         let mut rest = self.sessions_retired;
         for s in &busiest[listed..] {
             rest.sessions += 1;
-            rest.packets += s.packets;
-            rest.bytes += s.bytes;
+            rest.packets += s.counts.packets;
+            rest.bytes += s.counts.bytes;
         }
         if rest.sessions > 0 {
             writeln!(

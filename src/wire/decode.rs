@@ -313,14 +313,7 @@ fn ip_info(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::wire::hex;
 
     /// Frame 1 of tcpdump's `vxlan.pcap`, inner: ICMP echo request
     /// 192.168.203.3 -> 192.168.203.5 (98 bytes).

@@ -6,3 +6,14 @@
 pub mod decode;
 pub mod outer;
 pub mod vxlan;
+
+/// Bytes from hex digits, whitespace ignored: how the unit tests here and
+/// in `ingest` write frames out.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

@@ -29,28 +29,23 @@
 //!   of its sessions that has a file open).
 //!
 //! Least recently active is kept in O(1) per datagram without allocation:
-//! doubly linked lists threaded through the slots (a session moves to the
-//! front when seen; eviction takes the tail).
+//! doubly linked lists threaded through the slots ([`super::lru`]; a
+//! session moves to the front when seen, eviction takes the tail). A
+//! session's own state is in [`state`]; its files (open, rotate, close) in
+//! [`files`].
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
-use crate::capture::encode::{RecordHeader, pcap_file_header, pcapng_file_header, record_len};
 use crate::config::OutputConfig;
-use crate::filter::{MirrorFilter, OwnAddresses};
-use crate::output::chunk::FileId;
 use crate::output::handle::Output;
-use crate::output::template::PathFields;
 use crate::telemetry::metrics::{Counters, SessionSummary};
-use crate::wire::decode::Decoded;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SessionKey {
-    pub source: IpAddr,
-    pub vni: u32,
-}
+use super::lru::{Link, List, NIL};
+
+mod files;
+mod state;
+
+pub use state::{Session, SessionKey, SessionSettings};
 
 /// A session silent for at least this long (1 s) may be evicted to make
 /// room; a busier one is not (see the module documentation).
@@ -62,217 +57,8 @@ const MOVE_EVERY_NS: u64 = 100_000_000;
 /// that eviction moves to the front before it gives up.
 const EVICT_TRIES: usize = 16;
 
-/// One mirror session's state.
-pub struct Session {
-    pub key: SessionKey,
-    /// [`crate::telemetry::metrics::SessionStats::id`]: never reused, so the flow
-    /// table tells this session from a later one in the same slot.
-    pub id: u64,
-    /// In the table (else its slot is free, kept for its key and `seq`).
-    live: bool,
-    /// Named in `[[session]]` or `vnis`: never evicted.
-    protected: bool,
-    /// Time of the last datagram looked up for it (filtered or not), for
-    /// eviction and for freeing it when idle.
-    seen_ns: u64,
-    /// When it was last moved to the front of its lists: at most once per
-    /// [`MOVE_EVERY_NS`], so interleaved sessions do not relink on every
-    /// packet (the lists only need to be about right: eviction checks
-    /// `seen_ns`).
-    moved_ns: u64,
-    pub packets: u64,
-    /// Bytes of the inner frames as sent (original length).
-    pub bytes: u64,
-    pub ipv4: u64,
-    pub ipv6: u64,
-    pub tcp: u64,
-    pub udp: u64,
-    pub other: u64,
-    /// The filter that applies to this session (`[[session]]`'s, else
-    /// `[filter]`'s), and the ENI's addresses, for direction.
-    pub filter: Option<Arc<MirrorFilter>>,
-    pub own: OwnAddresses,
-    /// Packets, bytes and files, shared with the metrics endpoint and the
-    /// writer thread.
-    pub stats: Arc<crate::telemetry::metrics::SessionStats>,
-    /// Number of the next file (`{seq}`).
-    seq: u32,
-    file: Option<CurrentFile>,
-    /// Timestamp of the last packet, for the idle timeout.
-    pub last_ns: u64,
-}
-
-/// The session's open file, as the receive side tracks it for rotation.
-struct CurrentFile {
-    id: FileId,
-    /// Bytes queued for it, header included.
-    bytes: u64,
-    packets: u64,
-    /// Time slot (`ts / rotate_interval`) of its first packet.
-    slot: u64,
-}
-
-impl Session {
-    fn new(
-        key: SessionKey,
-        settings: SessionSettings,
-        stats: Arc<crate::telemetry::metrics::SessionStats>,
-        seq: u32,
-        now_ns: u64,
-    ) -> Session {
-        let SessionSettings {
-            filter,
-            extra,
-            protected,
-        } = settings;
-        Session {
-            key,
-            id: stats.id,
-            live: true,
-            protected,
-            seen_ns: now_ns,
-            moved_ns: now_ns,
-            stats,
-            filter,
-            own: OwnAddresses {
-                outer: key.source,
-                extra,
-            },
-            packets: 0,
-            bytes: 0,
-            ipv4: 0,
-            ipv6: 0,
-            tcp: 0,
-            udp: 0,
-            other: 0,
-            seq,
-            file: None,
-            last_ns: 0,
-        }
-    }
-
-    pub fn count(&mut self, d: &Decoded, wire_len: usize, ts_ns: u64) {
-        self.packets += 1;
-        self.bytes += wire_len as u64;
-        self.stats.add(wire_len as u64);
-        self.last_ns = self.last_ns.max(ts_ns);
-        match d.ip {
-            Some(ip) => {
-                if ip.src.is_ipv4() {
-                    self.ipv4 += 1
-                } else {
-                    self.ipv6 += 1
-                }
-                match ip.protocol {
-                    crate::wire::decode::PROTO_TCP => self.tcp += 1,
-                    crate::wire::decode::PROTO_UDP => self.udp += 1,
-                    _ => self.other += 1,
-                }
-            }
-            None => self.other += 1,
-        }
-    }
-
-    pub fn summary(&self) -> SessionSummary {
-        SessionSummary {
-            id: self.id,
-            vni: self.key.vni,
-            source: self.key.source,
-            packets: self.packets,
-            bytes: self.bytes,
-            ipv4: self.ipv4,
-            ipv6: self.ipv6,
-            tcp: self.tcp,
-            udp: self.udp,
-            other: self.other,
-            files: self.stats.files.load(std::sync::atomic::Ordering::Relaxed),
-        }
-    }
-}
-
-/// What the configuration says about a new session: its filter, the
-/// ENI's other addresses, and whether it is named in `[[session]]` or
-/// `vnis` (then never evicted).
-pub struct SessionSettings {
-    pub filter: Option<Arc<MirrorFilter>>,
-    pub extra: Vec<IpNet>,
-    pub protected: bool,
-}
-
 /// New sessions logged at info level per worker.
 const LOGGED_SESSIONS: u64 = 64;
-
-/// No slot: the end of a list.
-const NIL: u32 = u32::MAX;
-
-/// A slot's neighbours in one list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Link {
-    prev: u32,
-    next: u32,
-}
-
-impl Link {
-    const NONE: Link = Link {
-        prev: NIL,
-        next: NIL,
-    };
-}
-
-/// A doubly linked list of slots threaded through a `[Link]` (one link
-/// per slot): front = most recent. The caller knows which list a slot is
-/// in; every operation is O(1) and allocates nothing.
-#[derive(Clone, Copy, Debug)]
-struct List {
-    head: u32,
-    tail: u32,
-}
-
-impl List {
-    const EMPTY: List = List {
-        head: NIL,
-        tail: NIL,
-    };
-
-    fn push_front(&mut self, links: &mut [Link], i: usize) {
-        let i32 = i as u32;
-        links[i] = Link {
-            prev: NIL,
-            next: self.head,
-        };
-        match self.head {
-            NIL => self.tail = i32,
-            h => links[h as usize].prev = i32,
-        }
-        self.head = i32;
-    }
-
-    fn remove(&mut self, links: &mut [Link], i: usize) {
-        let Link { prev, next } = links[i];
-        match prev {
-            NIL => self.head = next,
-            p => links[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => links[n as usize].prev = prev,
-        }
-        links[i] = Link::NONE;
-    }
-
-    /// Moves `i` (in this list) to the front.
-    #[inline]
-    fn move_to_front(&mut self, links: &mut [Link], i: usize) {
-        if self.head != i as u32 {
-            self.remove(links, i);
-            self.push_front(links, i);
-        }
-    }
-
-    fn tail(&self) -> Option<usize> {
-        (self.tail != NIL).then_some(self.tail as usize)
-    }
-}
 
 /// Why a session's entry is freed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -556,145 +342,6 @@ impl SessionTable {
         self.live == 0
     }
 
-    /// Queues one frame of session `i`, rotating first when a rule says so.
-    /// When the frame needs a file and `max_open_files` are open, the least
-    /// recently active session with a file may be evicted for it.
-    pub fn write(
-        &mut self,
-        i: usize,
-        ts_ns: u64,
-        frame: &[u8],
-        orig_len: usize,
-        out: &OutputConfig,
-        max_open_files: usize,
-    ) {
-        let slot = out
-            .rotate_interval
-            .map_or(0, |d| ts_ns / (d.as_nanos() as u64).max(1));
-        let rec = record_len(out.format, frame.len());
-        let rotate = self.sessions[i].file.as_ref().is_some_and(|f| {
-            f.packets > 0
-                && (out.rotate_packets.is_some_and(|n| f.packets >= n)
-                    || out.rotate_size.is_some_and(|n| f.bytes + rec > n)
-                    || (out.rotate_interval.is_some() && slot != f.slot))
-        });
-        if rotate {
-            self.close(i);
-        }
-        if self.sessions[i].file.is_none() {
-            // A free slot, else one freed by evicting the least recently
-            // active session with a file. `max_open_files` is this worker's
-            // share (the pipeline divides it among the workers), so a flood
-            // steered to one worker never takes another worker's slots: it
-            // can only evict its own sessions.
-            let workers = self.workers.load(std::sync::atomic::Ordering::Relaxed);
-            let share = (max_open_files / workers.max(1)).max(1);
-            if self.files_open >= share {
-                self.evict(ts_ns, true);
-            }
-            let reserved = self.files_open < share && self.counters.reserve_file(max_open_files);
-            if !reserved {
-                return self
-                    .counters
-                    .count_drop(crate::telemetry::metrics::DropReason::OpenFileLimit);
-            }
-            let s = &mut self.sessions[i];
-            let fields = PathFields {
-                vni: s.key.vni,
-                source: s.key.source,
-                start_ns: ts_ns,
-                seq: s.seq,
-                format: out.format,
-            };
-            let mut header = Vec::with_capacity(256);
-            match out.format {
-                crate::capture::encode::OutputFormat::Pcap => {
-                    pcap_file_header(&mut header, out.snaplen)
-                }
-                crate::capture::encode::OutputFormat::Pcapng => pcapng_file_header(
-                    &mut header,
-                    out.snaplen,
-                    &format!("vxlan-{}-{}", s.key.vni, s.key.source),
-                    &format!(
-                        "mirror session: VXLAN VNI {} from {}",
-                        s.key.vni, s.key.source
-                    ),
-                ),
-            }
-            s.seq += 1;
-            let bytes = header.len() as u64;
-            let id = self.output.open(s.stats.clone(), fields, header);
-            self.files_open += 1;
-            s.file = Some(CurrentFile {
-                id,
-                bytes,
-                packets: 0,
-                slot,
-            });
-            if !s.protected {
-                self.open.push_front(&mut self.open_links, i);
-            }
-        }
-        let s = &mut self.sessions[i];
-        let f = s.file.as_mut().expect("opened above");
-        let h = RecordHeader::new(
-            out.format,
-            ts_ns,
-            frame.len() as u32,
-            orig_len.min(u32::MAX as usize) as u32,
-        );
-        let (tail, tail_len) = h.tail();
-        match self
-            .output
-            .append(f.id, [h.header(), frame, &tail[..tail_len]], frame.len())
-        {
-            Ok(()) => {
-                f.bytes += rec;
-                f.packets += 1;
-            }
-            Err(reason) => self.counters.count_drop(reason),
-        }
-    }
-
-    /// Closes session `i`'s file (the writer renames `.part` and applies
-    /// retention).
-    pub fn close(&mut self, i: usize) {
-        if let Some(f) = self.sessions[i].file.take() {
-            self.counters.release_file();
-            self.files_open -= 1;
-            if !self.sessions[i].protected {
-                self.open.remove(&mut self.open_links, i);
-            }
-            self.output.close(f.id);
-        }
-    }
-
-    /// Closes the file of every session whose last packet is older than
-    /// the idle timeout at `now_ns`, and every file whose time slot has
-    /// ended; frees the sessions with no datagram for the idle timeout;
-    /// hands the writer what it has.
-    pub fn close_idle(&mut self, now_ns: u64, out: &OutputConfig) {
-        let idle_ns = out.idle_timeout.as_nanos() as u64;
-        let slot_ns = out.rotate_interval.map(|d| (d.as_nanos() as u64).max(1));
-        for i in 0..self.sessions.len() {
-            let s = &self.sessions[i];
-            if !s.live {
-                continue;
-            }
-            if let Some(f) = &s.file {
-                let idle = now_ns.saturating_sub(s.last_ns) >= idle_ns;
-                let slot_over = slot_ns.is_some_and(|n| now_ns / n > f.slot);
-                if idle || slot_over {
-                    self.close(i);
-                }
-            }
-            if now_ns.saturating_sub(self.sessions[i].seen_ns) >= idle_ns {
-                self.free(i, Freed::Idle);
-            }
-        }
-        self.output.flush_to_disk();
-    }
-
     /// A reloaded config: every open file is closed (the next packet opens
     /// one with the new output settings) and every session gets its
     /// settings again.
@@ -758,49 +405,6 @@ impl SessionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The lists keep their order through moves and removals.
-    #[test]
-    fn lists_keep_recency_order() {
-        let mut links = vec![Link::NONE; 5];
-        let mut l = List::EMPTY;
-        let order = |l: &List, links: &[Link]| {
-            let mut v = Vec::new();
-            let mut at = l.head;
-            while at != NIL {
-                v.push(at as usize);
-                at = links[at as usize].next;
-            }
-            // And backwards.
-            let mut back = Vec::new();
-            let mut at = l.tail;
-            while at != NIL {
-                back.push(at as usize);
-                at = links[at as usize].prev;
-            }
-            back.reverse();
-            assert_eq!(v, back);
-            v
-        };
-        for i in 0..5 {
-            l.push_front(&mut links, i);
-        }
-        assert_eq!(order(&l, &links), [4, 3, 2, 1, 0]);
-        assert_eq!(l.tail(), Some(0));
-        l.move_to_front(&mut links, 0);
-        assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
-        l.move_to_front(&mut links, 0);
-        assert_eq!(order(&l, &links), [0, 4, 3, 2, 1]);
-        l.remove(&mut links, 3);
-        l.remove(&mut links, 1);
-        assert_eq!(order(&l, &links), [0, 4, 2]);
-        assert_eq!(l.tail(), Some(2));
-        l.remove(&mut links, 0);
-        l.remove(&mut links, 4);
-        l.remove(&mut links, 2);
-        assert_eq!(order(&l, &links), Vec::<usize>::new());
-        assert_eq!(l.tail(), None);
-    }
 
     fn table(dir: &std::path::Path) -> (SessionTable, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
