@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::filter::RuleInput;
+use super::raw::RuleInput;
 use super::raw::{ProtocolValue, RawPortRange};
 use crate::filter::Direction;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::context::Ctx;
-use super::raw::{ProtocolValue, RawFilter, RawPortRange, RawRule, RawSession, Spanned};
+use super::raw::{ProtocolValue, RawFilter, RawPortRange, RawRule, RawSession, RuleInput, Spanned};
 use super::values::{parse_net_or_ip, vni};
 use super::{ConfigError, aws};
 use crate::filter::{Direction, MirrorFilter, PortRange, Rule, RuleAction, bpf::Bpf, vpc_resolver};
@@ -259,18 +259,6 @@ fn parse_protocol(v: &ProtocolValue) -> Result<Option<u8>, String> {
                 .map_err(|_| format!("{s:?} is not a protocol: {accepted}")),
         },
     }
-}
-
-/// A rule as read from TOML or AWS JSON, before checks.
-pub(super) struct RuleInput {
-    pub(super) number: u32,
-    pub(super) action: String,
-    pub(super) protocol: Option<ProtocolValue>,
-    pub(super) source: String,
-    pub(super) destination: String,
-    pub(super) source_ports: Option<RawPortRange>,
-    pub(super) destination_ports: Option<RawPortRange>,
-    pub(super) description: String,
 }
 
 /// Checks one rule; the error is the message only (the caller places it).

@@ -142,3 +142,15 @@ pub(super) struct RawOutput {
 }
 
 pub(super) type Spanned<T> = toml::Spanned<T>;
+
+/// A rule as read from TOML or AWS JSON, before checks.
+pub(super) struct RuleInput {
+    pub(super) number: u32,
+    pub(super) action: String,
+    pub(super) protocol: Option<ProtocolValue>,
+    pub(super) source: String,
+    pub(super) destination: String,
+    pub(super) source_ports: Option<RawPortRange>,
+    pub(super) destination_ports: Option<RawPortRange>,
+    pub(super) description: String,
+}
