@@ -18,7 +18,7 @@
 //! this on every test run):
 //!
 //! 0. `app/` the commands as calls: `app::daemon::run(config, reload
-//!    source, control) -> DaemonOutcome` (the exit summary) and
+//!    source, control, on_ready) -> DaemonOutcome` (the exit summary) and
 //!    `app::replay::run`. `main.rs` sits above it: command line, logging,
 //!    signals turned into `app::Control` messages, exit codes.
 //! 1. `ingest/` the feeds: live socket and loop, replay.

@@ -213,13 +213,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Installs the SIGTERM, SIGINT and SIGHUP handlers (before the daemon
-/// logs `listening on`, so a SIGTERM right after that line stops it
-/// cleanly) on a thread of their own, which turns them into [`Control`]
-/// messages.
-fn forward_signals() -> anyhow::Result<mpsc::UnboundedReceiver<Control>> {
+/// Installs the SIGTERM, SIGINT and SIGHUP handlers on a thread of their
+/// own, which turns them into [`Control`] messages on `tx`.
+fn forward_signals(tx: mpsc::UnboundedSender<Control>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (tx, rx) = mpsc::unbounded_channel();
     let (installed_tx, installed) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("signals".into())
@@ -265,13 +262,27 @@ fn forward_signals() -> anyhow::Result<mpsc::UnboundedReceiver<Control>> {
     installed
         .recv()
         .context("the signal thread ended before installing its handlers")??;
-    Ok(rx)
+    Ok(())
 }
 
+/// The daemon, with signals as its control. The handlers go in once the
+/// sockets are bound and crash recovery is done, before `listening on` is
+/// logged and READY sent: a SIGTERM during a long start ends the process
+/// at once (as any program without handlers; recovery is safe to run
+/// again), one right after that line stops it cleanly.
 fn run_daemon(cfg: Config, source: ReloadSource) -> anyhow::Result<ExitCode> {
-    let control = forward_signals()?;
-    let outcome = mirrorcap::app::daemon::run(cfg, source, control, |_| {})?;
+    let (tx, control) = mpsc::unbounded_channel();
+    let mut not_installed = None;
+    let outcome = mirrorcap::app::daemon::run(cfg, source, control, |_| {
+        if let Err(e) = forward_signals(tx.clone()) {
+            let _ = tx.send(Control::Stop);
+            not_installed = Some(e);
+        }
+    })?;
     eprint!("{}", outcome.summary);
+    if let Some(e) = not_installed {
+        return Err(e);
+    }
     // A dead writer thread (logged when it died) is an output error: exit
     // 2, so that systemd (`Restart=on-failure`) starts a new daemon.
     if let Some(why) = outcome.writer_death {
@@ -281,10 +292,7 @@ fn run_daemon(cfg: Config, source: ReloadSource) -> anyhow::Result<ExitCode> {
 }
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
-    let outcome = mirrorcap::app::replay::run(&cfg, inputs)?;
-    for e in &outcome.input_errors {
-        eprintln!("mirrorcap: {e}");
-    }
+    let outcome = mirrorcap::app::replay::run(&cfg, inputs, |e| eprintln!("mirrorcap: {e}"))?;
     eprint!("{}", outcome.summary);
     if let Some(why) = outcome.writer_death {
         anyhow::bail!("capture files could no longer be written: {why}");
@@ -297,7 +305,7 @@ fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_FRAMES_LOST));
     }
-    Ok(if outcome.input_errors.is_empty() {
+    Ok(if outcome.inputs_failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INPUT)

@@ -111,11 +111,14 @@ fn in_process_reload_applies_the_new_file_and_keeps_the_old_on_error() {
     std::fs::write(&file, "vnis = \"not a list\"\n").unwrap();
     tx.send(Control::Reload).unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    // The running `vnis = [8]` stays: vni 7 is still excluded (the default
+    // config would take both).
     send(addr, 8, 150..160);
+    send(addr, 7, 150..170);
     std::thread::sleep(Duration::from_millis(300));
     tx.send(Control::Stop).unwrap();
     let s = h.join().unwrap().expect("the daemon ran").summary;
-    assert_eq!(s.datagrams_received, 310, "{s}");
+    assert_eq!(s.datagrams_received, 330, "{s}");
     // vni 7: 100 before the reload; vni 8: 50 after it and 10 after the
     // failed one.
     assert_eq!(s.frames_written, 160, "{s}");
@@ -125,6 +128,6 @@ fn in_process_reload_applies_the_new_file_and_keeps_the_old_on_error() {
         .filter(|(r, _)| r.to_string() == "vni_excluded")
         .map(|(_, n)| n)
         .sum();
-    // vni 8 before the reload, vni 7 after it.
-    assert_eq!(excluded, 150, "{s}");
+    // vni 8 before the reload, vni 7 after it and after the failed one.
+    assert_eq!(excluded, 170, "{s}");
 }

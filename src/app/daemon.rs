@@ -68,8 +68,9 @@ pub struct ReloadSource {
     pub overrides: Overrides,
 }
 
-/// Why the daemon could not start (it stops for no other reason than
-/// [`Control::Stop`] or a dead writer, see [`DaemonOutcome`]).
+/// Why the daemon could not start, or (`Worker`) why a receive thread
+/// ended in error when told to stop. It stops for no other reason than
+/// [`Control::Stop`] or a dead writer (see [`DaemonOutcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -226,7 +227,7 @@ fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, Daem
             .name(format!("rx{i}"))
             .spawn(move || serve(rx, p, control))
             .map_err(|source| {
-                // The threads already started must not outlive the call.
+                // The threads already started are told to stop.
                 stop.store(true, Relaxed);
                 DaemonError::Start {
                     what: "starting a receive thread",

@@ -18,9 +18,10 @@ use crate::telemetry::metrics::{Counters, Summary};
 /// What a replay did.
 pub struct ReplayOutcome {
     pub summary: Summary,
-    /// One line per input that could not be opened or read to its end
-    /// (what was read of it went through the pipeline).
-    pub input_errors: Vec<String>,
+    /// Inputs that could not be opened or read to their end (what was read
+    /// of them went through the pipeline); each was handed to the caller's
+    /// `on_input_error` as it happened.
+    pub inputs_failed: usize,
     /// Set when the writer thread died: nothing more could be written.
     pub writer_death: Option<String>,
     /// Frames and flow records that reached the writer and could not be
@@ -29,13 +30,19 @@ pub struct ReplayOutcome {
 }
 
 /// Replays `inputs` (`-` = standard input) in order into `cfg.dir`.
-pub fn run(cfg: &Config, inputs: &[String]) -> Result<ReplayOutcome, OutputDirError> {
+/// `on_input_error` gets the message of an input that cannot be opened or
+/// read to its end when that happens (the next input is read after it).
+pub fn run(
+    cfg: &Config,
+    inputs: &[String],
+    mut on_input_error: impl FnMut(&str),
+) -> Result<ReplayOutcome, OutputDirError> {
     check_output_dir(&cfg.dir)?;
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(cfg, counters.clone(), Backlog::Wait);
     let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
-    let mut input_errors = Vec::new();
+    let mut inputs_failed = 0;
     for input in inputs {
         // A file is mapped into memory (records are read in place); stdin
         // is read in 1 MiB blocks.
@@ -47,13 +54,15 @@ pub fn run(cfg: &Config, inputs: &[String]) -> Result<ReplayOutcome, OutputDirEr
                 Ok(f) => CaptureReader::open_file(f, input)
                     .and_then(|mut r| crate::ingest::replay::replay(&mut r, &mut pipeline, &ports)),
                 Err(e) => {
-                    input_errors.push(format!("{input}: cannot open: {e}"));
+                    inputs_failed += 1;
+                    on_input_error(&format!("{input}: cannot open: {e}"));
                     continue;
                 }
             }
         };
         if let Err(e) = result {
-            input_errors.push(e.to_string());
+            inputs_failed += 1;
+            on_input_error(&e.to_string());
         }
     }
     let summary = pipeline.finish();
@@ -61,7 +70,7 @@ pub fn run(cfg: &Config, inputs: &[String]) -> Result<ReplayOutcome, OutputDirEr
     Ok(ReplayOutcome {
         writer_death: counters.writer_death().map(str::to_owned),
         summary,
-        input_errors,
+        inputs_failed,
         lost,
     })
 }

@@ -49,13 +49,15 @@ pub(crate) struct ClosedFile<K> {
 /// counted per group `K` (a session for capture files).
 #[derive(Debug)]
 pub struct Retention<K = SessionTag> {
-    /// The output directory (set by
-    /// [`crate::output::handle::Output::spawn`]): files are deleted on
-    /// their directory's descriptor, reached without following links.
+    /// The directory the files are under ([`Retention::under`]: the
+    /// capture writer's output directory, the flow writer's): files are
+    /// deleted on their directory's descriptor, reached without following
+    /// links.
     pub(crate) root: Option<PathBuf>,
     files: VecDeque<ClosedFile<K>>,
-    /// Closed files in `files` per session, so a close costs no scan of
-    /// every file (a flood of one-file sessions makes `files` long).
+    /// Closed files in `files` per group (a capture session; one group for
+    /// all flow files), so a close costs no scan of every file (a flood of
+    /// one-file sessions makes `files` long).
     per_session: foldhash::HashMap<K, usize>,
     closed_bytes: u64,
     max_files: Option<u32>,
@@ -141,7 +143,8 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
 
     /// Records a closed file of `session` and deletes what the limits
     /// require. `open_bytes` is the size of every file still open. Returns
-    /// the number of files deleted.
+    /// the number of files deleted (not those that were already gone or
+    /// could not be deleted: they leave the books all the same).
     pub fn add(&mut self, path: PathBuf, bytes: u64, session: K, open_bytes: u64) -> u64 {
         self.closed_bytes += bytes;
         self.files.push_back(ClosedFile {
@@ -156,8 +159,7 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
                 let Some(i) = self.files.iter().position(|f| f.session == Some(session)) else {
                     break;
                 };
-                self.delete_at(i);
-                deleted += 1;
+                deleted += u64::from(self.delete_at(i));
             }
         }
         deleted + self.enforce_total(open_bytes)
@@ -171,14 +173,17 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         };
         let mut deleted = 0;
         while self.closed_bytes + open_bytes > max && !self.files.is_empty() {
-            self.delete_at(0);
-            deleted += 1;
+            deleted += u64::from(self.delete_at(0));
         }
         deleted
     }
 
-    fn delete_at(&mut self, i: usize) {
-        if let Some(f) = self.files.remove(i) {
+    /// Forgets the closed file at `i` and deletes it; whether it was.
+    fn delete_at(&mut self, i: usize) -> bool {
+        let Some(f) = self.files.remove(i) else {
+            return false;
+        };
+        {
             self.closed_bytes -= f.bytes;
             if let Some(tag) = f.session
                 && let Some(n) = self.per_session.get_mut(&tag)
@@ -197,16 +202,55 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
                 }),
             };
             match r {
-                Ok(()) => tracing::debug!(path = %f.path.display(), "retention: deleted"),
-                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Ok(()) => {
+                    tracing::debug!(path = %f.path.display(), "retention: deleted");
+                    true
+                }
+                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => false,
                 Err(e) => {
                     self.not_deleted += 1;
                     match &self.counters {
                         Some(c) => RetentionNotDeleted { error: &e }.emit(c),
                         None => tracing::warn!("retention: not deleted: {e}"),
                     }
+                    false
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::counters::ErrorKind;
+
+    /// A file retention cannot delete is not counted as deleted: it is
+    /// counted (and logged) as a retention error; one already gone is
+    /// neither.
+    #[test]
+    fn a_file_not_deleted_is_an_error_not_a_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut r: Retention<()> = Retention::new(Some(1), None)
+            .under(dir.path().to_path_buf())
+            .counted_in(counters.clone());
+        // A directory in a file's place: unlink fails (EISDIR).
+        let stuck = dir.path().join("a.pcap");
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("inside"), b"x").unwrap();
+        let gone = dir.path().join("b.pcap");
+        let kept = dir.path().join("c.pcap");
+        std::fs::write(&kept, b"c").unwrap();
+        assert_eq!(r.add(stuck.clone(), 1, (), 0), 0);
+        assert_eq!(r.add(gone.clone(), 1, (), 0), 0, "a.pcap could not go");
+        assert_eq!(r.not_deleted(), 1);
+        assert_eq!(counters.errors(ErrorKind::Retention), 1);
+        assert_eq!(r.add(kept.clone(), 1, (), 0), 0, "b.pcap was already gone");
+        let last = dir.path().join("d.pcap");
+        std::fs::write(&last, b"d").unwrap();
+        assert_eq!(r.add(last, 1, (), 0), 1, "c.pcap deleted");
+        assert!(!kept.exists());
+        assert!(stuck.exists());
     }
 }

@@ -143,9 +143,6 @@ pub struct Counters {
     /// and the flow records lost with them (`[flows]`).
     pub flow_write_errors: AtomicU64,
     pub flow_records_lost: AtomicU64,
-    /// Closed flow files that `[flows] max_files` retention could not
-    /// delete (each also logged).
-    pub flow_retention_errors: AtomicU64,
     drops: [AtomicU64; N_REASONS],
     /// Errors logged by the internal events, by [`ErrorKind`].
     errors: [AtomicU64; ErrorKind::ALL.len()],

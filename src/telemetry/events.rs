@@ -9,9 +9,12 @@
 //! were held back) and one count per event. Nothing is dropped: a line
 //! held back by the limiter is still counted.
 //!
-//! Datagrams that are dropped are counted by [`DropReason`] instead
-//! ([`Counters::count_drop`]); these events are the errors that are not a
-//! datagram.
+//! Errors with a counter of their own log next to it instead: frames a
+//! capture file could not take are counted by [`DropReason`] (`disk_full`,
+//! `write_error`; [`Counters::count_drop`]), flow files that could not be
+//! written in `flow_write_errors`/`flow_records_lost`, `on_rotate` commands
+//! that failed in `hook_failures`. These events are the errors that have
+//! no other counter.
 //!
 //! [`DropReason`]: crate::pipeline::DropReason
 

@@ -292,11 +292,6 @@ fn files(s: &mut Scrape, c: &Counters) {
         "Flow records lost because their file could not be written.",
         &c.flow_records_lost,
     );
-    s.one(
-        "mirrorcap_flow_retention_errors",
-        "Closed flow files that retention could not delete.",
-        &c.flow_retention_errors,
-    );
 }
 
 /// Per-rule counts, the errors the internal events counted, and health.
