@@ -20,7 +20,7 @@ use common::*;
 use mirrorcap::config::Config;
 use mirrorcap::output::handle::Backlog;
 use mirrorcap::pipeline::Pipeline;
-use mirrorcap::telemetry::metrics::Counters;
+use mirrorcap::telemetry::counters::Counters;
 
 struct Counting;
 

@@ -28,10 +28,11 @@ use crate::ingest::socket::{Receiver, SocketError};
 use crate::output::files::{OutputDirError, check_output_dir};
 use crate::output::handle::Backlog;
 use crate::pipeline::Pipeline;
+use crate::telemetry::counters::{Counters, HostBacklog, RuleCounts};
 use crate::telemetry::events::ReloadFailed;
 use crate::telemetry::health::{HealthError, bind_metrics, serve_metrics, serve_tcp_health};
-use crate::telemetry::metrics::{Counters, HostBacklog, RuleCounts, SessionSummary, Summary};
 use crate::telemetry::notify::Notifier;
+use crate::telemetry::summary::{SessionSummary, Summary};
 
 /// What the daemon is told while it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,8 @@ use crate::ingest::live::check_fd_limit;
 use crate::output::files::{OutputDirError, check_output_dir};
 use crate::output::handle::Backlog;
 use crate::pipeline::{DropReason, Pipeline};
-use crate::telemetry::metrics::{Counters, Summary};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::summary::Summary;
 
 /// What a replay did.
 pub struct ReplayOutcome {

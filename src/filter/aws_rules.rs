@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::filter::bpf::Bpf;
 use crate::filter::{Direction, OwnAddresses, RuleCount};
-use crate::telemetry::metrics::DropReason;
+use crate::pipeline::DropReason;
 use crate::wire::decode::{Decoded, IpInfo, PROTO_TCP, PROTO_UDP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn vpc_resolver(net: IpNet) -> IpAddr {
     }
 }
 
-impl crate::telemetry::metrics::RuleCounts for MirrorFilter {
+impl crate::telemetry::counters::RuleCounts for MirrorFilter {
     fn rule_counts(&self) -> Vec<RuleCount> {
         MirrorFilter::rule_counts(self)
     }

@@ -28,7 +28,7 @@ use ipnet::IpNet;
 
 use crate::wire::decode::IpInfo;
 
-pub use crate::telemetry::metrics::RuleCount;
+pub use crate::telemetry::counters::RuleCount;
 pub use aws_rules::{
     AMAZON_DNS_V4, AMAZON_DNS_V6, MirrorFilter, PortRange, Rule, RuleAction, vpc_resolver,
 };

@@ -8,7 +8,7 @@ use crate::filter::Direction;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct FlowKey {
-    /// The session's id ([`crate::telemetry::metrics::SessionStats::id`]): never
+    /// The session's id ([`crate::telemetry::counters::SessionStats::id`]): never
     /// reused, so two sessions that had the same table slot one after the
     /// other are never mixed.
     pub(super) session: u64,

@@ -116,7 +116,7 @@ fn records_from_capture(
         ..Default::default()
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let counters = Arc::new(crate::telemetry::metrics::Counters::default());
+    let counters = Arc::new(crate::telemetry::counters::Counters::default());
     let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
     let mut sessions: HashMap<(IpAddr, u32), u64> = HashMap::new();
     let mut reader = crate::capture::CaptureReader::new(bytes, input)?;

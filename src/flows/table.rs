@@ -38,14 +38,14 @@ pub struct FlowTable {
     /// Current window index (`ts / interval`), `None` before the first packet.
     window: Option<u64>,
     out: mpsc::Sender<FlowBatch>,
-    stats: Arc<crate::telemetry::metrics::Counters>,
+    stats: Arc<crate::telemetry::counters::Counters>,
 }
 
 impl FlowTable {
     pub fn new(
         cfg: Arc<FlowConfig>,
         out: mpsc::Sender<FlowBatch>,
-        stats: Arc<crate::telemetry::metrics::Counters>,
+        stats: Arc<crate::telemetry::counters::Counters>,
     ) -> FlowTable {
         FlowTable {
             cfg,
@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn freed_sessions_are_not_mixed_and_get_no_more_nodata() {
         let (tx, rx) = mpsc::channel();
-        let counters = Arc::new(crate::telemetry::metrics::Counters::default());
+        let counters = Arc::new(crate::telemetry::counters::Counters::default());
         let cfg = FlowConfig {
             enabled: true,
             interval_s: 1,

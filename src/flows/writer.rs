@@ -25,7 +25,8 @@ use crate::output::files::DIR_MODE;
 use crate::output::outdir::{Dir, part_name};
 use crate::output::part::{PartFile, name_taken};
 use crate::output::retention::Retention;
-use crate::telemetry::metrics::{Counters, LogLimiter};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::log_limit::LogLimiter;
 
 /// The flow writer shared by a set of sibling pipelines (workers): the
 /// last one to finish ends the writer thread.

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::ingest::socket::{Receiver, now_ns};
+use crate::pipeline::DropReason;
 use crate::pipeline::Pipeline;
 use crate::telemetry::events::{DrainFailed, ReceiveFailed};
-use crate::telemetry::metrics::{DropReason, DropReport, LogLimiter};
+use crate::telemetry::log_limit::{DropReport, LogLimiter};
 
 /// On stop, how long queued datagrams are still fed to the pipeline.
 pub const DRAIN_DEADLINE: Duration = Duration::from_millis(200);

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::io::Read;
 
 use crate::capture::{CaptureError, CaptureReader};
+use crate::pipeline::DropReason;
 use crate::pipeline::{Pipeline, RecvMeta};
-use crate::telemetry::metrics::DropReason;
 pub use crate::wire::outer::{OuterUdp, strip_outer};
 
 /// Feeds every record of `reader` into `pipeline`. Returns the error that

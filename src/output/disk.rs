@@ -17,7 +17,9 @@ use crate::output::files::{WriterError, create_file, rename_part, write_whole};
 use crate::output::hook::RotateHook;
 use crate::output::retention::{Retention, session_tag};
 use crate::output::template::{OutputTemplate, PathFields};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
+use crate::pipeline::DropReason;
+use crate::telemetry::counters::Counters;
+use crate::telemetry::log_limit::LogLimiter;
 
 /// What the writer may stage for files whose records arrive interleaved
 /// with other sessions' (shared by the open files).
@@ -84,7 +86,7 @@ pub(crate) struct DiskFile {
     /// Bytes known to be on disk: whole records only.
     pub(crate) good_len: u64,
     /// The session's counters: its files are counted here when renamed.
-    pub(crate) session: Arc<crate::telemetry::metrics::SessionStats>,
+    pub(crate) session: Arc<crate::telemetry::counters::SessionStats>,
     /// (vni, source as text) for the `on_rotate` placeholders.
     pub(crate) vni_source: Option<(u32, String)>,
     pub(crate) header: Vec<u8>,

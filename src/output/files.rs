@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::output::outdir::{self, OutDirError};
 use crate::output::part::{create_part, cut_back, publish};
 use crate::output::template::{OutputTemplate, PathFields};
-use crate::telemetry::metrics::DropReason;
+use crate::pipeline::DropReason;
 
 /// Files are created with these permissions (defined with the `.part`
 /// code), directories with [`DIR_MODE`].

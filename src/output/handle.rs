@@ -19,7 +19,9 @@ use crate::output::disk::{
 use crate::output::hook::RotateHook;
 use crate::output::retention::Retention;
 use crate::output::template::{OutputTemplate, PathFields};
-use crate::telemetry::metrics::{Counters, DropReason, LogLimiter};
+use crate::pipeline::DropReason;
+use crate::telemetry::counters::Counters;
+use crate::telemetry::log_limit::LogLimiter;
 
 /// Bytes per chunk of records on their way to the writer thread.
 pub const CHUNK_LEN: usize = 1 << 20;
@@ -202,7 +204,7 @@ impl Output {
     /// `session.files` once it is closed and renamed.
     pub fn open(
         &mut self,
-        session: Arc<crate::telemetry::metrics::SessionStats>,
+        session: Arc<crate::telemetry::counters::SessionStats>,
         fields: PathFields,
         header: Vec<u8>,
     ) -> FileId {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::telemetry::metrics::Counters;
+use crate::telemetry::counters::Counters;
 
 /// `on_rotate`: a command run after each file is closed and renamed, like
 /// `tcpdump -z`, without a shell. At most `jobs` run at once; the others

@@ -42,7 +42,7 @@
 //!
 //! A writer thread that dies (a panic) is caught: it counts what it held
 //! as lost, marks the counters (health 503 for good, see
-//! [`crate::telemetry::metrics::Counters::writer_died`]; `run` then stops with exit code 2), and from
+//! [`crate::telemetry::counters::Counters::writer_died`]; `run` then stops with exit code 2), and from
 //! then on counts every frame sent to it as `write_error` and answers
 //! `Finish`, so the receive side neither blocks nor loses count.
 //!

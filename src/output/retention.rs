@@ -21,7 +21,7 @@ use crate::telemetry::events::RetentionNotDeleted;
 /// the same whichever worker or table slot it had, and after it was freed.
 pub type SessionTag = (u32, std::net::IpAddr);
 
-pub(crate) fn session_tag(s: &crate::telemetry::metrics::SessionStats) -> SessionTag {
+pub(crate) fn session_tag(s: &crate::telemetry::counters::SessionStats) -> SessionTag {
     (s.vni, s.source)
 }
 

@@ -22,7 +22,8 @@ use crate::filter::{MirrorFilter, RuleCount, VniFilter};
 use crate::output::handle::{Backlog, DEFAULT_CHUNKS, Output};
 use crate::output::retention::Retention;
 use crate::pipeline::session::{SessionKey, SessionSettings, SessionTable};
-use crate::telemetry::metrics::{Counters, SessionSummary, Summary};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::summary::{SessionSummary, Summary};
 use crate::wire::decode::decode;
 use crate::wire::vxlan::{HEADER_LEN, Vxlan};
 
@@ -181,7 +182,7 @@ impl Pipeline {
         if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&meta.source)) {
             return self
                 .counters
-                .count_drop(crate::telemetry::metrics::DropReason::SourceNotAllowed);
+                .count_drop(crate::pipeline::DropReason::SourceNotAllowed);
         }
         let ts = meta.timestamp_ns;
         if ts >= self.next_sweep_ns {
@@ -196,7 +197,7 @@ impl Pipeline {
         if !settings.vnis.accepts(vni) {
             return self
                 .counters
-                .count_drop(crate::telemetry::metrics::DropReason::VniExcluded);
+                .count_drop(crate::pipeline::DropReason::VniExcluded);
         }
         let frame = vxlan.inner();
         let decoded = decode(frame);
@@ -215,7 +216,7 @@ impl Pipeline {
         let Some(i) = found else {
             return self
                 .counters
-                .count_drop(crate::telemetry::metrics::DropReason::SessionLimit);
+                .count_drop(crate::pipeline::DropReason::SessionLimit);
         };
         let session = self.sessions.get_mut(i);
         if let Some(f) = &session.filter

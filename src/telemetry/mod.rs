@@ -4,13 +4,11 @@
 //! ([`log_limit`]), the `/metrics` text ([`prometheus`]), the shutdown
 //! summary ([`summary`]), `/metrics`, `/healthz` and the TCP health check
 //! ([`health`]), and the systemd notify protocol ([`notify`]).
-//! [`metrics`] re-exports the old paths.
 
 pub mod counters;
 pub mod events;
 pub mod health;
 pub mod log_limit;
-pub mod metrics;
 pub mod notify;
 pub mod prometheus;
 pub mod summary;

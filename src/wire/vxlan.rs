@@ -10,7 +10,7 @@
 //! sets them (Suricata had to stop checking them). Once [`Vxlan::new_checked`]
 //! has passed, no accessor can panic.
 
-use crate::telemetry::metrics::DropReason;
+use crate::pipeline::DropReason;
 
 mod field {
     use std::ops::Range;

@@ -38,7 +38,8 @@ use std::sync::Arc;
 
 use crate::config::OutputConfig;
 use crate::output::handle::Output;
-use crate::telemetry::metrics::{Counters, SessionSummary};
+use crate::telemetry::counters::Counters;
+use crate::telemetry::summary::SessionSummary;
 
 use super::lru::{Link, List, NIL};
 
@@ -538,10 +539,7 @@ mod tests {
             c.files_requested.load(std::sync::atomic::Ordering::Relaxed),
             2
         );
-        assert_eq!(
-            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
-            0
-        );
+        assert_eq!(c.drops(crate::pipeline::DropReason::OpenFileLimit), 0);
         t.finish();
     }
 
@@ -562,19 +560,13 @@ mod tests {
             let i = a.lookup(key(vni), S, 100, plain).unwrap();
             a.write(i, S, &frame, 60, &out, 4);
         }
-        assert_eq!(
-            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
-            2
-        );
+        assert_eq!(c.drops(crate::pipeline::DropReason::OpenFileLimit), 2);
         // Worker B, a moment later (less than the 1 s before a session may
         // be evicted): its new session gets a slot of its own share.
         let i = b.lookup(key(100), S + 1, 100, plain).unwrap();
         b.write(i, S + 1, &frame, 60, &out, 4);
         assert!(b.sessions[i].file.is_some());
-        assert_eq!(
-            c.drops(crate::telemetry::metrics::DropReason::OpenFileLimit),
-            2
-        );
+        assert_eq!(c.drops(crate::pipeline::DropReason::OpenFileLimit), 2);
         b.finish();
         a.finish();
     }

@@ -15,7 +15,8 @@ use crate::capture::encode::{OutputFormat, pcap_file_header, pcapng_file_header}
 use crate::config::OutputConfig;
 use crate::filter::{MirrorFilter, OwnAddresses};
 use crate::output::chunk::FileId;
-use crate::telemetry::metrics::{SessionCounts, SessionStats, SessionSummary};
+use crate::telemetry::counters::SessionStats;
+use crate::telemetry::summary::{SessionCounts, SessionSummary};
 use crate::wire::decode::Decoded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
