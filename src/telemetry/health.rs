@@ -23,7 +23,22 @@
 //! descriptor (`/dev/null`); when `accept` fails with EMFILE or ENFILE the
 //! spare is closed so the waiting connection can be taken and answered
 //! (503 then, as the writer cannot create files either), and it is opened
-//! again once that connection is closed. Other accept errors, and EMFILE
+//! again once that connection is closed.
+//!
+//! At most [`MAX_CONNECTIONS`] (64) connections to `metrics_listen` are
+//! open at once: each may take up to 5 s, and slow or idle clients
+//! without a limit would each hold a descriptor that capture files need.
+//! At the limit the listener waits to accept until one of them is done
+//! (answered, or closed after the 5 s), rather than accepting and closing
+//! the new one at once: a waiting connection sits in the kernel's listen
+//! backlog and costs the process no descriptor, and a scraper or health
+//! check behind a burst of idle clients is answered, within about 5 s,
+//! instead of refused. What this guarantees: the listener never holds
+//! more than 64 (+1 on the spare) descriptors, the daemon is unaffected,
+//! and a request is answered once the connections ahead of it are done;
+//! not that it is answered at once (a client that keeps 64 idle
+//! connections open delays every request by up to 5 s). The TCP health
+//! port closes each connection as it accepts it, so it needs no limit. Other accept errors, and EMFILE
 //! with no spare left, back off 100 ms instead of spinning; they are
 //! logged at most every 10 s.
 
@@ -36,6 +51,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::telemetry::counters::Counters;
 use crate::telemetry::events::{AcceptFailed, HealthListenerFailed};
@@ -65,6 +81,8 @@ pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, HealthError> 
 
 /// How long one connection may take to send its request and read the answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections to `metrics_listen` open at once (see the module doc).
+pub const MAX_CONNECTIONS: usize = 64;
 /// Pause after an accept error that retrying at once would not cure.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -139,11 +157,17 @@ async fn accept(
     Accepted::Retry
 }
 
-/// Serves `/metrics` and `/healthz` forever.
+/// Serves `/metrics` and `/healthz` forever, at most [`MAX_CONNECTIONS`]
+/// connections at once.
 pub async fn serve_metrics(listener: TcpListener, counters: Arc<Counters>) {
     let mut spare = Spare::new();
     let mut log = LogLimiter::new(Duration::from_secs(10));
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first: at the limit, new connections wait in the backlog.
+        let Ok(slot) = limit.clone().acquire_owned().await else {
+            return; // never closed
+        };
         match accept(&listener, &mut spare, &mut log, &counters, "metrics_listen").await {
             Accepted::Conn { conn, spare: true } => {
                 // Answered here, so the descriptor is free again for the
@@ -154,6 +178,7 @@ pub async fn serve_metrics(listener: TcpListener, counters: Arc<Counters>) {
                 let c = counters.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(conn, c)).await;
+                    drop(slot);
                 });
             }
             Accepted::Retry => {}

@@ -113,14 +113,46 @@ pub fn render_openmetrics(c: &Counters) -> String {
     out
 }
 
-/// `/metrics`' answer: OpenMetrics when the scraper's `Accept` header asks
-/// for it (Prometheus does), else the 0.0.4 text; (content type, body).
+/// `/metrics`' answer: OpenMetrics when the scraper's `Accept` header
+/// prefers it ([`prefers_openmetrics`]; Prometheus does), else the 0.0.4
+/// text; (content type, body).
 pub fn render_for(accept: &str, c: &Counters) -> (&'static str, String) {
-    if accept.contains("application/openmetrics-text") {
+    if prefers_openmetrics(accept) {
         (OPENMETRICS_CONTENT_TYPE, render_openmetrics(c))
     } else {
         (PROMETHEUS_CONTENT_TYPE, render_prometheus(c))
     }
+}
+
+/// Whether an `Accept` header (RFC 9110 media ranges with q-values) asks
+/// for OpenMetrics: it must be named (`application/openmetrics-text`, any
+/// version; a wildcard alone does not ask for it), acceptable (q > 0), and
+/// wanted at least as much as the text, whose q is that of its most
+/// specific range (`text/plain`, else `text/*`, else `*/*`; 0 if none).
+/// Without a header, or with one not naming it: the text.
+pub fn prefers_openmetrics(accept: &str) -> bool {
+    // Best q of openmetrics, and of text/plain, text/*, */*.
+    let mut om: Option<f32> = None;
+    let mut text: [Option<f32>; 3] = [None; 3];
+    for range in accept.split(',') {
+        let mut params = range.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut om,
+            "text/plain" => &mut text[0],
+            "text/*" => &mut text[1],
+            "*/*" => &mut text[2],
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |old: f32| old.max(q)));
+    }
+    let text = text.into_iter().flatten().next().unwrap_or(0.0);
+    om.is_some_and(|om| om > 0.0 && om >= text)
 }
 
 /// A registry for one scrape, holding the counters as they are now.
@@ -319,7 +351,7 @@ fn rules_errors_health(s: &mut Scrape, c: &Counters) {
         .collect();
     s.counter(
         "mirrorcap_errors",
-        "Errors logged that are not a dropped datagram, by kind (accept and bind failures of the listeners, receive errors, reloads refused).",
+        "Errors logged that are not a dropped datagram, by kind (every kind has a series, zero included; README.md lists the kinds).",
         errors,
     );
     s.gauge(
@@ -379,5 +411,104 @@ mod tests {
             render_for("application/openmetrics-text;version=1.0.0", &c).0,
             OPENMETRICS_CONTENT_TYPE
         );
+    }
+
+    /// The `Accept` header decides by its q-values: OpenMetrics only when
+    /// it is acceptable (q > 0) and wanted at least as much as the text.
+    #[test]
+    fn accept_header_q_values_choose_the_format() {
+        let c = Counters::default();
+        let choose = |accept: &str| render_for(accept, &c).0;
+        // Prometheus's own default scrape header.
+        assert_eq!(
+            choose(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            OPENMETRICS_CONTENT_TYPE
+        );
+        assert_eq!(
+            choose("application/openmetrics-text;q=0"),
+            PROMETHEUS_CONTENT_TYPE
+        );
+        assert_eq!(
+            choose("application/openmetrics-text; version=1.0.0; q=0.0, text/plain"),
+            PROMETHEUS_CONTENT_TYPE
+        );
+        assert_eq!(
+            choose("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+            PROMETHEUS_CONTENT_TYPE
+        );
+        assert_eq!(
+            choose("*/*;q=0.9, application/openmetrics-text;q=0.5"),
+            PROMETHEUS_CONTENT_TYPE
+        );
+        assert_eq!(
+            choose("text/plain;q=0.5, APPLICATION/OpenMetrics-Text;q=0.5"),
+            OPENMETRICS_CONTENT_TYPE
+        );
+        assert_eq!(choose(""), PROMETHEUS_CONTENT_TYPE);
+        assert_eq!(choose("text/plain"), PROMETHEUS_CONTENT_TYPE);
+        assert_eq!(choose("*/*"), PROMETHEUS_CONTENT_TYPE);
+    }
+
+    /// A filter with one rule, for the rule labels.
+    #[derive(Debug)]
+    struct OneRule;
+
+    impl crate::telemetry::counters::RuleCounts for OneRule {
+        fn rule_counts(&self) -> Vec<crate::telemetry::counters::RuleCount> {
+            vec![crate::telemetry::counters::RuleCount {
+                filter: "web".into(),
+                direction: "ingress",
+                rule: "100".into(),
+                action: "accept",
+                packets: 5,
+            }]
+        }
+    }
+
+    /// The whole 0.0.4 text for a fixed state, names, HELP and TYPE lines
+    /// and label order included, against tests/data/metrics-0.0.4.prom:
+    /// any change of the format shows here. `MIRRORCAP_BLESS=1` rewrites
+    /// the file (then read the diff).
+    #[test]
+    fn prometheus_text_matches_the_golden_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics-0.0.4.prom");
+        let c = Counters::default();
+        c.set_metrics_max_sessions(1);
+        c.received(1500);
+        c.received(500);
+        c.written(1400);
+        c.count_drop(DropReason::ALL[0]);
+        c.count_drops(DropReason::ALL[DropReason::ALL.len() - 1], 3);
+        c.kernel_drops.store(7, Relaxed);
+        let own = c.new_session(42, "10.0.0.1".parse().unwrap());
+        own.add(1400);
+        let other = c.new_session(7, "2001:db8::1".parse().unwrap());
+        other.add(60);
+        c.files_opened.store(2, Relaxed);
+        c.open_files.store(1, Relaxed);
+        c.output_bytes.store(4096, Relaxed);
+        c.count_error(ErrorKind::Reload);
+        c.count_error(ErrorKind::MetricsAccept);
+        c.filters.lock().unwrap().push(std::sync::Arc::new(OneRule));
+        let text = render_prometheus(&c);
+        if std::env::var_os("MIRRORCAP_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        if text != want {
+            let first = text
+                .lines()
+                .zip(want.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(text.lines().count().min(want.lines().count()));
+            panic!(
+                "render_prometheus differs from {path} at line {}:\n got: {:?}\nwant: {:?}\n--- got in full:\n{text}",
+                first + 1,
+                text.lines().nth(first),
+                want.lines().nth(first)
+            );
+        }
     }
 }
