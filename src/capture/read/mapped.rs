@@ -73,13 +73,13 @@ impl Mapped {
     pub(super) fn cut(&mut self, rec: Option<&RecordAt>, at_end: bool) -> Option<u64> {
         let map = &mut self.map;
         let mut beyond = false;
-        if let Some(&(_, _, at, len, _)) = rec {
-            let end = at + len;
+        if let Some(rec) = rec {
+            let end = rec.at + rec.caplen;
             // The record ends in the mapping's last page (where a cut does
             // not fault), or a page faulted: ask the file system where the
             // file ends now. The record is whole if it ends before that
             // and before the pages that were replaced by zeros.
-            if !map.touch(at, end) || map.guard.faulted() {
+            if !map.touch(rec.at, end) || map.guard.faulted() {
                 map.check_size(end);
             }
             beyond = end > map.avail.min(map.guard.fault_offset());

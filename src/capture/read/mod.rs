@@ -107,9 +107,17 @@ enum Source<R> {
     Mapped(Mapped),
 }
 
-/// Where a record lies in [`Source::bytes`]: link type, timestamp, start,
-/// captured length, original length.
-type RecordAt = (u16, u64, usize, usize, u32);
+/// Where a record lies in [`Source::bytes`], before it is handed out as a
+/// [`Record`].
+#[derive(Clone, Copy, Debug)]
+struct RecordAt {
+    linktype: u16,
+    ts_ns: u64,
+    /// Offset of its first captured byte in [`Source::bytes`].
+    at: usize,
+    caplen: usize,
+    orig_len: u32,
+}
 
 impl<R: Read> Source<R> {
     /// Consumes up to `n` bytes: returns where they start in
@@ -237,14 +245,12 @@ impl<R: Read> CaptureReader<R> {
                 size,
             });
         }
-        Ok(
-            r?.map(move |(linktype, ts_ns, at, caplen, orig_len)| Record {
-                linktype,
-                ts_ns,
-                data: &self.src.bytes()[at..at + caplen],
-                orig_len: orig_len.max(caplen as u32),
-            }),
-        )
+        Ok(r?.map(move |r| Record {
+            linktype: r.linktype,
+            ts_ns: r.ts_ns,
+            data: &self.src.bytes()[r.at..r.at + r.caplen],
+            orig_len: r.orig_len.max(r.caplen as u32),
+        }))
     }
 
     /// Where the next record is, `Ok(None)` at a clean end of input.
@@ -270,7 +276,13 @@ impl<R: Read> CaptureReader<R> {
                 }
                 let at = self.fill(caplen, "pcap record")?;
                 let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-                Ok(Some((linktype, ts_ns, at, caplen, orig_len)))
+                Ok(Some(RecordAt {
+                    linktype,
+                    ts_ns,
+                    at,
+                    caplen,
+                    orig_len,
+                }))
             }
             Format::Pcapng { .. } => self.next_pcapng(),
         }

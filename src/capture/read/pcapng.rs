@@ -167,7 +167,13 @@ impl<R: Read> CaptureReader<R> {
             )));
         }
         let ts_ns = to_ns(ts, iface.tsresol, iface.tsoffset_s);
-        Ok((iface.linktype, ts_ns, at + 20, caplen, orig_len))
+        Ok(RecordAt {
+            linktype: iface.linktype,
+            ts_ns,
+            at: at + 20,
+            caplen,
+            orig_len,
+        })
     }
 
     /// A simple packet block: interface 0, no timestamp.
@@ -186,7 +192,13 @@ impl<R: Read> CaptureReader<R> {
         };
         let orig_len = u32_at(b, 0, big_endian);
         let caplen = (orig_len as usize).min(b.len() - 4);
-        Ok((iface.linktype, 0, at + 4, caplen, orig_len))
+        Ok(RecordAt {
+            linktype: iface.linktype,
+            ts_ns: 0,
+            at: at + 4,
+            caplen,
+            orig_len,
+        })
     }
 }
 
