@@ -58,10 +58,38 @@ pub enum DropReason {
     /// Live: still queued in the socket when the daemon stopped and the
     /// drain after SIGTERM ran out of time; read and counted, not written.
     UnreadAtStop,
+    /// GENEVE input: shorter than the 8-byte GENEVE header, or than the
+    /// options its Opt Len declares.
+    GeneveTruncated,
+    /// GENEVE input: a version other than 0.
+    GeneveVersion,
+    /// GENEVE input: the O bit is set: a control message between tunnel
+    /// endpoints, whose payload RFC 8926 says is not data.
+    GeneveControl,
+    /// GENEVE input: an option runs past the options area, or an Amazon
+    /// option (class 0x0108, types 1 to 3) has the wrong length.
+    GeneveOptionMalformed,
+    /// GENEVE input: an option mirrorcap does not know with the critical
+    /// bit (0x80 of its type) set; RFC 8926 says to drop the packet.
+    GeneveCriticalOption,
+    /// GENEVE input: a protocol type other than IPv4 (0x0800) or IPv6
+    /// (0x86DD), e.g. Ethernet (0x6558): not what a Gateway Load Balancer
+    /// sends.
+    GeneveProtocol,
+    /// GENEVE input: the inner IP or UDP header is malformed or cut short,
+    /// or its IP version disagrees with the protocol type.
+    GeneveInnerMalformed,
+    /// GENEVE input: the inner IP packet is a fragment (not reassembled,
+    /// never mis-decoded).
+    GeneveInnerFragment,
+    /// GENEVE input: the inner packet is not UDP to a VXLAN port: Gateway
+    /// Load Balancer inline traffic, not a mirror; mirrorcap is not an
+    /// inline appliance.
+    GeneveNotVxlan,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::NotIp,
         DropReason::NotUdp,
         DropReason::NotVxlanPort,
@@ -83,6 +111,15 @@ impl DropReason {
         DropReason::OpenFileLimit,
         DropReason::OutputSymlink,
         DropReason::UnreadAtStop,
+        DropReason::GeneveTruncated,
+        DropReason::GeneveVersion,
+        DropReason::GeneveControl,
+        DropReason::GeneveOptionMalformed,
+        DropReason::GeneveCriticalOption,
+        DropReason::GeneveProtocol,
+        DropReason::GeneveInnerMalformed,
+        DropReason::GeneveInnerFragment,
+        DropReason::GeneveNotVxlan,
     ];
 
     /// The `reason` label: lowercase, stable, used in metrics and the summary.
@@ -109,6 +146,15 @@ impl DropReason {
             DropReason::OpenFileLimit => "open_file_limit",
             DropReason::OutputSymlink => "output_symlink",
             DropReason::UnreadAtStop => "unread_at_stop",
+            DropReason::GeneveTruncated => "geneve_truncated",
+            DropReason::GeneveVersion => "geneve_version",
+            DropReason::GeneveControl => "geneve_control",
+            DropReason::GeneveOptionMalformed => "geneve_option_malformed",
+            DropReason::GeneveCriticalOption => "geneve_critical_option",
+            DropReason::GeneveProtocol => "geneve_protocol",
+            DropReason::GeneveInnerMalformed => "geneve_inner_malformed",
+            DropReason::GeneveInnerFragment => "geneve_inner_fragment",
+            DropReason::GeneveNotVxlan => "geneve_not_vxlan",
         }
     }
 
@@ -135,6 +181,15 @@ impl DropReason {
             | DropReason::OutputSymlink => "writer",
             DropReason::SourceNotAllowed => "source",
             DropReason::SessionLimit => "session",
+            DropReason::GeneveTruncated
+            | DropReason::GeneveVersion
+            | DropReason::GeneveControl
+            | DropReason::GeneveOptionMalformed
+            | DropReason::GeneveCriticalOption
+            | DropReason::GeneveProtocol
+            | DropReason::GeneveInnerMalformed
+            | DropReason::GeneveInnerFragment
+            | DropReason::GeneveNotVxlan => "geneve",
         }
     }
 
@@ -150,6 +205,7 @@ impl DropReason {
                 | DropReason::RuleRejected
                 | DropReason::Bpf
                 | DropReason::SourceNotAllowed
+                | DropReason::GeneveNotVxlan
         )
     }
 }
@@ -157,5 +213,23 @@ impl DropReason {
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters index by `reason as usize`: `ALL` must list the variants in
+    /// declaration order, each once, and every name must be distinct.
+    #[test]
+    fn all_is_in_declaration_order_with_distinct_names() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
     }
 }

@@ -480,7 +480,7 @@ mod tests {
         c.received(500);
         c.written(1400);
         c.count_drop(DropReason::ALL[0]);
-        c.count_drops(DropReason::ALL[DropReason::ALL.len() - 1], 3);
+        c.count_drops(DropReason::UnreadAtStop, 3); // a named reason: new ones append rows only
         c.kernel_drops.store(7, Relaxed);
         let own = c.new_session(42, "10.0.0.1".parse().unwrap());
         own.add(1400);

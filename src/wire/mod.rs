@@ -1,9 +1,11 @@
 //! Pure views over bytes: the outer link/IP/UDP layers of a captured
-//! packet, the VXLAN header and the inner frame's decode.
+//! packet, GENEVE as a Gateway Load Balancer sends it (down to the VXLAN
+//! datagram inside), the VXLAN header and the inner frame's decode.
 //! No I/O, no counters: a parser that stops returns a
 //! [`crate::pipeline::DropReason`] and the caller counts it.
 
 pub mod decode;
+pub mod geneve;
 pub mod outer;
 pub mod vxlan;
 

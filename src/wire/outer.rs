@@ -69,29 +69,52 @@ pub fn strip_outer(linktype: u16, pkt: &[u8]) -> Result<OuterUdp<'_>, DropReason
         }
         _ => return Err(DropReason::NotIp),
     };
-    strip_ip(ip)
+    strip_ip(ip, &OUTER)
 }
 
-fn strip_ip(ip: &[u8]) -> Result<OuterUdp<'_>, DropReason> {
+/// The reasons [`strip_ip`] gives, per layer: the outer headers of a
+/// captured packet, or the inner IP packet a GENEVE header carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IpDrops {
+    /// A header malformed or cut short.
+    pub malformed: DropReason,
+    /// Not UDP.
+    pub not_udp: DropReason,
+    /// An IP fragment.
+    pub fragment: DropReason,
+}
+
+/// The outer layers' reasons (replay).
+const OUTER: IpDrops = IpDrops {
+    malformed: DropReason::OuterMalformed,
+    not_udp: DropReason::NotUdp,
+    fragment: DropReason::OuterFragment,
+};
+
+/// Strips an IPv4 header (options skipped by IHL) or an IPv6 header (its
+/// extension headers walked) and the UDP header after it. Fragments are
+/// refused, never decoded. `why` names the reason of each kind of stop.
+#[inline]
+pub(crate) fn strip_ip<'a>(ip: &'a [u8], why: &IpDrops) -> Result<OuterUdp<'a>, DropReason> {
     let Some(&first) = ip.first() else {
-        return Err(DropReason::OuterMalformed);
+        return Err(why.malformed);
     };
     let (source, udp) = match first >> 4 {
         4 => {
             if ip.len() < 20 {
-                return Err(DropReason::OuterMalformed);
+                return Err(why.malformed);
             }
             let ihl = usize::from(first & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
             if ihl < 20 || ip.len() < ihl || total < ihl {
-                return Err(DropReason::OuterMalformed);
+                return Err(why.malformed);
             }
             if ip[9] != 17 {
-                return Err(DropReason::NotUdp);
+                return Err(why.not_udp);
             }
             let frag = u16::from_be_bytes([ip[6], ip[7]]);
             if frag & 0x3fff != 0 {
-                return Err(DropReason::OuterFragment);
+                return Err(why.fragment);
             }
             let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
             // Trim Ethernet padding: the IP total length ends the packet.
@@ -105,7 +128,7 @@ fn strip_ip(ip: &[u8]) -> Result<OuterUdp<'_>, DropReason> {
         }
         6 => {
             if ip.len() < 40 {
-                return Err(DropReason::OuterMalformed);
+                return Err(why.malformed);
             }
             let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
             let mut src = [0u8; 16];
@@ -122,31 +145,31 @@ fn strip_ip(ip: &[u8]) -> Result<OuterUdp<'_>, DropReason> {
                     17 => break,
                     0 | 43 | 60 | 135 | 139 | 140 => {
                         if end < off + 8 {
-                            return Err(DropReason::OuterMalformed);
+                            return Err(why.malformed);
                         }
                         next = ip[off];
                         off += (usize::from(ip[off + 1]) + 1) * 8;
                     }
                     51 => {
                         if end < off + 8 {
-                            return Err(DropReason::OuterMalformed);
+                            return Err(why.malformed);
                         }
                         next = ip[off];
                         off += (usize::from(ip[off + 1]) + 2) * 4;
                     }
-                    44 => return Err(DropReason::OuterFragment),
-                    _ => return Err(DropReason::NotUdp),
+                    44 => return Err(why.fragment),
+                    _ => return Err(why.not_udp),
                 }
             }
             if off > end {
-                return Err(DropReason::OuterMalformed);
+                return Err(why.malformed);
             }
             (IpAddr::V6(Ipv6Addr::from(src)), &ip[off..end])
         }
-        _ => return Err(DropReason::OuterMalformed),
+        _ => return Err(why.malformed),
     };
     if udp.len() < 8 {
-        return Err(DropReason::OuterMalformed);
+        return Err(why.malformed);
     }
     let dst_port = u16::from_be_bytes([udp[2], udp[3]]);
     let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
@@ -155,7 +178,7 @@ fn strip_ip(ip: &[u8]) -> Result<OuterUdp<'_>, DropReason> {
     let payload_len = if udp_len == 0 {
         udp.len() - 8
     } else if udp_len < 8 {
-        return Err(DropReason::OuterMalformed);
+        return Err(why.malformed);
     } else {
         udp_len - 8
     };
