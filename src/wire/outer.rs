@@ -2,7 +2,9 @@
 //! with 802.1Q/802.1ad tags, Linux cooked v1/v2, raw IP, BSD loopback),
 //! outer IPv4/IPv6 (extension headers walked) and UDP, down to the UDP
 //! payload. A pure parser: a packet it cannot strip gives the
-//! [`DropReason`] the caller counts.
+//! [`DropReason`] the caller counts. Its IP/UDP walker (`strip_ip`) also
+//! strips the inner IP packet a GENEVE header carries
+//! ([`crate::wire::geneve`]), with that layer's reasons.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
