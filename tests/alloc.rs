@@ -173,7 +173,7 @@ fn replay_loop_allocates_nothing_per_record() {
     const N: u64 = 60_000;
     write_pcap(&warm, 1, &records(0, 4_000));
     write_pcap(&main, 1, &records(4_000, N));
-    let ports = [4789u16].into_iter().collect();
+    let ports = mirrorcap::ingest::replay::ReplayPorts::new(&[4789], &[6081]);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(&cfg, counters, Backlog::Wait);
     let mut replay = |path: &std::path::Path| -> u64 {

@@ -36,6 +36,7 @@ fn example_config_is_valid_and_documents_every_key() {
         "listen",
         "dir",
         "vxlan_ports",
+        "geneve_ports",
         "vnis",
         "exclude_vnis",
         "[output]",

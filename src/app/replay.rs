@@ -4,7 +4,6 @@
 //! [`Summary`], which inputs could not be read to their end, and what was
 //! lost on output.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::capture::CaptureReader;
@@ -42,7 +41,7 @@ pub fn run(
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(cfg, counters.clone(), Backlog::Wait);
-    let ports: BTreeSet<u16> = cfg.vxlan_ports.iter().copied().collect();
+    let ports = crate::ingest::replay::ReplayPorts::new(&cfg.vxlan_ports, &cfg.geneve_ports);
     let mut inputs_failed = 0;
     for input in inputs {
         // A file is mapped into memory (records are read in place); stdin

@@ -1,5 +1,5 @@
 //! The top-level keys: where the daemon listens and how it receives
-//! (`listen`, `vnis`/`exclude_vnis`, `recv_buffer`, `batch`, `batch_wait`,
+//! (`listen`, `geneve_ports`, `vnis`/`exclude_vnis`, `recv_buffer`, `batch`, `batch_wait`,
 //! `workers`), its side listeners (`metrics_listen`, `health_tcp_listen`),
 //! `log_level`, `allow_sources`, the limits (`max_sessions`,
 //! `max_open_files`, `metrics_max_sessions`) and `on_rotate`. In: the raw
@@ -52,6 +52,59 @@ pub(super) fn vnis(
         allow: vni_set(allow)?,
         deny: vni_set(deny)?,
     })
+}
+
+/// `geneve_ports`: UDP ports that carry GENEVE in replayed captures;
+/// absent = [6081]. Each 1 to 65535 and not also a VXLAN port (a datagram
+/// is read as one or the other).
+pub(super) fn geneve_ports(
+    cx: &Ctx,
+    v: Option<&[Spanned<u16>]>,
+    vxlan_ports: &[u16],
+) -> Result<Vec<u16>, ConfigError> {
+    let Some(list) = v else {
+        default_geneve_overlap(cx, vxlan_ports)?;
+        return Ok(vec![crate::wire::geneve::PORT]);
+    };
+    list.iter()
+        .map(|p| {
+            let port = *p.get_ref();
+            if port == 0 {
+                Err(cx.err(
+                    p.span(),
+                    "port 0 is out of range: expected UDP ports 1 to 65535, e.g. [6081]".into(),
+                ))
+            } else if vxlan_ports.contains(&port) {
+                Err(cx.err(p.span(), overlap(port)))
+            } else {
+                Ok(port)
+            }
+        })
+        .collect()
+}
+
+/// The message for a port in both `vxlan_ports` and `geneve_ports`.
+fn overlap(port: u16) -> String {
+    format!(
+        "port {port} is also in `vxlan_ports`: a port carries VXLAN or GENEVE, not both; expected ports 1 to 65535 not in `vxlan_ports`, e.g. [6081]"
+    )
+}
+
+/// `geneve_ports` left at its default [6081] while `vxlan_ports` names
+/// 6081: the error points at `vxlan_ports`' line.
+fn default_geneve_overlap(cx: &Ctx, vxlan_ports: &[u16]) -> Result<(), ConfigError> {
+    let port = crate::wire::geneve::PORT;
+    if !vxlan_ports.contains(&port) {
+        return Ok(());
+    }
+    Err(cx.at(
+        cx.text
+            .lines()
+            .position(|l| l.trim_start().starts_with("vxlan_ports"))
+            .map_or(1, |i| i + 1),
+        "`geneve_ports`: ".into(),
+        format!("{} (the default)", overlap(port)),
+    ))
 }
 
 /// `recv_buffer`: 4 KiB to 2 GiB.

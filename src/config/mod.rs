@@ -78,6 +78,9 @@ pub struct Config {
     pub dir: PathBuf,
     /// UDP destination ports that carry VXLAN in replayed captures.
     pub vxlan_ports: Vec<u16>,
+    /// UDP destination ports that carry GENEVE (a Gateway Load Balancer
+    /// endpoint's traffic) in replayed captures.
+    pub geneve_ports: Vec<u16>,
     /// Which VNIs are kept.
     pub vnis: VniFilter,
     /// SO_RCVBUF wanted for each socket.
@@ -166,6 +169,11 @@ impl Config {
         Ok(Config {
             listen: daemon::listen(&cx, raw.listen.as_ref())?,
             vnis: daemon::vnis(&cx, &raw.vnis, &raw.exclude_vnis)?,
+            geneve_ports: daemon::geneve_ports(
+                &cx,
+                raw.geneve_ports.as_deref(),
+                raw.vxlan_ports.as_deref().unwrap_or(&[4789]),
+            )?,
             vxlan_ports: raw.vxlan_ports.unwrap_or_else(|| vec![4789]),
             recv_buffer: daemon::recv_buffer(&cx, raw.recv_buffer.as_ref())?,
             batch: daemon::batch(&cx, raw.batch.as_ref())?,
@@ -256,6 +264,7 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:4789".parse().unwrap());
         assert_eq!(c.dir, PathBuf::from("./captures"));
         assert_eq!(c.vxlan_ports, vec![4789]);
+        assert_eq!(c.geneve_ports, vec![6081]);
         assert_eq!(c.output.snaplen, 262_144);
         assert_eq!(c.output.format, OutputFormat::Pcap);
         assert!(c.vnis.accepts(123));
@@ -346,6 +355,34 @@ idle_timeout = "30s"
         let e = parse("metrics_max_sessions = \"many\"\n").unwrap_err();
         assert!(e.starts_with("t.toml:1: "), "{e}");
         assert!(e.contains("metrics_max_sessions"), "{e}");
+    }
+
+    /// Issue 14: `geneve_ports` defaults to 6081; 0 and a port that is
+    /// also in `vxlan_ports` are refused with the line, key and value.
+    #[test]
+    fn geneve_ports() {
+        assert_eq!(
+            parse("geneve_ports = [6081, 6082]\n").unwrap().geneve_ports,
+            vec![6081, 6082]
+        );
+        assert!(
+            parse("geneve_ports = []\n")
+                .unwrap()
+                .geneve_ports
+                .is_empty()
+        );
+        let e = parse("dir = \"x\"\ngeneve_ports = [6081, 0]\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2: `geneve_ports`: port 0"), "{e}");
+        assert!(e.contains("1 to 65535"), "{e}");
+        let e = parse("vxlan_ports = [4789, 6081]\n").unwrap_err();
+        assert!(
+            e.contains("`geneve_ports`: port 6081 is also in `vxlan_ports`"),
+            "{e}"
+        );
+        let e = parse("geneve_ports = [4789]\n").unwrap_err();
+        assert!(e.starts_with("t.toml:1: `geneve_ports`: port 4789"), "{e}");
+        let e = parse("geneve_ports = [70000]\n").unwrap_err();
+        assert!(e.starts_with("t.toml:1: `geneve_ports`"), "{e}");
     }
 
     #[test]

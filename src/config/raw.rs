@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) dir: Option<PathBuf>,
     pub(super) vxlan_ports: Option<Vec<u16>>,
+    pub(super) geneve_ports: Option<Vec<Spanned<u16>>>,
     #[serde(default)]
     pub(super) vnis: Vec<Spanned<u32>>,
     #[serde(default)]

@@ -13,6 +13,12 @@
 //! malformed outer headers (`outer_malformed`), and outer IP fragments
 //! (`outer_fragment`: reassembly is not done; AWS sends datagrams whole to
 //! a target whose MTU fits them, and a partial datagram is never decoded).
+//!
+//! A datagram to a port in `geneve_ports` (a Gateway Load Balancer
+//! endpoint's traffic) goes through [`crate::wire::geneve::decap`] first:
+//! the VXLAN datagram inside is pushed with the inner IP source (the
+//! mirrored ENI's address) as its source; one that stops is counted under
+//! its `geneve_*` reason.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -20,14 +26,42 @@ use std::io::Read;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::pipeline::DropReason;
 use crate::pipeline::{Pipeline, RecvMeta};
+use crate::wire::geneve;
 pub use crate::wire::outer::{OuterUdp, strip_outer};
+
+/// Which UDP destination ports carry what in the replayed captures.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayPorts {
+    /// VXLAN straight on the outer UDP (`vxlan_ports`).
+    pub vxlan: BTreeSet<u16>,
+    /// The same, for the inner UDP of GENEVE-borne traffic (a slice, as
+    /// [`geneve::decap`] takes it).
+    pub vxlan_list: Vec<u16>,
+    /// GENEVE around the VXLAN datagram (`geneve_ports`).
+    pub geneve: BTreeSet<u16>,
+}
+
+impl ReplayPorts {
+    pub fn new(vxlan: &[u16], geneve: &[u16]) -> Self {
+        ReplayPorts {
+            vxlan: vxlan.iter().copied().collect(),
+            vxlan_list: vxlan.to_vec(),
+            geneve: geneve.iter().copied().collect(),
+        }
+    }
+}
+
+/// `orig_len` for [`RecvMeta`]: the length as sent when the capture cut it.
+fn orig_len(captured: usize, sent: usize) -> usize {
+    if captured < sent { sent } else { 0 }
+}
 
 /// Feeds every record of `reader` into `pipeline`. Returns the error that
 /// ended the input early, if any (every whole record before it was pushed).
 pub fn replay<R: Read>(
     reader: &mut CaptureReader<R>,
     pipeline: &mut Pipeline,
-    vxlan_ports: &BTreeSet<u16>,
+    ports: &ReplayPorts,
 ) -> Result<(), CaptureError> {
     let mut since_publish = 0u32;
     while let Some(rec) = reader.next_record()? {
@@ -39,17 +73,30 @@ pub fn replay<R: Read>(
         // Bytes the outer headers took, to derive the datagram's length
         // on the wire when the capture's snap length cut the record.
         match strip_outer(rec.linktype, rec.data) {
-            Ok(udp) if vxlan_ports.contains(&udp.dst_port) => {
+            Ok(udp) if ports.vxlan.contains(&udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
                     timestamp_ns: rec.ts_ns,
-                    orig_len: if udp.payload.len() < udp.payload_len {
-                        udp.payload_len
-                    } else {
-                        0
-                    },
+                    orig_len: orig_len(udp.payload.len(), udp.payload_len),
                 };
                 pipeline.push(udp.payload, &meta);
+            }
+            Ok(udp) if ports.geneve.contains(&udp.dst_port) => {
+                match geneve::decap(udp.payload, &ports.vxlan_list) {
+                    Ok(g) => {
+                        let meta = RecvMeta {
+                            source: g.source,
+                            timestamp_ns: rec.ts_ns,
+                            orig_len: orig_len(g.datagram.len(), g.datagram_len),
+                        };
+                        pipeline.push(g.datagram, &meta);
+                    }
+                    Err(reason) => {
+                        let c = pipeline.counters();
+                        c.received(rec.data.len());
+                        c.count_drop(reason);
+                    }
+                }
             }
             Ok(_) => {
                 let c = pipeline.counters();
