@@ -163,6 +163,33 @@ fn without_endpoint(
     out
 }
 
+/// Output frames per (VNI, source, endpoint) under the default template:
+/// `DIR/<endpoint>/<vni>/<source>/<file>`, or `DIR/<vni>/<source>/<file>`
+/// (endpoint empty) for direct sessions.
+fn output_by_key(dir: &Path) -> BTreeMap<(u32, String, String), Vec<FrameRow>> {
+    let mut m: BTreeMap<_, Vec<FrameRow>> = BTreeMap::new();
+    for f in output_files(dir) {
+        capinfos_ok(&f);
+        let rel = f.strip_prefix(dir).unwrap();
+        let mut parts: Vec<String> = rel.iter().map(|p| p.to_str().unwrap().into()).collect();
+        if parts.len() == 3 {
+            parts.insert(0, String::new());
+        }
+        assert_eq!(parts.len(), 4, "{rel:?}");
+        assert!(
+            parts[0].is_empty() || parts[0].starts_with("vpce-"),
+            "{rel:?}"
+        );
+        let key = (
+            parts[1].parse().unwrap(),
+            parts[2].clone(),
+            parts[0].clone(),
+        );
+        m.entry(key).or_default().extend(tshark_frames(&f));
+    }
+    m
+}
+
 fn replay(dir: &Path, config: Option<&str>, input: &Path) -> (i32, String) {
     let mut args = vec!["replay", "--dir", dir.to_str().unwrap()];
     let cfg = dir.with_extension("toml");
@@ -175,9 +202,10 @@ fn replay(dir: &Path, config: Option<&str>, input: &Path) -> (i32, String) {
     (code, err)
 }
 
-/// Issue 14, step 1: the real AWS mirror capture and a wrapped IPv6
-/// fixture, each wrapped by a GWLB in GENEVE with the Amazon options, give
-/// per session (VNI, mirrored ENI) the frames tshark's GENEVE and VXLAN
+/// Issue 14, steps 1 and 2: the real AWS mirror capture and a wrapped
+/// IPv6 fixture, each wrapped by a GWLB in GENEVE with the Amazon options,
+/// give per session (VNI, mirrored ENI, endpoint), in
+/// `DIR/<endpoint>/<vni>/<source>/`, the frames tshark's GENEVE and VXLAN
 /// dissectors show: same order, timestamps, lengths and bytes.
 #[test]
 fn gwlb_geneve_capture_matches_tshark() {
@@ -208,13 +236,12 @@ fn gwlb_geneve_capture_matches_tshark() {
         );
         // The VXLAN decode of the unwrapped capture agrees (same frames).
         let direct = tshark_vxlan(input, 4789);
-        let want = without_endpoint(want);
-        assert_eq!(want, direct, "{input:?}");
+        assert_eq!(without_endpoint(want.clone()), direct, "{input:?}");
 
         let out = tmp.path().join(format!("out-{n}"));
         let (code, err) = replay(&out, None, &wrapped);
         assert_eq!(code, 0, "{input:?}: {err}");
-        assert_eq!(output_by_session(&out), want, "{input:?}");
+        assert_eq!(output_by_key(&out), want, "{input:?}");
         assert_eq!(summary_count(&err, "frames written"), frames as u64);
     }
 }
@@ -329,8 +356,89 @@ fn hostile_geneve_is_counted_by_reason() {
             "{reason}: {err}"
         );
     }
-    let got = output_by_session(&out);
-    assert_eq!(got.keys().collect::<Vec<_>>(), [&(9, "10.0.1.23".into())]);
-    assert_eq!(got[&(9, "10.0.1.23".into())].len(), cases.len());
+    let got = output_by_key(&out);
+    let key = (
+        9,
+        "10.0.1.23".to_string(),
+        "vpce-00000000000000007".to_string(),
+    );
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&key]);
+    assert_eq!(got[&key].len(), cases.len());
     assert_eq!(summary_count(&err, "frames written"), cases.len() as u64);
+}
+
+/// Issue 14, step 2: two Gateway Load Balancer endpoints carrying the same
+/// mirrored ENI and VNI (overlapping VPCs) are two sessions in two
+/// directories, each with its own frames as tshark shows them; the
+/// summary names each endpoint, pcapng names it in the interface
+/// description; the same traffic direct stays one session in today's
+/// `DIR/<vni>/<source>/`.
+#[test]
+fn two_endpoints_same_source_and_vni_are_two_sessions() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapped = tmp.path().join("two.pcap");
+    let (a, b) = (0x0e11_0000_0000_00aa_u64, 0x0e22_0000_0000_00bb_u64);
+    wrap_in_geneve(&input, &wrapped, |i| {
+        aws_options(if i % 3 == 0 { a } else { b })
+    });
+    let want = tshark_geneve(&wrapped);
+    let (ea, eb) = ("vpce-00e110000000000aa", "vpce-00e220000000000bb");
+    let keys: Vec<_> = want.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            (5569041, "172.31.0.238".to_string(), ea.to_string()),
+            (5569041, "172.31.0.238".to_string(), eb.to_string()),
+        ]
+    );
+    let out = tmp.path().join("out");
+    let (code, err) = replay(&out, None, &wrapped);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(output_by_key(&out), want);
+    for (e, n) in [(ea, want[&keys[0]].len()), (eb, want[&keys[1]].len())] {
+        assert!(out.join(e).join("5569041").join("172.31.0.238").is_dir());
+        let line = format!("vni 5569041 source 172.31.0.238 endpoint {e}: {n} packets");
+        assert!(err.contains(&line), "no `{line}` in {err}");
+    }
+    assert_eq!(summary_count(&err, "sessions,"), 2, "{err}");
+
+    let ng = tmp.path().join("ng");
+    let (code, err) = replay(&ng, Some("[output]\nformat = \"pcapng\"\n"), &wrapped);
+    assert_eq!(code, 0, "{err}");
+    for f in output_files(&ng) {
+        let e = f
+            .strip_prefix(&ng)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let d = tshark(&[
+            "-r",
+            f.to_str().unwrap(),
+            "-c",
+            "1",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_description",
+        ]);
+        assert!(
+            d.contains(&format!("VNI 5569041 from 172.31.0.238 through {e}")),
+            "{f:?}: {d}"
+        );
+    }
+
+    let direct = tmp.path().join("direct");
+    let (code, err) = replay(&direct, None, &input);
+    assert_eq!(code, 0, "{err}");
+    let d = output_by_key(&direct);
+    assert_eq!(
+        d.keys().collect::<Vec<_>>(),
+        [&(5569041, "172.31.0.238".to_string(), String::new())]
+    );
+    assert!(!err.contains(" endpoint "), "{err}");
 }

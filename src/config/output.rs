@@ -115,7 +115,7 @@ pub const NAME_MAX: usize = 255;
 
 /// Every path component `t` can produce must fit in [`NAME_MAX`] bytes:
 /// checked with the longest value of each placeholder (8-digit VNI, a
-/// 39-byte IPv6 source, a 10-digit sequence number, `pcapng`), and the
+/// 39-byte IPv6 source, a `vpce-` endpoint ID, a 10-digit sequence number, `pcapng`), and the
 /// file name with the `.part` it carries while written.
 fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
     use crate::output::files::part_path_of;
@@ -126,6 +126,7 @@ fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
         start_ns: u64::MAX,
         seq: u32::MAX,
         format: OutputFormat::Pcapng,
+        endpoint: Some(crate::wire::geneve::EndpointId(u64::MAX)),
     };
     let path = part_path_of(&t.render(&longest));
     let parts: Vec<_> = path.iter().collect();
@@ -134,7 +135,7 @@ fn check_component_lengths(t: &OutputTemplate) -> Result<(), String> {
         if len > NAME_MAX {
             let last = i + 1 == parts.len();
             return Err(format!(
-                "path component {} can be {len} bytes long (with an 8-digit VNI, a 39-byte IPv6 source, a 10-digit sequence number{}), over the limit of {NAME_MAX} bytes a file or directory name may have: shorten its literal text",
+                "path component {} can be {len} bytes long (with an 8-digit VNI, a 39-byte IPv6 source, a 22-byte endpoint ID, a 10-digit sequence number{}), over the limit of {NAME_MAX} bytes a file or directory name may have: shorten its literal text",
                 i + 1,
                 if last {
                     " and the `.part` suffix the file has while written"

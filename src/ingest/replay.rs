@@ -17,7 +17,8 @@
 //! A datagram to a port in `geneve_ports` (a Gateway Load Balancer
 //! endpoint's traffic) goes through [`crate::wire::geneve::decap`] first:
 //! the VXLAN datagram inside is pushed with the inner IP source (the
-//! mirrored ENI's address) as its source; one that stops is counted under
+//! mirrored ENI's address) as its source and the endpoint ID as its
+//! endpoint (part of the session key); one that stops is counted under
 //! its `geneve_*` reason.
 
 use std::collections::BTreeSet;
@@ -76,6 +77,7 @@ pub fn replay<R: Read>(
             Ok(udp) if ports.vxlan.contains(&udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
+                    endpoint: None,
                     timestamp_ns: rec.ts_ns,
                     orig_len: orig_len(udp.payload.len(), udp.payload_len),
                 };
@@ -86,6 +88,7 @@ pub fn replay<R: Read>(
                     Ok(g) => {
                         let meta = RecvMeta {
                             source: g.source,
+                            endpoint: g.meta.endpoint_id(),
                             timestamp_ns: rec.ts_ns,
                             orig_len: orig_len(g.datagram.len(), g.datagram_len),
                         };

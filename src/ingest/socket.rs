@@ -279,6 +279,7 @@ impl Receiver {
             }
             let meta = RecvMeta {
                 source: sockaddr_ip(&self.addrs[i]),
+                endpoint: None,
                 timestamp_ns: ts.unwrap_or_else(now_ns),
                 orig_len: 0,
             };

@@ -635,6 +635,7 @@ mod tests {
                 start_ns: 1_764_040_800_000_000_000,
                 seq: 0,
                 format: OutputFormat::Pcap,
+                endpoint: None,
             };
             let stats = counters.new_session(n, fields.source);
             let id = out.open(stats, fields, header.clone());

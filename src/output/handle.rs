@@ -591,6 +591,7 @@ mod tests {
                     start_ns: 1_764_040_800_000_000_000 + u64::from(round) * 1_000_000_000,
                     seq: round,
                     format: OutputFormat::Pcap,
+                    endpoint: None,
                 };
                 let stats = counters.new_session(vni, fields.source);
                 let id = out.open(stats, fields, header.clone());
@@ -624,6 +625,7 @@ mod tests {
                 start_ns: 1_764_040_800_000_000_000,
                 seq: 0,
                 format: OutputFormat::Pcap,
+                endpoint: None,
             };
             let stats = counters.new_session(vni, fields.source);
             out.open(stats, fields, header.clone())

@@ -11,15 +11,22 @@ use crate::capture::encode::OutputFormat;
 
 /// The layout of output paths under the output directory.
 ///
-/// Placeholders: `{vni}` (decimal), `{source}` (the outer source address;
-/// IPv6 with `_` for `:`, e.g. `2001_db8__1`), `{start}` (UTC time of the
+/// Placeholders: `{vni}` (decimal), `{source}` (the mirrored ENI's
+/// address; IPv6 with `_` for `:`, e.g. `2001_db8__1`), `{endpoint}` (the
+/// Gateway Load Balancer endpoint of a GENEVE-borne session,
+/// `vpce-0123456789abcdef0`; empty for direct traffic, and a path component
+/// left empty by it disappears), `{start}` (UTC time of the
 /// file's first packet, `20261125T032000Z`), `{date}` (`2026-11-25`),
 /// `{time}` (`032000`), `{seq}` (the session's file number, 6 digits),
 /// `{ext}` (`pcap` or `pcapng`). Literal text may use only ASCII letters,
 /// digits, `.`, `_`, `-` and `/`; the template must be relative, have no
 /// empty, `.` or `..` component, contain `{vni}`, `{source}` and `{seq}`
 /// (so sessions and files never collide) and end in `.{ext}`. So every path
-/// it produces is under the output directory.
+/// it produces is under the output directory. A template without
+/// `{endpoint}` puts a GENEVE-borne session under `<endpoint>/` first, so
+/// two endpoints' sessions of the same source and VNI never share a path.
+/// The default puts it first: `DIR/<endpoint>/<vni>/<source>/…` through a
+/// Gateway Load Balancer, `DIR/<vni>/<source>/…` direct.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputTemplate {
     parts: Vec<Part>,
@@ -30,6 +37,7 @@ pub(crate) enum Part {
     Lit(String),
     Vni,
     Source,
+    Endpoint,
     Start,
     Date,
     Time,
@@ -37,7 +45,7 @@ pub(crate) enum Part {
     Ext,
 }
 
-pub const DEFAULT_TEMPLATE: &str = "{vni}/{source}/{start}-{seq}.{ext}";
+pub const DEFAULT_TEMPLATE: &str = "{endpoint}/{vni}/{source}/{start}-{seq}.{ext}";
 
 impl Default for OutputTemplate {
     fn default() -> Self {
@@ -53,6 +61,8 @@ pub struct PathFields {
     pub start_ns: u64,
     pub seq: u32,
     pub format: OutputFormat,
+    /// The Gateway Load Balancer endpoint; `None` for direct traffic.
+    pub endpoint: Option<crate::wire::geneve::EndpointId>,
 }
 
 impl OutputTemplate {
@@ -75,12 +85,13 @@ impl OutputTemplate {
                 parts.push(match &after[..end] {
                     "vni" => Part::Vni,
                     "source" => Part::Source,
+                    "endpoint" => Part::Endpoint,
                     "start" => Part::Start,
                     "date" => Part::Date,
                     "time" => Part::Time,
                     "seq" => Part::Seq,
                     "ext" => Part::Ext,
-                    _ => return Err("has an unknown placeholder; accepted: {vni} {source} {start} {date} {time} {seq} {ext}"),
+                    _ => return Err("has an unknown placeholder; accepted: {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}"),
                 });
                 rest = &after[end + 1..];
             } else {
@@ -91,7 +102,7 @@ impl OutputTemplate {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
                 {
                     return Err(
-                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {start} {date} {time} {seq} {ext}",
+                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}",
                     );
                 }
                 parts.push(Part::Lit(lit.to_string()));
@@ -111,16 +122,27 @@ impl OutputTemplate {
         Ok(OutputTemplate { parts })
     }
 
-    /// The relative path for `f`.
+    /// The relative path for `f`. A component `{endpoint}` leaves empty
+    /// (direct traffic) disappears; a GENEVE-borne session under a template
+    /// without `{endpoint}` goes under `<endpoint>/`.
     pub fn render(&self, f: &PathFields) -> PathBuf {
         use std::fmt::Write as _;
         let t = UtcTime::from_unix(f.start_ns / 1_000_000_000);
-        let mut s = String::with_capacity(64);
+        let mut s = String::with_capacity(96);
+        if let Some(e) = f.endpoint
+            && !self.parts.contains(&Part::Endpoint)
+        {
+            let _ = write!(s, "{e}/");
+        }
         for p in &self.parts {
             let _ = match p {
                 Part::Lit(l) => write!(s, "{l}"),
                 Part::Vni => write!(s, "{}", f.vni),
                 Part::Source => write!(s, "{}", source_for_path(f.source)),
+                Part::Endpoint => match f.endpoint {
+                    Some(e) => write!(s, "{e}"),
+                    None => Ok(()),
+                },
                 Part::Start => write!(
                     s,
                     "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -131,6 +153,9 @@ impl OutputTemplate {
                 Part::Seq => write!(s, "{:06}", f.seq),
                 Part::Ext => write!(s, "{}", f.format.extension()),
             };
+        }
+        if f.endpoint.is_none() && self.parts.contains(&Part::Endpoint) {
+            return s.split('/').filter(|c| !c.is_empty()).collect();
         }
         PathBuf::from(s)
     }
@@ -186,6 +211,7 @@ mod tests {
             start_ns: 1_764_040_800_123_456_789, // 2025-11-25T03:20:00Z
             seq: 3,
             format: OutputFormat::Pcap,
+            endpoint: None,
         };
         assert_eq!(
             t.render(&f),
@@ -197,6 +223,52 @@ mod tests {
             t.render(&f),
             PathBuf::from("5569041/2604_1380_4091_ce00__b/20251125T032000Z-000003.pcapng")
         );
+    }
+
+    /// Issue 14, step 2: `{endpoint}` is the `vpce-` ID; for direct
+    /// traffic it is empty and its path component disappears, so the
+    /// default gives direct sessions today's `<vni>/<source>/` and GENEVE
+    /// sessions `<endpoint>/<vni>/<source>/`; a template without it puts
+    /// a GENEVE session under `<endpoint>/`.
+    #[test]
+    fn endpoint_placeholder() {
+        let mut f = PathFields {
+            vni: 7,
+            source: "10.0.1.23".parse().unwrap(),
+            start_ns: 1_764_040_800_123_456_789,
+            seq: 0,
+            format: OutputFormat::Pcap,
+            endpoint: None,
+        };
+        let d = OutputTemplate::default();
+        assert_eq!(
+            d.render(&f),
+            PathBuf::from("7/10.0.1.23/20251125T032000Z-000000.pcap")
+        );
+        let mid =
+            OutputTemplate::parse("{vni}/{endpoint}/{source}/x{endpoint}-{seq}.{ext}").unwrap();
+        assert_eq!(mid.render(&f), PathBuf::from("7/10.0.1.23/x-000000.pcap"));
+        let plain = OutputTemplate::parse("{vni}/{source}/{start}-{seq}.{ext}").unwrap();
+        assert_eq!(plain.render(&f), d.render(&f));
+
+        f.endpoint = Some(crate::wire::geneve::EndpointId(0x0123_4567_89ab_cdef));
+        assert_eq!(
+            d.render(&f),
+            PathBuf::from("vpce-00123456789abcdef/7/10.0.1.23/20251125T032000Z-000000.pcap")
+        );
+        assert_eq!(
+            mid.render(&f),
+            PathBuf::from("7/vpce-00123456789abcdef/10.0.1.23/xvpce-00123456789abcdef-000000.pcap")
+        );
+        assert_eq!(plain.render(&f), d.render(&f));
+
+        for bad in [
+            "{endpoint}/{source}/{seq}.{ext}",
+            "{endpoint}//{vni}/{source}/{seq}.{ext}",
+            "{endpoint}/{vni}/{source}.{ext}",
+        ] {
+            assert!(OutputTemplate::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -30,8 +30,12 @@ use crate::wire::vxlan::{HEADER_LEN, Vxlan};
 /// What the feed knows about a datagram besides its bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct RecvMeta {
-    /// Outer source address: the mirrored ENI's.
+    /// The mirrored ENI's address: the outer source of a direct datagram,
+    /// the inner one of a GENEVE-borne datagram.
     pub source: IpAddr,
+    /// The Gateway Load Balancer endpoint a GENEVE-borne datagram came
+    /// through (its type-1 option); `None` for direct traffic.
+    pub endpoint: Option<crate::wire::geneve::EndpointId>,
     /// Receive time, nanoseconds since the Unix epoch (the kernel's
     /// SO_TIMESTAMPNS live; the record's timestamp in replay).
     pub timestamp_ns: u64,
@@ -208,6 +212,7 @@ impl Pipeline {
         let key = SessionKey {
             source: meta.source,
             vni,
+            endpoint: meta.endpoint,
         };
         let found = self.sessions.lookup(key, ts, settings.max_sessions, || {
             session_settings(&settings.filter, &settings.sessions, &settings.vnis, key)

@@ -33,6 +33,9 @@ pub struct SessionSummary {
     pub id: u64,
     pub vni: u32,
     pub source: std::net::IpAddr,
+    /// The Gateway Load Balancer endpoint (`vpce-…`) of a GENEVE-borne
+    /// session; `None` for direct traffic.
+    pub endpoint: Option<String>,
     pub counts: SessionCounts,
     pub files: u64,
 }
@@ -225,14 +228,42 @@ impl Summary {
     fn fmt_busiest(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The busiest sessions one by one, the rest (and the freed) summed.
         let mut busiest: Vec<&SessionSummary> = self.sessions.iter().collect();
-        busiest.sort_by_key(|s| (std::cmp::Reverse(s.counts.packets), s.vni, s.source));
+        busiest.sort_by(|a, b| {
+            (
+                std::cmp::Reverse(a.counts.packets),
+                a.vni,
+                a.source,
+                &a.endpoint,
+            )
+                .cmp(&(
+                    std::cmp::Reverse(b.counts.packets),
+                    b.vni,
+                    b.source,
+                    &b.endpoint,
+                ))
+        });
         let listed = busiest.len().min(self.sessions_listed);
         for s in &busiest[..listed] {
             let c = &s.counts;
             writeln!(
                 f,
-                "  vni {} source {}: {} packets, {} bytes (ipv4 {}, ipv6 {}, tcp {}, udp {}, other {}), {} files",
-                s.vni, s.source, c.packets, c.bytes, c.ipv4, c.ipv6, c.tcp, c.udp, c.other, s.files
+                "  vni {} source {}{}{}: {} packets, {} bytes (ipv4 {}, ipv6 {}, tcp {}, udp {}, other {}), {} files",
+                s.vni,
+                s.source,
+                if s.endpoint.is_some() {
+                    " endpoint "
+                } else {
+                    ""
+                },
+                s.endpoint.as_deref().unwrap_or(""),
+                c.packets,
+                c.bytes,
+                c.ipv4,
+                c.ipv6,
+                c.tcp,
+                c.udp,
+                c.other,
+                s.files
             )?;
         }
         let mut rest = self.sessions_retired;

@@ -99,6 +99,7 @@ impl SessionTable {
             start_ns: ts_ns,
             seq: s.seq,
             format: out.format,
+            endpoint: s.key.endpoint,
         };
         let header = s.file_header(out);
         s.seq += 1;

@@ -425,6 +425,7 @@ mod tests {
         SessionKey {
             source: "10.0.0.1".parse().unwrap(),
             vni,
+            endpoint: None,
         }
     }
 

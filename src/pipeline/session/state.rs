@@ -1,4 +1,5 @@
-//! One mirror session's state: its key (outer source, VNI), the settings
+//! One mirror session's state: its key (source, VNI, and the Gateway Load
+//! Balancer endpoint for GENEVE-borne traffic), the settings
 //! the configuration gives it (filter, the ENI's addresses, protected),
 //! its counters and the capture file it has open.
 //!
@@ -18,11 +19,18 @@ use crate::output::chunk::FileId;
 use crate::telemetry::counters::SessionStats;
 use crate::telemetry::summary::{SessionCounts, SessionSummary};
 use crate::wire::decode::Decoded;
+use crate::wire::geneve::EndpointId;
 
+/// What tells one mirror session from another: the mirrored ENI's address
+/// and the VNI, and for traffic through a Gateway Load Balancer the
+/// endpoint it came through (address ranges behind different endpoints
+/// may overlap). `None` for direct traffic and for GENEVE without an
+/// endpoint option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionKey {
     pub source: IpAddr,
     pub vni: u32,
+    pub endpoint: Option<EndpointId>,
 }
 
 /// One mirror session's state.
@@ -130,6 +138,7 @@ impl Session {
             id: self.id,
             vni: self.key.vni,
             source: self.key.source,
+            endpoint: self.key.endpoint.map(|e| e.to_string()),
             counts: self.counts,
             files: self.stats.files.load(std::sync::atomic::Ordering::Relaxed),
         }
@@ -145,10 +154,16 @@ impl Session {
                 &mut header,
                 out.snaplen,
                 &format!("vxlan-{}-{}", self.key.vni, self.key.source),
-                &format!(
-                    "mirror session: VXLAN VNI {} from {}",
-                    self.key.vni, self.key.source
-                ),
+                &match self.key.endpoint {
+                    None => format!(
+                        "mirror session: VXLAN VNI {} from {}",
+                        self.key.vni, self.key.source
+                    ),
+                    Some(e) => format!(
+                        "mirror session: VXLAN VNI {} from {} through {e}",
+                        self.key.vni, self.key.source
+                    ),
+                },
             ),
         }
         header
