@@ -442,3 +442,41 @@ fn two_endpoints_same_source_and_vni_are_two_sessions() {
     );
     assert!(!err.contains(" endpoint "), "{err}");
 }
+
+/// Issue 14, step 2: a `[[session]]` entry naming an endpoint applies to
+/// that endpoint's session only: its filter (keeping nothing here) drops
+/// the frames of `vpce-…aa`, while the same source and VNI through
+/// `vpce-…bb` is written whole.
+#[test]
+fn session_entry_names_an_endpoint() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapped = tmp.path().join("two.pcap");
+    let (a, b) = (0x0e11_0000_0000_00aa_u64, 0x0e22_0000_0000_00bb_u64);
+    wrap_in_geneve(&input, &wrapped, |i| {
+        aws_options(if i % 3 == 0 { a } else { b })
+    });
+    let want = tshark_geneve(&wrapped);
+    let kb = (
+        5569041,
+        "172.31.0.238".to_string(),
+        "vpce-00e220000000000bb".to_string(),
+    );
+    let config = "[[session]]\nvni = 5569041\nsource = \"172.31.0.238\"\nendpoint = \"vpce-00e110000000000aa\"\n[session.filter]\nbpf = \"ether proto 0x1234\"\n";
+    let out = tmp.path().join("out");
+    let (code, err) = replay(&out, Some(config), &wrapped);
+    assert_eq!(code, 0, "{err}");
+    let got = output_by_key(&out);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&kb], "{err}");
+    assert_eq!(got[&kb], want[&kb]);
+    assert!(!out.join("vpce-00e110000000000aa").exists());
+
+    let (code, err) = replay(
+        &tmp.path().join("bad"),
+        Some("[[session]]\nvni = 1\nendpoint = \"vpc-12\"\n"),
+        &wrapped,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains(":3: `session.endpoint`: \"vpc-12\""), "{err}");
+    assert!(err.contains("\"vpce-\" and 1 to 17 hex digits"), "{err}");
+}

@@ -22,6 +22,10 @@ pub struct SessionConfig {
     pub vni: u32,
     /// The outer source address; `None` = any source with this VNI.
     pub source: Option<std::net::IpAddr>,
+    /// The Gateway Load Balancer endpoint; `None` = any endpoint, and
+    /// direct traffic. An entry naming one applies only to sessions
+    /// through it.
+    pub endpoint: Option<crate::wire::geneve::EndpointId>,
     /// The ENI's addresses besides the outer source (secondary IPs,
     /// prefixes), for direction.
     pub addresses: Vec<IpNet>,
@@ -57,13 +61,31 @@ pub(super) fn sessions(cx: &Ctx, raw: Vec<RawSession>) -> Result<Vec<SessionConf
                 )
             })?),
         };
-        if let Some(dup) = sessions.iter().find(|x| x.vni == vni && x.source == source) {
+        let endpoint = match &rs.endpoint {
+            None => None,
+            Some(e) => Some(endpoint_id(e.get_ref()).ok_or_else(|| {
+                cx.err(
+                    e.span(),
+                    format!(
+                        "{:?} is not a Gateway Load Balancer endpoint ID: expected \"vpce-\" and 1 to 17 hex digits (at most 64 bits), e.g. \"vpce-0123456789abcdef0\"",
+                        e.get_ref()
+                    ),
+                )
+            })?),
+        };
+        if let Some(dup) = sessions
+            .iter()
+            .find(|x| x.vni == vni && x.source == source && x.endpoint == endpoint)
+        {
             return Err(cx.err(
                 rs.vni.span(),
                 format!(
-                    "a second [[session]] for VNI {vni}{}: each (vni, source) may appear once",
+                    "a second [[session]] for VNI {vni}{}{}: each (vni, source, endpoint) may appear once",
                     dup.source
                         .map(|s| format!(" and source {s}"))
+                        .unwrap_or_default(),
+                    dup.endpoint
+                        .map(|e| format!(" and endpoint {e}"))
                         .unwrap_or_default()
                 ),
             ));
@@ -72,10 +94,13 @@ pub(super) fn sessions(cx: &Ctx, raw: Vec<RawSession>) -> Result<Vec<SessionConf
         for a in &rs.addresses {
             addresses.push(parse_net_or_ip(a.get_ref()).map_err(|m| cx.err(a.span(), m))?);
         }
-        let name = match source {
+        let mut name = match source {
             Some(s) => format!("session vni={vni} source={s}"),
             None => format!("session vni={vni}"),
         };
+        if let Some(e) = endpoint {
+            name.push_str(&format!(" endpoint={e}"));
+        }
         let filter = match rs.filter {
             Some(f) => Some(Arc::new(build(cx, f, "session.filter", name)?)),
             None => None,
@@ -83,11 +108,24 @@ pub(super) fn sessions(cx: &Ctx, raw: Vec<RawSession>) -> Result<Vec<SessionConf
         sessions.push(SessionConfig {
             vni,
             source,
+            endpoint,
             addresses,
             filter,
         });
     }
     Ok(sessions)
+}
+
+/// `vpce-` and 1 to 17 hex digits that fit in 64 bits, as the console
+/// shows a Gateway Load Balancer endpoint ID.
+fn endpoint_id(s: &str) -> Option<crate::wire::geneve::EndpointId> {
+    let hex = s.strip_prefix("vpce-")?;
+    if hex.is_empty() || hex.len() > 17 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .map(crate::wire::geneve::EndpointId)
 }
 
 /// A filter's rules, by direction.

@@ -122,6 +122,7 @@ pub(super) enum ProtocolValue {
 pub(super) struct RawSession {
     pub(super) vni: Spanned<u32>,
     pub(super) source: Option<Spanned<String>>,
+    pub(super) endpoint: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) addresses: Vec<Spanned<String>>,
     pub(super) filter: Option<RawFilter>,

@@ -45,7 +45,10 @@ pub struct RecvMeta {
 }
 
 /// The filter and extra addresses of a session: its `[[session]]` entry
-/// (one naming its source first, then one for its VNI alone), else
+/// (the most specific that matches: one naming its source before one for
+/// its VNI alone, and at each, one naming its endpoint before one for any
+/// endpoint; an entry naming an endpoint matches only sessions through
+/// it), else
 /// `[filter]`. A session named in `[[session]]` or in `vnis` is never
 /// evicted.
 fn session_settings(
@@ -57,12 +60,13 @@ fn session_settings(
     let named_vni = vnis.allow.contains(&key.vni);
     match configs
         .iter()
-        .find(|s| s.vni == key.vni && s.source == Some(key.source))
-        .or_else(|| {
-            configs
-                .iter()
-                .find(|s| s.vni == key.vni && s.source.is_none())
-        }) {
+        .filter(|s| {
+            s.vni == key.vni
+                && s.source.is_none_or(|a| a == key.source)
+                && s.endpoint.is_none_or(|e| Some(e) == key.endpoint)
+        })
+        .max_by_key(|s| (s.source.is_some(), s.endpoint.is_some()))
+    {
         Some(sc) => SessionSettings {
             filter: sc.filter.clone().or_else(|| global.clone()),
             extra: sc.addresses.clone(),
