@@ -173,6 +173,9 @@ pub struct SessionStats {
     pub id: u64,
     pub vni: u32,
     pub source: std::net::IpAddr,
+    /// The Gateway Load Balancer endpoint (`vpce-…`) of a GENEVE-borne
+    /// session, its `endpoint` label; `None` for direct traffic.
+    pub endpoint: Option<String>,
     /// Whether the session has its own `/metrics` series (decided when it
     /// is made, so no series moves in or out of the `other` sum).
     pub labelled: bool,
@@ -254,6 +257,17 @@ impl Counters {
     /// Registers a new session's counters (once per session, not per
     /// packet).
     pub fn new_session(&self, vni: u32, source: std::net::IpAddr) -> std::sync::Arc<SessionStats> {
+        self.new_session_via(vni, source, None)
+    }
+
+    /// [`Counters::new_session`] for a session through a Gateway Load
+    /// Balancer `endpoint` (`vpce-…`), or direct when `None`.
+    pub fn new_session_via(
+        &self,
+        vni: u32,
+        source: std::net::IpAddr,
+        endpoint: Option<String>,
+    ) -> std::sync::Arc<SessionStats> {
         let mut reg = self.registry();
         let labelled = reg.labelled < reg.max_labelled;
         reg.labelled += usize::from(labelled);
@@ -261,6 +275,7 @@ impl Counters {
             id: reg.next_id,
             vni,
             source,
+            endpoint,
             labelled,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),

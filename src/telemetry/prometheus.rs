@@ -226,9 +226,16 @@ fn sessions(s: &mut Scrape, c: &Counters) {
         .filter(|s| s.labelled)
         .map(|s| &**s)
         .collect();
-    own.sort_by_key(|s| (s.vni, s.source, s.id));
+    own.sort_by(|a, b| {
+        (a.vni, a.source, &a.endpoint, a.id).cmp(&(b.vni, b.source, &b.endpoint, b.id))
+    });
+    // `endpoint` only on sessions through a Gateway Load Balancer.
     let label = |s: &SessionStats| -> Labels {
-        vec![("vni", s.vni.to_string()), ("source", s.source.to_string())]
+        let mut l = vec![("vni", s.vni.to_string()), ("source", s.source.to_string())];
+        if let Some(e) = &s.endpoint {
+            l.push(("endpoint", e.clone()));
+        }
+        l
     };
     let mut packets: Vec<_> = own
         .iter()
@@ -471,6 +478,33 @@ mod tests {
     /// and label order included, against tests/data/metrics-0.0.4.prom:
     /// any change of the format shows here. `MIRRORCAP_BLESS=1` rewrites
     /// the file (then read the diff).
+    /// Issue 14, step 2: a session through a Gateway Load Balancer
+    /// endpoint has an `endpoint` label; a direct one has none.
+    #[test]
+    fn gwlb_session_has_an_endpoint_label() {
+        let c = Counters::default();
+        c.set_metrics_max_sessions(10);
+        let direct = c.new_session(5, "10.0.0.1".parse().unwrap());
+        direct.add(100);
+        let gwlb = c.new_session_via(
+            5,
+            "10.0.0.1".parse().unwrap(),
+            Some("vpce-00123456789abcdef".into()),
+        );
+        gwlb.add(60);
+        let text = render_prometheus(&c);
+        assert!(
+            text.contains(
+                "mirrorcap_session_packets_total{vni=\"5\",source=\"10.0.0.1\",endpoint=\"vpce-00123456789abcdef\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirrorcap_session_packets_total{vni=\"5\",source=\"10.0.0.1\"} 1\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn prometheus_text_matches_the_golden_file() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics-0.0.4.prom");

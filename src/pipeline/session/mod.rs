@@ -239,7 +239,9 @@ impl SessionTable {
                 }
             },
         };
-        let stats = self.counters.new_session(key.vni, key.source);
+        let stats =
+            self.counters
+                .new_session_via(key.vni, key.source, key.endpoint.map(|e| e.to_string()));
         let session = Session::new(key, config(), stats, seq, now_ns);
         if i == self.sessions.len() {
             self.sessions.push(session);
