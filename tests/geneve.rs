@@ -402,6 +402,19 @@ fn two_endpoints_same_source_and_vni_are_two_sessions() {
         assert!(err.contains(&line), "no `{line}` in {err}");
     }
     assert_eq!(summary_count(&err, "sessions,"), 2, "{err}");
+    // Each session's log line names its endpoint.
+    let logged = std::process::Command::new(bin())
+        .args(["replay", "--dir"])
+        .arg(tmp.path().join("logged"))
+        .arg(&wrapped)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&logged.stderr);
+    for e in [ea, eb] {
+        let line = format!("new mirror session vni=5569041 source=172.31.0.238 endpoint={e}");
+        assert!(log.contains(&line), "no `{line}` in {log}");
+    }
 
     let ng = tmp.path().join("ng");
     let (code, err) = replay(&ng, Some("[output]\nformat = \"pcapng\"\n"), &wrapped);

@@ -262,6 +262,7 @@ impl SessionTable {
             tracing::info!(
                 vni = key.vni,
                 source = %key.source,
+                endpoint = key.endpoint.map(tracing::field::display),
                 worker = std::thread::current().name().unwrap_or("-"),
                 "new mirror session"
             );
@@ -271,7 +272,12 @@ impl SessionTable {
                 );
             }
         } else {
-            tracing::debug!(vni = key.vni, source = %key.source, "new mirror session");
+            tracing::debug!(
+                vni = key.vni,
+                source = %key.source,
+                endpoint = key.endpoint.map(tracing::field::display),
+                "new mirror session"
+            );
         }
         Some(i)
     }
@@ -296,6 +302,7 @@ impl SessionTable {
                 tracing::debug!(
                     vni = self.sessions[j].key.vni,
                     source = %self.sessions[j].key.source,
+                    endpoint = self.sessions[j].key.endpoint.map(tracing::field::display),
                     "session evicted"
                 );
                 self.free(j, Freed::Evicted);
