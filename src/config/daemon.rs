@@ -55,7 +55,7 @@ pub(super) fn vnis(
 }
 
 /// `geneve_ports`: UDP ports that carry GENEVE in replayed captures;
-/// absent = [6081]. Each 1 to 65535 and not also a VXLAN port (a datagram
+/// absent = `[6081]`. Each 1 to 65535 and not also a VXLAN port (a datagram
 /// is read as one or the other).
 pub(super) fn geneve_ports(
     cx: &Ctx,
@@ -90,7 +90,7 @@ fn overlap(port: u16) -> String {
     )
 }
 
-/// `geneve_ports` left at its default [6081] while `vxlan_ports` names
+/// `geneve_ports` left at its default `[6081]` while `vxlan_ports` names
 /// 6081: the error points at `vxlan_ports`' line.
 fn default_geneve_overlap(cx: &Ctx, vxlan_ports: &[u16]) -> Result<(), ConfigError> {
     let port = crate::wire::geneve::PORT;
