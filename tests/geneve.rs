@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -367,6 +367,21 @@ fn hostile_geneve_is_counted_by_reason() {
     assert_eq!(summary_count(&err, "frames written"), cases.len() as u64);
 }
 
+/// The AWS mirror fixture wrapped in GENEVE through two endpoints,
+/// `vpce-…aa` (every third datagram) and `vpce-…bb`, carrying the same
+/// source and VNI: the temporary directory, the direct input, the wrapped
+/// capture.
+fn two_endpoint_capture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapped = tmp.path().join("two.pcap");
+    let (a, b) = (0x0e11_0000_0000_00aa_u64, 0x0e22_0000_0000_00bb_u64);
+    wrap_in_geneve(&input, &wrapped, |i| {
+        aws_options(if i % 3 == 0 { a } else { b })
+    });
+    (tmp, input, wrapped)
+}
+
 /// Issue 14, step 2: two Gateway Load Balancer endpoints carrying the same
 /// mirrored ENI and VNI (overlapping VPCs) are two sessions in two
 /// directories, each with its own frames as tshark shows them; the
@@ -375,13 +390,7 @@ fn hostile_geneve_is_counted_by_reason() {
 /// `DIR/<vni>/<source>/`.
 #[test]
 fn two_endpoints_same_source_and_vni_are_two_sessions() {
-    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
-    let tmp = tempfile::tempdir().unwrap();
-    let wrapped = tmp.path().join("two.pcap");
-    let (a, b) = (0x0e11_0000_0000_00aa_u64, 0x0e22_0000_0000_00bb_u64);
-    wrap_in_geneve(&input, &wrapped, |i| {
-        aws_options(if i % 3 == 0 { a } else { b })
-    });
+    let (tmp, input, wrapped) = two_endpoint_capture();
     let want = tshark_geneve(&wrapped);
     let (ea, eb) = ("vpce-00e110000000000aa", "vpce-00e220000000000bb");
     let keys: Vec<_> = want.keys().cloned().collect();
@@ -462,13 +471,7 @@ fn two_endpoints_same_source_and_vni_are_two_sessions() {
 /// `vpce-…bb` is written whole.
 #[test]
 fn session_entry_names_an_endpoint() {
-    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
-    let tmp = tempfile::tempdir().unwrap();
-    let wrapped = tmp.path().join("two.pcap");
-    let (a, b) = (0x0e11_0000_0000_00aa_u64, 0x0e22_0000_0000_00bb_u64);
-    wrap_in_geneve(&input, &wrapped, |i| {
-        aws_options(if i % 3 == 0 { a } else { b })
-    });
+    let (tmp, _, wrapped) = two_endpoint_capture();
     let want = tshark_geneve(&wrapped);
     let kb = (
         5569041,

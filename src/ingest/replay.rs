@@ -21,7 +21,6 @@
 //! endpoint (part of the session key); one that stops is counted under
 //! its `geneve_*` reason.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 
 use crate::capture::{CaptureError, CaptureReader};
@@ -30,24 +29,22 @@ use crate::pipeline::{Pipeline, RecvMeta};
 use crate::wire::geneve;
 pub use crate::wire::outer::{OuterUdp, strip_outer};
 
-/// Which UDP destination ports carry what in the replayed captures.
+/// Which UDP destination ports carry what in the replayed captures. A
+/// few ports each: a list, looked through per record (no set needed).
 #[derive(Clone, Debug, Default)]
 pub struct ReplayPorts {
-    /// VXLAN straight on the outer UDP (`vxlan_ports`).
-    pub vxlan: BTreeSet<u16>,
-    /// The same, for the inner UDP of GENEVE-borne traffic (a slice, as
-    /// [`geneve::decap`] takes it).
-    pub vxlan_list: Vec<u16>,
+    /// VXLAN on the outer UDP, and on the inner UDP of GENEVE-borne
+    /// traffic (`vxlan_ports`).
+    pub vxlan: Vec<u16>,
     /// GENEVE around the VXLAN datagram (`geneve_ports`).
-    pub geneve: BTreeSet<u16>,
+    pub geneve: Vec<u16>,
 }
 
 impl ReplayPorts {
     pub fn new(vxlan: &[u16], geneve: &[u16]) -> Self {
         ReplayPorts {
-            vxlan: vxlan.iter().copied().collect(),
-            vxlan_list: vxlan.to_vec(),
-            geneve: geneve.iter().copied().collect(),
+            vxlan: vxlan.to_vec(),
+            geneve: geneve.to_vec(),
         }
     }
 }
@@ -84,7 +81,7 @@ pub fn replay<R: Read>(
                 pipeline.push(udp.payload, &meta);
             }
             Ok(udp) if ports.geneve.contains(&udp.dst_port) => {
-                match geneve::decap(udp.payload, &ports.vxlan_list) {
+                match geneve::decap(udp.payload, &ports.vxlan) {
                     Ok(g) => {
                         let meta = RecvMeta {
                             source: g.source,
