@@ -580,6 +580,16 @@ impl Disk {
             self.fail(&e, 0);
         }
         self.counters.open_files.fetch_sub(1, Relaxed);
+        if c.good_len == 0 {
+            // Not even its file header could be written (disk full): no
+            // capture file to publish. Its frames were counted as lost when
+            // they failed; the empty `.part` goes, as recovery and the flow
+            // writer's `PartFile` do with an empty file.
+            if let Err(e) = crate::output::outdir::unlink_under(&self.root, &c.part) {
+                tracing::debug!(error = %e, "empty capture file not deleted");
+            }
+            return;
+        }
         match rename_part(&self.root, &c.part, &c.final_path) {
             Ok(()) => {
                 self.counters.files_closed.fetch_add(1, Relaxed);
