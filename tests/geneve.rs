@@ -271,11 +271,10 @@ fn zeek_geneve_trace_replays_into_a_session() {
     assert_eq!(summary_count(&err, "skipped not_vxlan_port"), 2, "{err}");
 }
 
-/// Issue 14, step 1: hostile GENEVE, each packet counted under its own
-/// reason, no crash, and the good packets between them written.
-#[test]
-fn hostile_geneve_is_counted_by_reason() {
-    let gwlb: IpAddr = GWLB.parse().unwrap();
+/// A good GWLB datagram (VNI 9, inner source 10.0.1.23, endpoint 7) and
+/// the hostile ones of the issue, each with the reason it must be counted
+/// under.
+fn hostile_cases() -> (Vec<u8>, Vec<(Vec<u8>, &'static str)>) {
     let frame = inner_frame(1, 100);
     let vx = datagram(9, &frame);
     // Inner IPv4 10.0.1.23 -> 10.0.2.9 / UDP -> `port` / `payload`.
@@ -303,7 +302,7 @@ fn hostile_geneve_is_counted_by_reason() {
         ip
     };
     let good = geneve(&aws_options(7), 0x0800, &inner(4789, &vx));
-    let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
+    let mut cases: Vec<(Vec<u8>, &'static str)> = Vec::new();
     let mut v = good.clone();
     v[0] |= 0x40;
     cases.push((v, "geneve_version"));
@@ -333,6 +332,15 @@ fn hostile_geneve_is_counted_by_reason() {
         geneve(&aws_options(7), 0x0800, &inner(53, &vx)),
         "geneve_not_vxlan",
     ));
+    (good, cases)
+}
+
+/// Issue 14, step 1: hostile GENEVE, each packet counted under its own
+/// reason, no crash, and the good packets between them written.
+#[test]
+fn hostile_geneve_is_counted_by_reason() {
+    let gwlb: IpAddr = GWLB.parse().unwrap();
+    let (good, cases) = hostile_cases();
     let mut recs = Vec::new();
     let mut ts = 1_700_000_000_000_000_000u64;
     for (bad, _) in &cases {
@@ -548,14 +556,7 @@ fn live_geneve_listen_writes_every_frame_once_in_order() {
         &tmp.path().join("c.toml"),
         "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
     );
-    let line = d.stderr_now();
-    let gaddr: std::net::SocketAddr = line
-        .split("GENEVE on ")
-        .nth(1)
-        .and_then(|t| t.split([',', ' ']).next())
-        .unwrap_or_else(|| panic!("no `GENEVE on` in {line}"))
-        .parse()
-        .unwrap();
+    let gaddr = geneve_addr(&d);
     let senders: Vec<_> = (0..8)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -593,4 +594,59 @@ fn live_geneve_listen_writes_every_frame_once_in_order() {
         let siblings = std::fs::read_dir(f.parent().unwrap()).unwrap().count();
         assert_eq!(siblings, 1, "{f:?}: a session split over workers");
     }
+}
+
+/// Issue 14, hostile GENEVE, live: the same datagrams sent to
+/// `geneve_listen` (two workers, so the steering program meets them too),
+/// then the good datagram cut at every byte of its headers (GENEVE 8,
+/// options 32, inner IPv4 20, UDP 8, VXLAN 8): each bad one counted under
+/// its reason, every cut one under a `geneve_*` reason or `vxlan_*` (a
+/// VXLAN header cut short), the good ones written, the daemon still up.
+#[test]
+fn hostile_geneve_live_is_counted_by_reason() {
+    let (good, cases) = hostile_cases();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let d = Daemon::start_with_config(
+        &out,
+        &tmp.path().join("c.toml"),
+        "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
+    );
+    let gaddr = geneve_addr(&d);
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (bad, _) in &cases {
+        tx.send_to(&good, gaddr).unwrap();
+        tx.send_to(bad, gaddr).unwrap();
+    }
+    let headers = 8 + 32 + 20 + 8 + 8;
+    for cut in 0..headers {
+        tx.send_to(&good[..cut], gaddr).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    for (_, reason) in &cases {
+        let n = summary_count(&err, &format!("{reason} (stage geneve)"));
+        let cut_too = ["geneve_truncated", "geneve_inner_malformed"].contains(reason);
+        assert!(n == 1 || (cut_too && n > 1), "{reason}: {n}: {err}");
+    }
+    assert_eq!(summary_count(&err, "frames written"), cases.len() as u64);
+    let sent = (2 * cases.len() + headers) as u64;
+    assert_eq!(summary_count(&err, "datagrams received"), sent, "{err}");
+    assert_eq!(
+        summary_count(&err, "datagrams dropped or skipped by mirrorcap"),
+        (cases.len() + headers) as u64,
+        "{err}"
+    );
+}
+
+/// The GENEVE address a daemon started with `geneve_listen` logged.
+fn geneve_addr(d: &Daemon) -> std::net::SocketAddr {
+    let line = d.stderr_now();
+    line.split("GENEVE on ")
+        .nth(1)
+        .and_then(|t| t.split([',', ' ']).next())
+        .unwrap_or_else(|| panic!("no `GENEVE on` in {line}"))
+        .parse()
+        .unwrap()
 }
