@@ -550,13 +550,7 @@ fn live_geneve_listen_writes_every_frame_once_in_order() {
     want.extend(tshark_geneve(&v6));
     assert_eq!(want.len(), 3, "{:?}", want.keys());
 
-    let out = tmp.path().join("out");
-    let d = Daemon::start_with_config(
-        &out,
-        &tmp.path().join("c.toml"),
-        "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
-    );
-    let gaddr = geneve_addr(&d);
+    let (d, out, gaddr) = gwlb_daemon(tmp.path());
     let senders: Vec<_> = (0..8)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -606,13 +600,7 @@ fn live_geneve_listen_writes_every_frame_once_in_order() {
 fn hostile_geneve_live_is_counted_by_reason() {
     let (good, cases) = hostile_cases();
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let d = Daemon::start_with_config(
-        &out,
-        &tmp.path().join("c.toml"),
-        "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
-    );
-    let gaddr = geneve_addr(&d);
+    let (d, out, gaddr) = gwlb_daemon(tmp.path());
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for (bad, _) in &cases {
         tx.send_to(&good, gaddr).unwrap();
@@ -640,13 +628,23 @@ fn hostile_geneve_live_is_counted_by_reason() {
     );
 }
 
-/// The GENEVE address a daemon started with `geneve_listen` logged.
-fn geneve_addr(d: &Daemon) -> std::net::SocketAddr {
+/// A daemon with two workers and `geneve_listen` on a free loopback port,
+/// writing to `TMP/out`: the daemon, its output directory, and the GENEVE
+/// address it logged.
+fn gwlb_daemon(tmp: &Path) -> (Daemon, PathBuf, std::net::SocketAddr) {
+    let out = tmp.join("out");
+    let d = Daemon::start_with_config(
+        &out,
+        &tmp.join("c.toml"),
+        "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
+    );
     let line = d.stderr_now();
-    line.split("GENEVE on ")
+    let gaddr = line
+        .split("GENEVE on ")
         .nth(1)
         .and_then(|t| t.split([',', ' ']).next())
         .unwrap_or_else(|| panic!("no `GENEVE on` in {line}"))
         .parse()
-        .unwrap()
+        .unwrap();
+    (d, out, gaddr)
 }
