@@ -619,6 +619,10 @@ fn hostile_geneve_live_is_counted_by_reason() {
         assert!(n == 1 || (cut_too && n > 1), "{reason}: {n}: {err}");
     }
     assert_eq!(summary_count(&err, "frames written"), cases.len() as u64);
+    let got = output_by_key(&out);
+    let key = (9, "10.0.1.23".into(), "vpce-00000000000000007".into());
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&key]);
+    assert_eq!(got[&key].len(), cases.len());
     let sent = (2 * cases.len() + headers) as u64;
     assert_eq!(summary_count(&err, "datagrams received"), sent, "{err}");
     assert_eq!(
