@@ -537,81 +537,125 @@ const FLOW_FORMAT: &str = "${version} ${account-id} ${srcaddr} ${dstaddr} ${srcp
 /// tshark selects with the same rules), and the same flow records, apart
 /// from the endpoint: the GENEVE session's directory, and an `endpoint`
 /// key in each of its JSON records (the AWS text format has no such
-/// field, so the text records are the same).
+/// field, so the text records are the same). The real AWS capture (IPv4),
+/// and an IPv6 fixture mirrored from an IPv6 ENI (protocol type 0x86DD).
 #[test]
 fn gwlb_sessions_filter_and_flow_like_direct_ones() {
-    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
     let tmp = tempfile::tempdir().unwrap();
-    let wrapped = tmp.path().join("gwlb.pcap");
-    wrap_in_geneve(&input, &wrapped, |_| aws_options(0x0123_4567_89ab_cdef));
-    let endpoint = "vpce-00123456789abcdef";
     let any = "source_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"";
+    let any6 = "source_cidr_block = \"::/0\"\ndestination_cidr_block = \"::/0\"";
+    let flows = format!(
+        "[flows]\nenabled = true\ninterval = \"1s\"\njson = true\nformat = \"{FLOW_FORMAT}\"\n"
+    );
     // Ingress: TCP from source ports 37180-37184; egress: UDP into the VPC
     // (DNS), TCP to 18.196/16 (so 37186 is kept one way only); then the
     // bpf drops port 37182 both ways; NTP matches no rule.
-    let config = format!(
-        "[filter]\nbpf = \"not tcp port 37182\"\n\
-         [[filter.ingress]]\nrule_number = 100\nrule_action = \"accept\"\nprotocol = \"tcp\"\n{any}\nsource_port_range = {{ from_port = 37180, to_port = 37184 }}\n\
-         [[filter.egress]]\nrule_number = 10\nrule_action = \"accept\"\nprotocol = \"udp\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"172.31.0.0/16\"\n\
-         [[filter.egress]]\nrule_number = 20\nrule_action = \"accept\"\nprotocol = 6\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"18.196.0.0/16\"\n\
-         [flows]\nenabled = true\ninterval = \"1s\"\njson = true\nformat = \"{FLOW_FORMAT}\"\n"
+    let aws = (
+        testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap"),
+        format!(
+            "[filter]\nbpf = \"not tcp port 37182\"\n\
+             [[filter.ingress]]\nrule_number = 100\nrule_action = \"accept\"\nprotocol = \"tcp\"\n{any}\nsource_port_range = {{ from_port = 37180, to_port = 37184 }}\n\
+             [[filter.egress]]\nrule_number = 10\nrule_action = \"accept\"\nprotocol = \"udp\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"172.31.0.0/16\"\n\
+             [[filter.egress]]\nrule_number = 20\nrule_action = \"accept\"\nprotocol = 6\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"18.196.0.0/16\"\n"
+        ),
+        format!(
+            "((ip.dst#2 == {ENI} && tcp.srcport >= 37180 && tcp.srcport <= 37184) || \
+             (ip.src#2 == {ENI} && ip.dst#2 != {ENI} && ((ip.proto#2 == 17 && ip.dst#2 == 172.31.0.0/16) || (ip.proto#2 == 6 && ip.dst#2 == 18.196.0.0/16)))) \
+             && !(tcp.port == 37182)"
+        ),
     );
-    let expr = format!(
-        "((ip.dst#2 == {ENI} && tcp.srcport >= 37180 && tcp.srcport <= 37184) || \
-         (ip.src#2 == {ENI} && ip.dst#2 != {ENI} && ((ip.proto#2 == 17 && ip.dst#2 == 172.31.0.0/16) || (ip.proto#2 == 6 && ip.dst#2 == 18.196.0.0/16)))) \
-         && !(tcp.port == 37182)"
+    // IPv6: the ENI 2001:6f8:102d:0:2d0:9ff:fee3:e8de; ingress TCP only,
+    // egress anything; traffic of neither direction (mDNS, ICMPv6 of
+    // other hosts) is kept when either list accepts; the bpf drops ICMPv6.
+    let eni6 = "2001:6f8:102d:0:2d0:9ff:fee3:e8de";
+    let v6 = tmp.path().join("v6-vxlan.pcap");
+    wrap_ethernet_capture(
+        &testdata("ethernet/arkime-v6-http.pcap"),
+        &v6,
+        77,
+        eni6.parse().unwrap(),
     );
-    let want = tshark_vxlan_filtered(&input, 4789, &expr);
-    let kept: usize = want.values().map(Vec::len).sum();
-    assert!(kept > 10 && kept < 90, "{expr} keeps {kept} of 100");
-
-    let direct = tmp.path().join("direct");
-    let (code, err) = replay(&direct, Some(&config), &input);
-    assert_eq!(code, 0, "{err}");
-    let gwlb = tmp.path().join("gwlb");
-    let (code, gerr) = replay(&gwlb, Some(&config), &wrapped);
-    assert_eq!(code, 0, "{gerr}");
-
-    // The frames: those tshark selects, in `DIR/<vni>/<source>/` direct
-    // and `DIR/<endpoint>/<vni>/<source>/` through the GWLB.
-    let frames = output_by_key(&direct);
-    assert_eq!(without_endpoint(frames.clone()), want);
-    let mut through: BTreeMap<_, _> = BTreeMap::new();
-    for ((vni, src, e), rows) in output_by_key(&gwlb) {
-        assert_eq!(e, endpoint);
-        through.insert((vni, src, String::new()), rows);
-    }
-    assert_eq!(through, frames);
-    for reason in ["no_rule_matched", "bpf", "frames written"] {
-        assert_eq!(
-            summary_count(&gerr, reason),
-            summary_count(&err, reason),
-            "{reason}: {gerr}"
+    let ipv6 = (
+        v6,
+        format!(
+            "[filter]\nbpf = \"not icmp6\"\n\
+             [[filter.ingress]]\nrule_number = 1\nrule_action = \"accept\"\nprotocol = \"tcp\"\n{any6}\n\
+             [[filter.egress]]\nrule_number = 1\nrule_action = \"accept\"\n{any6}\n"
+        ),
+        // libpcap's `icmp6` looks at the IPv6 next header only: ICMPv6
+        // behind a hop-by-hop header (MLD) is not `icmp6` to tcpdump.
+        "!(icmpv6 && !ipv6.hopopts)".to_string(),
+    );
+    for (n, (input, filter, expr)) in [aws, ipv6].into_iter().enumerate() {
+        let config = format!("{filter}{flows}");
+        let wrapped = tmp.path().join(format!("gwlb-{n}.pcap"));
+        wrap_in_geneve(&input, &wrapped, |_| aws_options(0x0123_4567_89ab_cdef));
+        let endpoint = "vpce-00123456789abcdef";
+        let want = tshark_vxlan_filtered(&input, 4789, &expr);
+        let kept: usize = want.values().map(Vec::len).sum();
+        assert!(kept >= 10, "{expr} keeps {kept}");
+        assert!(
+            kept < tshark_vxlan(&input, 4789)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
         );
-    }
 
-    // The flow records: the text ones alike; each JSON record of the
-    // GENEVE session has the endpoint, the direct ones none.
-    let (text, json) = flows_of(&direct);
-    let (gtext, gjson) = flows_of(&gwlb);
-    assert!(
-        text.iter().any(|r| r["flow-direction"] == "egress"),
-        "{text:?}"
-    );
-    assert!(text.iter().any(|r| r["flow-direction"] == "ingress"));
-    let packets: u64 = text
-        .iter()
-        .filter_map(|r| r["packets"].parse::<u64>().ok())
-        .sum();
-    assert_eq!(packets, kept as u64);
-    assert_eq!(gtext, text);
-    assert_eq!(gjson.len(), json.len());
-    for (g, d) in gjson.iter().zip(&json) {
-        assert_eq!(d.get("endpoint"), None, "{d}");
-        let mut g = g.clone();
-        let e = g.as_object_mut().unwrap().remove("endpoint");
-        assert_eq!(e, Some(endpoint.into()), "{g}");
-        assert_eq!(&g, d);
+        let direct = tmp.path().join(format!("direct-{n}"));
+        let (code, err) = replay(&direct, Some(&config), &input);
+        assert_eq!(code, 0, "{err}");
+        let gwlb = tmp.path().join(format!("gwlb-{n}"));
+        let (code, gerr) = replay(&gwlb, Some(&config), &wrapped);
+        assert_eq!(code, 0, "{gerr}");
+
+        // The frames: those tshark selects, in `DIR/<vni>/<source>/`
+        // direct and `DIR/<endpoint>/<vni>/<source>/` through the GWLB.
+        let frames = output_by_key(&direct);
+        assert_eq!(without_endpoint(frames.clone()), want, "{input:?}");
+        let mut through: BTreeMap<_, _> = BTreeMap::new();
+        for ((vni, src, e), rows) in output_by_key(&gwlb) {
+            assert_eq!(e, endpoint);
+            through.insert((vni, src, String::new()), rows);
+        }
+        assert_eq!(through, frames, "{input:?}");
+        // The summary's counts of what each stage kept or skipped.
+        let counts = |err: &str| -> Vec<String> {
+            err.lines()
+                .filter(|l| {
+                    ["skipped", "written", "kept by", "by filter"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        assert_eq!(counts(&gerr), counts(&err), "{input:?}");
+        assert!(summary_count(&gerr, "skipped bpf") > 0, "{gerr}");
+
+        // The flow records: the text ones alike; each JSON record of the
+        // GENEVE session has the endpoint, the direct ones none.
+        let (text, json) = flows_of(&direct);
+        let (gtext, gjson) = flows_of(&gwlb);
+        for d in ["ingress", "egress"] {
+            assert!(
+                text.iter().any(|r| r["flow-direction"] == d),
+                "{d}: {text:?}"
+            );
+        }
+        let packets: u64 = text
+            .iter()
+            .filter_map(|r| r["packets"].parse::<u64>().ok())
+            .sum();
+        assert_eq!(packets, kept as u64, "{input:?}");
+        assert_eq!(gtext, text, "{input:?}");
+        assert_eq!(gjson.len(), json.len());
+        for (g, d) in gjson.iter().zip(&json) {
+            assert_eq!(d.get("endpoint"), None, "{d}");
+            let mut g = g.clone();
+            let e = g.as_object_mut().unwrap().remove("endpoint");
+            assert_eq!(e, Some(endpoint.into()), "{g}");
+            assert_eq!(&g, d);
+        }
     }
 }
 

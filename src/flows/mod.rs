@@ -21,6 +21,12 @@
 //! sessions are told apart by a never-reused id, not by table slot).
 //! Frames that are not IP are not flow-logged (AWS logs IP traffic only).
 //!
+//! A Gateway Load Balancer (GENEVE-borne) session is one of its own per
+//! (endpoint, source, VNI), so the same 5-tuple through two endpoints is
+//! two flows; its records carry the endpoint where the format allows (the
+//! JSON `endpoint` key, mirrorcap's own `${endpoint}` text field: see
+//! [`format`](mod@format)), and `[[flows.session]]` entries may name it.
+//!
 //! Memory is bounded by `flows.max_flows`: when a window has that many
 //! flows, it is written out early (counted) and aggregation starts again;
 //! the sums over records stay exact.
