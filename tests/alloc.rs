@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mirrorcap::config::Config;
+use mirrorcap::ingest::live::Encap;
 use mirrorcap::output::handle::Backlog;
 use mirrorcap::pipeline::Pipeline;
 use mirrorcap::telemetry::counters::Counters;
@@ -67,14 +68,32 @@ fn config(dir: &std::path::Path) -> Config {
 }
 
 /// 8 sessions (2 sources x 4 VNIs) interleaved datagram by datagram, so
-/// both the per-file lanes and the shared chunk are used.
-fn send(socks: &[UdpSocket], to: std::net::SocketAddr, from_seq: u64, n: u64) {
+/// both the per-file lanes and the shared chunk are used. With `geneve`,
+/// each VXLAN datagram goes inside IPv4 or IPv6 (the two mirrored ENIs)
+/// in GENEVE with the three Amazon options, as a GWLB sends it.
+fn send(socks: &[UdpSocket], to: std::net::SocketAddr, from_seq: u64, n: u64, geneve: bool) {
     let vnis = [7u32, 100, 5_569_041, 0xff_ffff];
+    let sources: [std::net::IpAddr; 2] =
+        ["10.0.0.1".parse().unwrap(), "2001:db8::7".parse().unwrap()];
     for seq in from_seq..from_seq + n {
-        let d = datagram(
+        let mut d = datagram(
             vnis[(seq / 2 % 4) as usize],
             &inner_frame(seq, 60 + (seq as usize * 37) % 1400),
         );
+        if geneve {
+            let src = sources[(seq % 2) as usize];
+            let ip = &outer_packet(src, 4789, &d, d.len())[14..];
+            let protocol: u16 = if src.is_ipv4() { 0x0800 } else { 0x86dd };
+            // Version 0, 8 words of options; protocol type; GENEVE VNI 0.
+            let mut g = vec![8, 0];
+            g.extend_from_slice(&protocol.to_be_bytes());
+            g.extend_from_slice(&[0, 0, 0, 0]);
+            g.extend_from_slice(&[1, 8, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0x2a]);
+            g.extend_from_slice(&[1, 8, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0x07]);
+            g.extend_from_slice(&[1, 8, 3, 1, 0xc0, 0xff, 0xee, 0x01]);
+            g.extend_from_slice(ip);
+            d = g;
+        }
         socks[(seq % 2) as usize].send_to(&d, to).unwrap();
         if seq % 500 == 499 {
             std::thread::sleep(Duration::from_millis(1));
@@ -96,6 +115,18 @@ fn wait_received(c: &Counters, n: u64) {
 
 #[test]
 fn live_loop_allocates_nothing_per_datagram() {
+    live_loop_allocations(Encap::Vxlan);
+}
+
+/// Issue 14: the GENEVE receive loop (`geneve_listen`) does no more.
+#[test]
+fn live_geneve_loop_allocates_nothing_per_datagram() {
+    let tmp = tempfile::tempdir().unwrap();
+    live_loop_allocations(Encap::geneve(&config(tmp.path())));
+}
+
+fn live_loop_allocations(encap: Encap) {
+    let geneve = encap != Encap::Vxlan;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(&tmp.path().join("cap"));
@@ -119,7 +150,7 @@ fn live_loop_allocates_nothing_per_datagram() {
     let start = ALLOCATIONS.load(Relaxed);
     let worker = std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
-        let p = mirrorcap::ingest::live::serve(rx, pipeline, control).unwrap();
+        let p = mirrorcap::ingest::live::serve(rx, pipeline, encap, control).unwrap();
         COUNTED.with(|c| c.set(false));
         p
     });
@@ -129,12 +160,12 @@ fn live_loop_allocates_nothing_per_datagram() {
         .collect();
 
     // Warm-up: every session and file starts here.
-    send(&socks, addr, 0, 4_000);
+    send(&socks, addr, 0, 4_000, geneve);
     wait_received(&counters, 4_000);
     let before = ALLOCATIONS.load(Relaxed);
     let warm_up = before - start;
     const N: u64 = 60_000;
-    send(&socks, addr, 4_000, N);
+    send(&socks, addr, 4_000, N, geneve);
     wait_received(&counters, 4_000 + N);
     let during = ALLOCATIONS.load(Relaxed) - before;
     stop.store(true, Relaxed);
@@ -146,7 +177,9 @@ fn live_loop_allocates_nothing_per_datagram() {
         during <= N / 1000,
         "{during} allocations for {N} datagrams (allowed: one per 1000)"
     );
-    eprintln!("live: warm-up {warm_up} allocations; {N} datagrams after it: {during}");
+    assert_eq!(summary.sessions.len(), 8, "{summary}");
+    let kind = if geneve { "GENEVE" } else { "VXLAN" };
+    eprintln!("live ({kind}): warm-up {warm_up} allocations; {N} datagrams after it: {during}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn start(
         overrides: Default::default(),
     };
     let h = std::thread::spawn(move || {
-        mirrorcap::app::daemon::run(cfg, source, rx, move |a| addr_tx.send(a).unwrap())
+        mirrorcap::app::daemon::run(cfg, source, rx, move |a| addr_tx.send(a.vxlan).unwrap())
     });
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(10))

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::filter::RuleCount;
-use crate::ingest::live::{Control as WorkerControl, check_fd_limit, serve};
+use crate::ingest::live::{Control as WorkerControl, Encap, check_fd_limit, serve};
 use crate::ingest::socket::{Receiver, SocketError};
 use crate::output::files::{OutputDirError, check_output_dir};
 use crate::output::handle::Backlog;
@@ -80,11 +80,14 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error(transparent)]
     Health(#[from] HealthError),
-    #[error("reading the address bound for `listen` {addr}: {source}")]
+    #[error("reading the address bound for `{key}` {addr}: {source}")]
     LocalAddr {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("`geneve_listen`: {0}")]
+    GeneveOverlap(String),
     #[error("steering sessions over {workers} sockets on {addr} (`workers`): {source}")]
     Steer {
         workers: usize,
@@ -109,9 +112,30 @@ pub struct DaemonOutcome {
     pub writer_death: Option<String>,
 }
 
+/// The addresses the socket groups bound (port 0 in the config picks a
+/// free one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// `listen`: VXLAN.
+    pub vxlan: SocketAddr,
+    /// `geneve_listen`: GENEVE, when on.
+    pub geneve: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.vxlan)?;
+        if let Some(g) = self.geneve {
+            write!(f, ", GENEVE on {g}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The receive threads and what they share.
 struct Workers {
-    addr: SocketAddr,
+    bound: Bound,
+    /// Receive threads per socket group.
     count: usize,
     handles: Vec<JoinHandle<std::io::Result<Pipeline>>>,
     stop: Arc<AtomicBool>,
@@ -119,14 +143,14 @@ struct Workers {
 }
 
 /// Runs the daemon on `cfg` until `control` says [`Control::Stop`] (or is
-/// closed) or the writer thread dies. `on_ready` gets the bound address
-/// (port 0 in `listen` picks one) once every socket is bound and the
-/// workers run, before `listening on` is logged.
+/// closed) or the writer thread dies. `on_ready` gets the bound addresses
+/// (port 0 in `listen` or `geneve_listen` picks one) once every socket is
+/// bound and the workers run, before `listening on` is logged.
 pub fn run(
     cfg: Config,
     reload: ReloadSource,
     mut control: mpsc::UnboundedReceiver<Control>,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Bound),
 ) -> Result<DaemonOutcome, DaemonError> {
     check_output_dir(&cfg.dir)?;
     check_fd_limit(cfg.max_open_files);
@@ -144,15 +168,15 @@ pub fn run(
         None => None,
     };
     let workers = start_workers(&cfg, &counters)?;
-    on_ready(workers.addr);
+    on_ready(workers.bound);
     tracing::info!(
         "listening on {}, writing under {}, {} worker(s)",
-        workers.addr,
+        workers.bound,
         cfg.dir.display(),
         workers.count
     );
     let mut notifier = Notifier::from_env();
-    notifier.ready(&format!("listening on {}", workers.addr));
+    notifier.ready(&format!("listening on {}", workers.bound));
     let host_backlog = HostBacklog::start();
     rt.block_on(async {
         if let Some(l) = metrics_listener {
@@ -183,36 +207,32 @@ pub fn run(
     })
 }
 
-/// Binds one socket per worker (the first fixes the port, the others join
-/// its SO_REUSEPORT group, sessions steered by a BPF program) and starts a
-/// receive thread on each with its own pipeline.
+/// Binds one socket per worker for `listen`, and as many for
+/// `geneve_listen` when set (each group: the first socket fixes the port,
+/// the others join its SO_REUSEPORT group, sessions steered by a BPF
+/// program) and starts a receive thread on each with its own pipeline.
 fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, DaemonError> {
     let count = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let first = Receiver::bind(cfg.listen, cfg.recv_buffer, cfg.batch, count > 1)?;
-    let addr = first
-        .local_addr()
-        .map_err(|source| DaemonError::LocalAddr {
-            addr: cfg.listen,
-            source,
-        })?;
-    let mut receivers = vec![first];
-    for _ in 1..count {
-        receivers.push(Receiver::bind(addr, cfg.recv_buffer, cfg.batch, true)?);
-    }
-    if count > 1 {
-        receivers[0]
-            .steer_sessions(count as u32)
-            .map_err(|source| DaemonError::Steer {
-                workers: count,
-                addr,
-                source,
-            })?;
+    let (vxlan, mut receivers) = bind_group(cfg, "listen", cfg.listen, count, false)?;
+    let mut encaps = vec![Encap::Vxlan; count];
+    let mut geneve = None;
+    if let Some(want) = cfg.geneve_listen {
+        // `--listen` may have moved `listen` onto it since the file was read.
+        if crate::config::listens_overlap(cfg.listen, want) {
+            return Err(DaemonError::GeneveOverlap(
+                crate::config::same_port_as_listen(want, cfg.listen),
+            ));
+        }
+        let (addr, more) = bind_group(cfg, "geneve_listen", want, count, true)?;
+        geneve = Some(addr);
+        receivers.extend(more);
+        encaps.resize(2 * count, Encap::geneve(cfg));
     }
     let first = Pipeline::new(cfg, counters.clone(), Backlog::Drop);
-    let mut pipelines: Vec<Pipeline> = (1..count).map(|_| first.sibling()).collect();
+    let mut pipelines: Vec<Pipeline> = (1..receivers.len()).map(|_| first.sibling()).collect();
     pipelines.insert(0, first);
     let stop = Arc::new(AtomicBool::new(false));
     let (reload, reload_rx) = watch::channel::<Option<Arc<Config>>>(None);
@@ -222,11 +242,17 @@ fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, Daem
         batch_wait: cfg.batch_wait,
     };
     let mut handles = Vec::new();
-    for (i, (rx, p)) in receivers.into_iter().zip(pipelines).enumerate() {
+    let parts = receivers.into_iter().zip(pipelines).zip(encaps);
+    for (i, ((rx, p), encap)) in parts.enumerate() {
         let control = control.clone();
+        // rx0.. receive VXLAN, gx0.. GENEVE.
+        let name = match encap {
+            Encap::Vxlan => format!("rx{i}"),
+            Encap::Geneve { .. } => format!("gx{}", i - count),
+        };
         let h = std::thread::Builder::new()
-            .name(format!("rx{i}"))
-            .spawn(move || serve(rx, p, control))
+            .name(name)
+            .spawn(move || serve(rx, p, encap, control))
             .map_err(|source| {
                 // The threads already started are told to stop.
                 stop.store(true, Relaxed);
@@ -238,12 +264,45 @@ fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, Daem
         handles.push(h);
     }
     Ok(Workers {
-        addr,
+        bound: Bound { vxlan, geneve },
         count,
         handles,
         stop,
         reload,
     })
+}
+
+/// One socket group: `count` sockets on `want` (`key` names the setting
+/// in errors), steered by session when more than one.
+fn bind_group(
+    cfg: &Config,
+    key: &'static str,
+    want: SocketAddr,
+    count: usize,
+    geneve: bool,
+) -> Result<(SocketAddr, Vec<Receiver>), DaemonError> {
+    let first = Receiver::bind(want, cfg.recv_buffer, cfg.batch, count > 1)?;
+    let addr = first
+        .local_addr()
+        .map_err(|source| DaemonError::LocalAddr {
+            key,
+            addr: want,
+            source,
+        })?;
+    let mut receivers = vec![first];
+    for _ in 1..count {
+        receivers.push(Receiver::bind(addr, cfg.recv_buffer, cfg.batch, true)?);
+    }
+    if count > 1 {
+        receivers[0]
+            .steer_sessions(count as u32, geneve)
+            .map_err(|source| DaemonError::Steer {
+                workers: count,
+                addr,
+                source,
+            })?;
+    }
+    Ok((addr, receivers))
 }
 
 /// Follows the control messages until a stop (or the sender is gone).

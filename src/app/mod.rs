@@ -7,4 +7,4 @@
 pub mod daemon;
 pub mod replay;
 
-pub use daemon::{Control, DaemonError, DaemonOutcome, Overrides, ReloadSource};
+pub use daemon::{Bound, Control, DaemonError, DaemonOutcome, Overrides, ReloadSource};

@@ -1,5 +1,5 @@
 //! The top-level keys: where the daemon listens and how it receives
-//! (`listen`, `geneve_ports`, `vnis`/`exclude_vnis`, `recv_buffer`, `batch`, `batch_wait`,
+//! (`listen`, `geneve_listen`, `geneve_ports`, `vnis`/`exclude_vnis`, `recv_buffer`, `batch`, `batch_wait`,
 //! `workers`), its side listeners (`metrics_listen`, `health_tcp_listen`),
 //! `log_level`, `allow_sources`, the limits (`max_sessions`,
 //! `max_open_files`, `metrics_max_sessions`) and `on_rotate`. In: the raw
@@ -33,6 +33,50 @@ pub(super) fn listen(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<SocketAddr
             )
         }),
     }
+}
+
+/// `geneve_listen`: the address and port of the GENEVE socket group; off
+/// when absent or empty. It may not share its port with `listen` on an
+/// overlapping address: with `workers` above 1 both groups set
+/// SO_REUSEPORT, and the second would silently join the first.
+pub(super) fn geneve_listen(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+    listen_key: Option<&Spanned<String>>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(s) = v.filter(|s| !s.get_ref().is_empty()) else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = s.get_ref().parse().map_err(|_| {
+        cx.err(
+            s.span(),
+            format!(
+                "{:?} is not an address and port: expected e.g. \"0.0.0.0:6081\" or \"[::]:6081\"",
+                s.get_ref()
+            ),
+        )
+    })?;
+    let listen = self::listen(cx, listen_key)?;
+    if listens_overlap(listen, addr) {
+        return Err(cx.err(s.span(), same_port_as_listen(addr, listen)));
+    }
+    Ok(Some(addr))
+}
+
+/// Whether two bound addresses would take the same datagrams: the same
+/// port, and the same address or either one a wildcard (port 0 picks a
+/// free port, so it never overlaps).
+pub fn listens_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The message for a `geneve_listen` that overlaps `listen`.
+pub fn same_port_as_listen(geneve: SocketAddr, listen: SocketAddr) -> String {
+    format!(
+        "{geneve} overlaps `listen` ({listen}): a socket receives VXLAN or GENEVE, not both; expected another port, e.g. \"0.0.0.0:6081\""
+    )
 }
 
 /// `vnis` and `exclude_vnis`.

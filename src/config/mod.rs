@@ -34,6 +34,7 @@ mod raw;
 mod sizes;
 mod values;
 
+pub use daemon::{listens_overlap, same_port_as_listen};
 pub use filter::SessionConfig;
 pub use output::{DEFAULT_IDLE_TIMEOUT, MAX_SNAPLEN, MIN_SNAPLEN, NAME_MAX, OutputConfig};
 pub use sizes::{parse_duration, parse_size_str};
@@ -74,6 +75,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Address and port the live receiver binds.
     pub listen: SocketAddr,
+    /// Address and port a second socket group binds for GENEVE (a Gateway
+    /// Load Balancer endpoint's traffic); off when `None`.
+    pub geneve_listen: Option<SocketAddr>,
     /// Root of every output file.
     pub dir: PathBuf,
     /// UDP destination ports that carry VXLAN in replayed captures.
@@ -168,6 +172,11 @@ impl Config {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| cx.toml(&e))?;
         Ok(Config {
             listen: daemon::listen(&cx, raw.listen.as_ref())?,
+            geneve_listen: daemon::geneve_listen(
+                &cx,
+                raw.geneve_listen.as_ref(),
+                raw.listen.as_ref(),
+            )?,
             vnis: daemon::vnis(&cx, &raw.vnis, &raw.exclude_vnis)?,
             geneve_ports: daemon::geneve_ports(
                 &cx,
@@ -217,6 +226,12 @@ impl Config {
     pub fn keep_restart_settings(&self, new: &mut Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
         keep(&mut changed, "listen", &mut new.listen, &self.listen);
+        keep(
+            &mut changed,
+            "geneve_listen",
+            &mut new.geneve_listen,
+            &self.geneve_listen,
+        );
         keep(&mut changed, "dir", &mut new.dir, &self.dir);
         keep(&mut changed, "workers", &mut new.workers, &self.workers);
         keep(
@@ -355,6 +370,40 @@ idle_timeout = "30s"
         let e = parse("metrics_max_sessions = \"many\"\n").unwrap_err();
         assert!(e.starts_with("t.toml:1: "), "{e}");
         assert!(e.contains("metrics_max_sessions"), "{e}");
+    }
+
+    /// Issue 14: `geneve_listen` is off by default; a value that is not an
+    /// address, or that overlaps `listen` (same port, same or wildcard
+    /// address: with several workers the sockets would join one
+    /// SO_REUSEPORT group), is refused with the line, key and value; it
+    /// takes a restart.
+    #[test]
+    fn geneve_listen() {
+        assert_eq!(parse("").unwrap().geneve_listen, None);
+        assert_eq!(parse("geneve_listen = \"\"\n").unwrap().geneve_listen, None);
+        let c = parse("geneve_listen = \"0.0.0.0:6081\"\n").unwrap();
+        assert_eq!(c.geneve_listen, Some("0.0.0.0:6081".parse().unwrap()));
+        let e = parse("dir = \"x\"\ngeneve_listen = \"6081\"\n").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:2: `geneve_listen`: \"6081\" is not an address and port: expected e.g. \"0.0.0.0:6081\""),
+            "{e}"
+        );
+        let e = parse("geneve_listen = \"127.0.0.1:4789\"\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "t.toml:1: `geneve_listen`: 127.0.0.1:4789 overlaps `listen` (0.0.0.0:4789)"
+            ),
+            "{e}"
+        );
+        let c = parse("listen = \"127.0.0.1:4789\"\ngeneve_listen = \"127.0.0.2:4789\"\n").unwrap();
+        assert_eq!(c.geneve_listen, Some("127.0.0.2:4789".parse().unwrap()));
+        let mut new = parse("geneve_listen = \"0.0.0.0:6082\"\n").unwrap();
+        let running = parse("geneve_listen = \"0.0.0.0:6081\"\n").unwrap();
+        assert_eq!(
+            running.keep_restart_settings(&mut new),
+            vec!["geneve_listen"]
+        );
+        assert_eq!(new.geneve_listen, running.geneve_listen);
     }
 
     /// Issue 14: `geneve_ports` defaults to 6081; 0 and a port that is

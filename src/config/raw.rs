@@ -13,6 +13,7 @@ use super::sizes::SizeValue;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) listen: Option<Spanned<String>>,
+    pub(super) geneve_listen: Option<Spanned<String>>,
     pub(super) dir: Option<PathBuf>,
     pub(super) vxlan_ports: Option<Vec<u16>>,
     pub(super) geneve_ports: Option<Vec<Spanned<u16>>>,

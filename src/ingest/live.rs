@@ -13,6 +13,16 @@
 //! reason (never a line per packet). A reloaded config is applied before
 //! the next batch.
 //!
+//! A socket group receives one encapsulation ([`Encap`]): VXLAN datagrams
+//! (`listen`), or GENEVE around an IP/UDP/VXLAN datagram (`geneve_listen`,
+//! a Gateway Load Balancer endpoint's traffic), taken down to the VXLAN
+//! datagram by [`crate::wire::geneve::decap`] before the pipeline: the
+//! inner IP source (the mirrored ENI) is the session's source and the
+//! endpoint ID part of its key. A GENEVE datagram that stops is counted
+//! under its `geneve_*` reason; one whose inner UDP length says more than
+//! the datagram holds is `geneve_inner_malformed` (a receive is never cut
+//! short, unlike a capture's record).
+//!
 //! On stop the socket is read empty before the pipelines are finished:
 //! what the kernel had queued when SIGTERM came was sent before the stop
 //! and is written like any other datagram, for up to [`DRAIN_DEADLINE`];
@@ -29,8 +39,10 @@ use crate::config::Config;
 use crate::ingest::socket::{Receiver, now_ns};
 use crate::pipeline::DropReason;
 use crate::pipeline::Pipeline;
+use crate::pipeline::RecvMeta;
 use crate::telemetry::events::{DrainFailed, ReceiveFailed};
 use crate::telemetry::log_limit::{DropReport, LogLimiter};
+use crate::wire::geneve;
 
 /// On stop, how long queued datagrams are still fed to the pipeline.
 pub const DRAIN_DEADLINE: Duration = Duration::from_millis(200);
@@ -97,6 +109,32 @@ pub fn check_fd_limit(max_open_files: usize) {
     }
 }
 
+/// What the datagrams of a socket group carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// VXLAN datagrams (`listen`).
+    Vxlan,
+    /// GENEVE around an IP/UDP datagram to one of `vxlan_ports`
+    /// (`geneve_listen`); the ports follow a reload.
+    Geneve { vxlan_ports: Vec<u16> },
+}
+
+impl Encap {
+    /// A GENEVE group's inner VXLAN ports from `cfg` (`vxlan_ports`).
+    pub fn geneve(cfg: &Config) -> Encap {
+        Encap::Geneve {
+            vxlan_ports: cfg.vxlan_ports.clone(),
+        }
+    }
+
+    /// After a reload: the new config's ports.
+    fn reconfigure(&mut self, cfg: &Config) {
+        if let Encap::Geneve { vxlan_ports } = self {
+            vxlan_ports.clone_from(&cfg.vxlan_ports);
+        }
+    }
+}
+
 /// How the main thread tells the workers to stop or to reload.
 #[derive(Clone)]
 pub struct Control {
@@ -112,6 +150,7 @@ pub struct Control {
 pub fn serve(
     mut rx: Receiver,
     mut pipeline: Pipeline,
+    mut encap: Encap,
     mut control: Control,
 ) -> io::Result<Pipeline> {
     rx.set_receive_timeout(Duration::from_millis(100))?;
@@ -121,7 +160,8 @@ pub fn serve(
     let mut last_tick = Instant::now();
     let batch = rx.batch();
     while !control.stop.load(Relaxed) {
-        let r = rx.recv_batch(|data, meta, truncated| take(&mut pipeline, data, meta, truncated));
+        let r = rx
+            .recv_batch(|data, meta, truncated| take(&mut pipeline, &encap, data, meta, truncated));
         pipeline.publish_counts();
         match r {
             // The socket is empty: sleep instead of blocking in the next
@@ -159,11 +199,12 @@ pub fn serve(
         if control.reload.has_changed().unwrap_or(false) {
             let cfg = control.reload.borrow_and_update().clone();
             if let Some(cfg) = cfg {
+                encap.reconfigure(&cfg);
                 pipeline.reconfigure(cfg);
             }
         }
     }
-    drain(&mut rx, &mut pipeline);
+    drain(&mut rx, &mut pipeline, &encap);
     counters
         .kernel_drops
         .fetch_add(rx.new_kernel_drops(), Relaxed);
@@ -173,7 +214,7 @@ pub fn serve(
 /// Reads the socket empty on stop (see the module doc): into the pipeline
 /// until [`DRAIN_DEADLINE`], then counted as `unread_at_stop` until the
 /// socket is empty or [`COUNT_DEADLINE`] has passed too.
-fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
+fn drain(rx: &mut Receiver, pipeline: &mut Pipeline, encap: &Encap) {
     let counters = pipeline.counters().clone();
     if let Err(error) = rx.set_nonblocking(true) {
         DrainFailed { error: &error }.emit(&counters);
@@ -184,7 +225,7 @@ fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
     let mut unread = 0u64;
     loop {
         let r = if written_phase {
-            rx.recv_batch(|data, meta, truncated| take(pipeline, data, meta, truncated))
+            rx.recv_batch(|data, meta, truncated| take(pipeline, encap, data, meta, truncated))
         } else {
             rx.recv_batch(|data, _, _| {
                 counters.received(data.len());
@@ -212,16 +253,30 @@ fn drain(rx: &mut Receiver, pipeline: &mut Pipeline) {
     }
 }
 
-/// One received datagram into the pipeline; one the kernel cut (longer
-/// than a receive slot) is counted as `datagram_truncated` instead.
+/// One received datagram into the pipeline, taken out of its GENEVE
+/// wrapping first in a GENEVE group; one the kernel cut (longer than a
+/// receive slot) is counted as `datagram_truncated` instead.
 #[inline]
-fn take(pipeline: &mut Pipeline, data: &[u8], meta: &crate::pipeline::RecvMeta, truncated: bool) {
-    if truncated {
-        pipeline.counters().received(data.len());
-        pipeline
-            .counters()
-            .count_drop(DropReason::DatagramTruncated);
+fn take(pipeline: &mut Pipeline, encap: &Encap, data: &[u8], meta: &RecvMeta, truncated: bool) {
+    let reason = if truncated {
+        DropReason::DatagramTruncated
     } else {
-        pipeline.push(data, meta);
-    }
+        match encap {
+            Encap::Vxlan => return pipeline.push(data, meta),
+            Encap::Geneve { vxlan_ports } => match geneve::decap(data, vxlan_ports) {
+                Ok(g) if g.datagram.len() == g.datagram_len => {
+                    let inner = RecvMeta {
+                        source: g.source,
+                        endpoint: g.meta.endpoint_id(),
+                        ..*meta
+                    };
+                    return pipeline.push(g.datagram, &inner);
+                }
+                Ok(_) => DropReason::GeneveInnerMalformed,
+                Err(reason) => reason,
+            },
+        }
+    };
+    pipeline.counters().received(data.len());
+    pipeline.counters().count_drop(reason);
 }

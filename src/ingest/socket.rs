@@ -27,6 +27,11 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
+use libc::{
+    BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K,
+    BPF_LD, BPF_LDX, BPF_LSH, BPF_MEM, BPF_MISC, BPF_MOD, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W,
+    BPF_X,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::ingest::cmsg;
@@ -115,66 +120,28 @@ impl Receiver {
 
     /// Makes the kernel hand each mirror session to one socket of the
     /// SO_REUSEPORT group of `workers` sockets: a classic BPF program
-    /// (SO_ATTACH_REUSEPORT_CBPF) picks the socket from the outer source
+    /// (SO_ATTACH_REUSEPORT_CBPF) picks the socket from the mirrored ENI's
     /// address plus the VXLAN VNI word, instead of the default 4-tuple
     /// hash (AWS varies the outer source port per inner flow, which would
     /// spread one session over every worker). So a session's packets stay
     /// on one worker, in receive order, and go to one file set.
-    pub fn steer_sessions(&self, workers: u32) -> io::Result<()> {
-        const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
-        let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-        let prog = [
-            // A = IP version
-            ins(
-                (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
-                0,
-                0,
-                SKF_NET_OFF,
-            ),
-            ins(
-                (libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16,
-                0,
-                0,
-                4,
-            ),
-            ins(
-                (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-                0,
-                2,
-                4,
-            ),
-            // IPv4: the source address
-            ins(
-                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-                0,
-                0,
-                SKF_NET_OFF + 12,
-            ),
-            ins((libc::BPF_JMP | libc::BPF_JA) as u16, 0, 0, 1),
-            // IPv6: the last word of the source address
-            ins(
-                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-                0,
-                0,
-                SKF_NET_OFF + 20,
-            ),
-            ins((libc::BPF_MISC | libc::BPF_TAX) as u16, 0, 0, 0),
-            // + VNI and reserved byte: UDP payload bytes 4..8
-            ins((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0, 0, 4),
-            ins(
-                (libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X) as u16,
-                0,
-                0,
-                0,
-            ),
-            ins(
-                (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
-                0,
-                0,
-                workers,
-            ),
-            ins((libc::BPF_RET | libc::BPF_A) as u16, 0, 0, 0),
-        ];
+    ///
+    /// `geneve`: the group receives GENEVE (`geneve_listen`). The outer
+    /// source is then a Gateway Load Balancer node, and the mirrored ENI's
+    /// address and the VNI are inside, after the GENEVE options (whose
+    /// length varies) and the inner IPv4 header (whose length varies) or
+    /// IPv6 header (extension headers are not walked: AWS sends none, and
+    /// a packet with one still goes to one worker every time, as its bytes
+    /// are the same). The endpoint ID is left out of the hash: the key
+    /// (endpoint, source, VNI) is finer than (source, VNI), so a session
+    /// still lands on one worker. Malformed GENEVE goes to the first
+    /// socket, to be counted there.
+    pub fn steer_sessions(&self, workers: u32, geneve: bool) -> io::Result<()> {
+        let prog = if geneve {
+            geneve_steering(workers)
+        } else {
+            vxlan_steering(workers)
+        };
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -291,6 +258,84 @@ impl Receiver {
         }
         Ok(got)
     }
+}
+
+/// One classic BPF instruction.
+const fn ins(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Steering for VXLAN (`listen`): (outer source address, or the last word
+/// of an IPv6 one) + (UDP payload bytes 4..8: VNI and reserved byte),
+/// modulo `workers`. Loads before the UDP payload go through
+/// `SKF_NET_OFF` (the network header).
+fn vxlan_steering(workers: u32) -> Vec<libc::sock_filter> {
+    const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+    vec![
+        // A = IP version
+        ins(BPF_LD | BPF_B | BPF_ABS, 0, 0, SKF_NET_OFF),
+        ins(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 4),
+        // IPv4: the source address
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_NET_OFF + 12),
+        ins(BPF_JMP | BPF_JA, 0, 0, 1),
+        // IPv6: the last word of the source address
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_NET_OFF + 20),
+        ins(BPF_MISC | BPF_TAX, 0, 0, 0),
+        // + VNI and reserved byte: UDP payload bytes 4..8
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, 4),
+        ins(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
+        ins(BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers),
+        ins(BPF_RET | BPF_A, 0, 0, 0),
+    ]
+}
+
+/// Steering for GENEVE (`geneve_listen`): (inner IPv4 source, or the last
+/// word of an inner IPv6 source) + (the VXLAN VNI word), modulo `workers`.
+/// Offsets are from the UDP payload (the GENEVE header, 8 bytes + options);
+/// X holds the lengths that vary. Not IPv4 or IPv6 inside: socket 0.
+fn geneve_steering(workers: u32) -> Vec<libc::sock_filter> {
+    vec![
+        // 0-3: X = option bytes (Opt Len, low 6 bits of byte 0, x 4)
+        ins(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0),
+        ins(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x3f),
+        ins(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 2),
+        ins(BPF_MISC | BPF_TAX, 0, 0, 0),
+        // 4-6: the inner IP version; not 4: to 16
+        ins(BPF_LD | BPF_B | BPF_IND, 0, 0, 8),
+        ins(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 9, 4),
+        // 7-8: IPv4: M[0] = source (inner header byte 12)
+        ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 12),
+        ins(BPF_ST, 0, 0, 0),
+        // 9-13: X += IHL x 4
+        ins(BPF_LD | BPF_B | BPF_IND, 0, 0, 8),
+        ins(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x0f),
+        ins(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 2),
+        ins(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
+        ins(BPF_MISC | BPF_TAX, 0, 0, 0),
+        // 14-15: A = VNI word (after GENEVE 8, IP, UDP 8: VXLAN bytes 4..8); to 20
+        ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 8 + 4),
+        ins(BPF_JMP | BPF_JA, 0, 0, 4),
+        // 16: IPv6? else to 24
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 7, 6),
+        // 17-19: M[0] = last word of the source (bytes 20..24), A = VNI word
+        ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 20),
+        ins(BPF_ST, 0, 0, 0),
+        ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 40 + 8 + 4),
+        // 20-23: (source + VNI word) mod workers
+        ins(BPF_LDX | BPF_MEM, 0, 0, 0),
+        ins(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
+        ins(BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers),
+        ins(BPF_RET | BPF_A, 0, 0, 0),
+        // 24: not IP inside
+        ins(BPF_RET | BPF_K, 0, 0, 0),
+    ]
 }
 
 /// The wall clock in nanoseconds since the Unix epoch.
