@@ -10,35 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// Every `*.log` flow file under `dir`, parsed with its own header.
-fn flow_records(dir: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
-    let mut files: Vec<PathBuf> = output_files(&dir.join("flows"))
-        .into_iter()
-        .filter(|f| f.to_str().unwrap().ends_with(".log"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no flow files under {dir:?}");
-    let mut header = Vec::new();
-    let mut recs = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let mut lines = text.lines();
-        header = lines.next().unwrap().split(' ').map(String::from).collect();
-        for l in lines {
-            let v: Vec<&str> = l.split(' ').collect();
-            assert_eq!(v.len(), header.len(), "{f:?}: {l}");
-            recs.push(
-                header
-                    .iter()
-                    .cloned()
-                    .zip(v.iter().map(|s| s.to_string()))
-                    .collect(),
-            );
-        }
-    }
-    (header, recs)
-}
-
 const FORMAT: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction}";
 
 type Tuple = (String, String, u16, String, u16); // protocol, src, sport, dst, dport

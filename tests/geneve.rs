@@ -165,12 +165,16 @@ fn without_endpoint(
 
 /// Output frames per (VNI, source, endpoint) under the default template:
 /// `DIR/<endpoint>/<vni>/<source>/<file>`, or `DIR/<vni>/<source>/<file>`
-/// (endpoint empty) for direct sessions.
+/// (endpoint empty) for direct sessions. Flow files (`DIR/flows/`) are
+/// left out.
 fn output_by_key(dir: &Path) -> BTreeMap<(u32, String, String), Vec<FrameRow>> {
     let mut m: BTreeMap<_, Vec<FrameRow>> = BTreeMap::new();
     for f in output_files(dir) {
-        capinfos_ok(&f);
         let rel = f.strip_prefix(dir).unwrap();
+        if rel.starts_with("flows") {
+            continue;
+        }
+        capinfos_ok(&f);
         let mut parts: Vec<String> = rel.iter().map(|p| p.to_str().unwrap().into()).collect();
         if parts.len() == 3 {
             parts.insert(0, String::new());
@@ -502,6 +506,293 @@ fn session_entry_names_an_endpoint() {
     );
     assert_ne!(code, 0);
     assert!(err.contains(":3: `session.endpoint`: \"vpc-12\""), "{err}");
+    assert!(err.contains("\"vpce-\" and 1 to 17 hex digits"), "{err}");
+}
+
+/// Every record of `input` for which `keep(i)` holds (its index), written
+/// to `out` as they were (timestamps, lengths).
+fn select_records(input: &Path, out: &Path, keep: impl Fn(usize) -> bool) {
+    let f = std::fs::File::open(input).unwrap();
+    let mut r = mirrorcap::capture::CaptureReader::new(f, "x").unwrap();
+    let mut recs = Vec::new();
+    let mut i = 0;
+    while let Some(rec) = r.next_record().unwrap() {
+        if keep(i) {
+            recs.push((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
+        }
+        i += 1;
+    }
+    write_pcap(out, 1, &recs);
+}
+
+/// The mirrored ENI of the AWS capture.
+const ENI: &str = "172.31.0.238";
+
+/// Flow records of a replay: the text records (with the header's names)
+/// and the JSON Lines objects.
+type Flows = (Vec<BTreeMap<String, String>>, Vec<serde_json::Value>);
+
+fn flows_of(dir: &Path) -> Flows {
+    (flow_records(dir).1, flow_json(dir))
+}
+
+const FLOW_FORMAT: &str = "${version} ${account-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction}";
+
+/// Issue 14 item 4: AWS filter rules (both directions), a `bpf`
+/// expression and flow records act on a GENEVE session exactly as on the
+/// same traffic sent direct: direction from the mirrored ENI's address
+/// (the inner source, not the GWLB node), the same frames written (those
+/// tshark selects with the same rules), and the same flow records, apart
+/// from the endpoint: the GENEVE session's directory, and an `endpoint`
+/// key in each of its JSON records (the AWS text format has no such
+/// field, so the text records are the same). The real AWS capture (IPv4),
+/// and an IPv6 fixture mirrored from an IPv6 ENI (protocol type 0x86DD).
+#[test]
+fn gwlb_sessions_filter_and_flow_like_direct_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let any = "source_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"0.0.0.0/0\"";
+    let any6 = "source_cidr_block = \"::/0\"\ndestination_cidr_block = \"::/0\"";
+    let flows = format!(
+        "[flows]\nenabled = true\ninterval = \"1s\"\njson = true\nformat = \"{FLOW_FORMAT}\"\n"
+    );
+    // Ingress: TCP from source ports 37180-37184; egress: UDP into the VPC
+    // (DNS), TCP to 18.196/16 (so 37186 is kept one way only); then the
+    // bpf drops port 37182 both ways; NTP matches no rule.
+    let aws = (
+        testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap"),
+        format!(
+            "[filter]\nbpf = \"not tcp port 37182\"\n\
+             [[filter.ingress]]\nrule_number = 100\nrule_action = \"accept\"\nprotocol = \"tcp\"\n{any}\nsource_port_range = {{ from_port = 37180, to_port = 37184 }}\n\
+             [[filter.egress]]\nrule_number = 10\nrule_action = \"accept\"\nprotocol = \"udp\"\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"172.31.0.0/16\"\n\
+             [[filter.egress]]\nrule_number = 20\nrule_action = \"accept\"\nprotocol = 6\nsource_cidr_block = \"0.0.0.0/0\"\ndestination_cidr_block = \"18.196.0.0/16\"\n"
+        ),
+        format!(
+            "((ip.dst#2 == {ENI} && tcp.srcport >= 37180 && tcp.srcport <= 37184) || \
+             (ip.src#2 == {ENI} && ip.dst#2 != {ENI} && ((ip.proto#2 == 17 && ip.dst#2 == 172.31.0.0/16) || (ip.proto#2 == 6 && ip.dst#2 == 18.196.0.0/16)))) \
+             && !(tcp.port == 37182)"
+        ),
+    );
+    // IPv6: the ENI 2001:6f8:102d:0:2d0:9ff:fee3:e8de; ingress TCP only,
+    // egress anything; traffic of neither direction (mDNS, ICMPv6 of
+    // other hosts) is kept when either list accepts; the bpf drops ICMPv6.
+    let eni6 = "2001:6f8:102d:0:2d0:9ff:fee3:e8de";
+    let v6 = tmp.path().join("v6-vxlan.pcap");
+    wrap_ethernet_capture(
+        &testdata("ethernet/arkime-v6-http.pcap"),
+        &v6,
+        77,
+        eni6.parse().unwrap(),
+    );
+    let ipv6 = (
+        v6,
+        format!(
+            "[filter]\nbpf = \"not icmp6\"\n\
+             [[filter.ingress]]\nrule_number = 1\nrule_action = \"accept\"\nprotocol = \"tcp\"\n{any6}\n\
+             [[filter.egress]]\nrule_number = 1\nrule_action = \"accept\"\n{any6}\n"
+        ),
+        // libpcap's `icmp6` looks at the IPv6 next header only: ICMPv6
+        // behind a hop-by-hop header (MLD) is not `icmp6` to tcpdump.
+        "!(icmpv6 && !ipv6.hopopts)".to_string(),
+    );
+    for (n, (input, filter, expr)) in [aws, ipv6].into_iter().enumerate() {
+        let config = format!("{filter}{flows}");
+        let wrapped = tmp.path().join(format!("gwlb-{n}.pcap"));
+        wrap_in_geneve(&input, &wrapped, |_| aws_options(0x0123_4567_89ab_cdef));
+        let endpoint = "vpce-00123456789abcdef";
+        let want = tshark_vxlan_filtered(&input, 4789, &expr);
+        let kept: usize = want.values().map(Vec::len).sum();
+        assert!(kept >= 10, "{expr} keeps {kept}");
+        assert!(
+            kept < tshark_vxlan(&input, 4789)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+        );
+
+        let direct = tmp.path().join(format!("direct-{n}"));
+        let (code, err) = replay(&direct, Some(&config), &input);
+        assert_eq!(code, 0, "{err}");
+        let gwlb = tmp.path().join(format!("gwlb-{n}"));
+        let (code, gerr) = replay(&gwlb, Some(&config), &wrapped);
+        assert_eq!(code, 0, "{gerr}");
+
+        // The frames: those tshark selects, in `DIR/<vni>/<source>/`
+        // direct and `DIR/<endpoint>/<vni>/<source>/` through the GWLB.
+        let frames = output_by_key(&direct);
+        assert_eq!(without_endpoint(frames.clone()), want, "{input:?}");
+        let mut through: BTreeMap<_, _> = BTreeMap::new();
+        for ((vni, src, e), rows) in output_by_key(&gwlb) {
+            assert_eq!(e, endpoint);
+            through.insert((vni, src, String::new()), rows);
+        }
+        assert_eq!(through, frames, "{input:?}");
+        // The summary's counts of what each stage kept or skipped.
+        let counts = |err: &str| -> Vec<String> {
+            err.lines()
+                .filter(|l| {
+                    ["skipped", "written", "kept by", "by filter"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        assert_eq!(counts(&gerr), counts(&err), "{input:?}");
+        assert!(summary_count(&gerr, "skipped bpf") > 0, "{gerr}");
+
+        // The flow records: the text ones alike; each JSON record of the
+        // GENEVE session has the endpoint, the direct ones none.
+        let (text, json) = flows_of(&direct);
+        let (gtext, gjson) = flows_of(&gwlb);
+        for d in ["ingress", "egress"] {
+            assert!(
+                text.iter().any(|r| r["flow-direction"] == d),
+                "{d}: {text:?}"
+            );
+        }
+        let packets: u64 = text
+            .iter()
+            .filter_map(|r| r["packets"].parse::<u64>().ok())
+            .sum();
+        assert_eq!(packets, kept as u64, "{input:?}");
+        assert_eq!(gtext, text, "{input:?}");
+        assert_eq!(gjson.len(), json.len());
+        for (g, d) in gjson.iter().zip(&json) {
+            assert_eq!(d.get("endpoint"), None, "{d}");
+            let mut g = g.clone();
+            let e = g.as_object_mut().unwrap().remove("endpoint");
+            assert_eq!(e, Some(endpoint.into()), "{g}");
+            assert_eq!(&g, d);
+        }
+    }
+}
+
+/// Issue 14 items 3 and 4: two Gateway Load Balancer endpoints carrying
+/// the same mirrored ENI, VNI and 5-tuples give two sets of flow records,
+/// never merged into one flow: each set is what the same endpoint's share
+/// of the traffic gives sent direct, each record names its endpoint
+/// (`${endpoint}` in the text format, `endpoint` in JSON), and each
+/// endpoint's `[[flows.session]]` entry gives its metadata.
+/// `mirrorcap flows` reads the field back from the files, and computes
+/// the same from the capture itself.
+#[test]
+fn two_endpoints_same_flows_give_two_sets_of_records() {
+    let (tmp, input, wrapped) = two_endpoint_capture();
+    let (ea, eb) = ("vpce-00e110000000000aa", "vpce-00e220000000000bb");
+    let format = format!("{FLOW_FORMAT} ${{endpoint}}");
+    let config = format!(
+        "[flows]\nenabled = true\ninterval = \"1s\"\njson = true\nformat = \"{format}\"\n\
+         [[flows.session]]\nendpoint = \"{ea}\"\naccount_id = \"111111111111\"\n\
+         [[flows.session]]\nvni = 5569041\nendpoint = \"vpce-e220000000000bb\"\naccount_id = \"222222222222\"\n"
+    );
+    let out = tmp.path().join("out");
+    let (code, err) = replay(&out, Some(&config), &wrapped);
+    assert_eq!(code, 0, "{err}");
+    let (text, json) = flows_of(&out);
+    assert_eq!(text.len(), json.len());
+    for (t, j) in text.iter().zip(&json) {
+        assert_eq!(j["endpoint"], t["endpoint"].as_str(), "{j} {t:?}");
+    }
+
+    // Direct, each endpoint's share alone: the OK records (NODATA ones
+    // follow the windows the other endpoint's packets closed).
+    let tuple = |r: &BTreeMap<String, String>| {
+        ["protocol", "srcaddr", "srcport", "dstaddr", "dstport"].map(|k| r[k].clone())
+    };
+    let mut tuples = Vec::new();
+    for (e, account, share) in [(ea, "111111111111", 0), (eb, "222222222222", 1)] {
+        let part = tmp.path().join(format!("share-{share}.pcap"));
+        select_records(&input, &part, |i| (i % 3 == 0) == (share == 0));
+        let d = tmp.path().join(format!("direct-{share}"));
+        let (code, err) = replay(&d, Some(&config), &part);
+        assert_eq!(code, 0, "{err}");
+        let ok = |recs: &[BTreeMap<String, String>]| -> Vec<BTreeMap<String, String>> {
+            recs.iter()
+                .filter(|r| r["log-status"] == "OK")
+                .cloned()
+                .collect()
+        };
+        let want: Vec<_> = ok(&flow_records(&d).1)
+            .into_iter()
+            .map(|mut r| {
+                assert_eq!(r["endpoint"], "-");
+                assert_eq!(r["account-id"], "-");
+                r.insert("endpoint".into(), e.into());
+                r.insert("account-id".into(), account.into());
+                r
+            })
+            .collect();
+        let got: Vec<_> = text
+            .iter()
+            .filter(|r| r["endpoint"] == e)
+            .cloned()
+            .collect();
+        assert!(got.iter().all(|r| r["account-id"] == account), "{got:?}");
+        assert_eq!(ok(&got), want, "{e}");
+        tuples.push(
+            want.iter()
+                .map(tuple)
+                .collect::<std::collections::BTreeSet<_>>(),
+        );
+    }
+    assert!(
+        text.iter()
+            .all(|r| r["endpoint"] == ea || r["endpoint"] == eb)
+    );
+    // The same 5-tuples went through both endpoints: kept apart.
+    assert!(
+        tuples[0].intersection(&tuples[1]).count() >= 5,
+        "{tuples:?}"
+    );
+
+    // `mirrorcap flows` reads the endpoint back from the flow files, and
+    // computes the same sums from the GENEVE capture.
+    let logs: Vec<String> = output_files(&out.join("flows"))
+        .into_iter()
+        .filter(|f| f.to_str().unwrap().ends_with(".log"))
+        .map(|f| f.to_str().unwrap().to_string())
+        .collect();
+    let report = |inputs: &[&str]| {
+        let mut args = vec!["flows", "--by", "endpoint", "--format", "json"];
+        args.extend_from_slice(inputs);
+        let (code, stdout, stderr) = mirrorcap(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+        for g in v.as_array().unwrap() {
+            m.insert(
+                g["endpoint"].as_str().unwrap().into(),
+                g["packets"].as_u64().unwrap(),
+            );
+        }
+        m
+    };
+    let from_files = report(&logs.iter().map(String::as_str).collect::<Vec<_>>());
+    let frames = tshark_geneve(&wrapped);
+    let by_endpoint: BTreeMap<String, u64> = frames
+        .iter()
+        .map(|((_, _, e), rows)| (e.clone(), rows.len() as u64))
+        .collect();
+    assert_eq!(from_files, by_endpoint);
+    assert_eq!(report(&[wrapped.to_str().unwrap()]), by_endpoint);
+}
+
+/// Issue 14 item 3: a `[[flows.session]]` endpoint that is not a `vpce-`
+/// ID is refused with the file, line, key and what is accepted.
+#[test]
+fn flows_session_bad_endpoint_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let (code, err) = replay(
+        &tmp.path().join("bad"),
+        Some("[flows]\nenabled = true\n[[flows.session]]\nendpoint = \"vpce-xyz\"\n"),
+        &input,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(".toml:4: `flows.session.endpoint`: \"vpce-xyz\""),
+        "{err}"
+    );
     assert!(err.contains("\"vpce-\" and 1 to 17 hex digits"), "{err}");
 }
 

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::context::Ctx;
 use super::raw::{ProtocolValue, RawFilter, RawPortRange, RawRule, RawSession, RuleInput, Spanned};
-use super::values::{parse_net_or_ip, vni};
+use super::values::{endpoint, parse_net_or_ip, vni};
 use super::{ConfigError, aws};
 use crate::filter::{Direction, MirrorFilter, PortRange, Rule, RuleAction, bpf::Bpf, vpc_resolver};
 
@@ -61,18 +61,7 @@ pub(super) fn sessions(cx: &Ctx, raw: Vec<RawSession>) -> Result<Vec<SessionConf
                 )
             })?),
         };
-        let endpoint = match &rs.endpoint {
-            None => None,
-            Some(e) => Some(endpoint_id(e.get_ref()).ok_or_else(|| {
-                cx.err(
-                    e.span(),
-                    format!(
-                        "{:?} is not a Gateway Load Balancer endpoint ID: expected \"vpce-\" and 1 to 17 hex digits (at most 64 bits), e.g. \"vpce-0123456789abcdef0\"",
-                        e.get_ref()
-                    ),
-                )
-            })?),
-        };
+        let endpoint = rs.endpoint.as_ref().map(|e| endpoint(cx, e)).transpose()?;
         if let Some(dup) = sessions
             .iter()
             .find(|x| x.vni == vni && x.source == source && x.endpoint == endpoint)
@@ -114,18 +103,6 @@ pub(super) fn sessions(cx: &Ctx, raw: Vec<RawSession>) -> Result<Vec<SessionConf
         });
     }
     Ok(sessions)
-}
-
-/// `vpce-` and 1 to 17 hex digits that fit in 64 bits, as the console
-/// shows a Gateway Load Balancer endpoint ID.
-fn endpoint_id(s: &str) -> Option<crate::wire::geneve::EndpointId> {
-    let hex = s.strip_prefix("vpce-")?;
-    if hex.is_empty() || hex.len() > 17 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16)
-        .ok()
-        .map(crate::wire::geneve::EndpointId)
 }
 
 /// A filter's rules, by direction.

@@ -1,11 +1,12 @@
-//! The `[flows]` table and its `[[flows.session]]` entries: VPC Flow Logs
-//! records. In: the raw table (absent = flows off, defaults); out: a
+//! The `[flows]` table and its `[[flows.session]]` entries (by VNI,
+//! source and/or Gateway Load Balancer endpoint): VPC Flow Logs records. In: the raw table (absent = flows off, defaults); out: a
 //! [`FlowConfig`] or the positioned error.
 
 use super::ConfigError;
 use super::context::Ctx;
 use super::raw::{RawFlowSession, RawFlows, Spanned};
 use super::sizes::parse_duration;
+use super::values::endpoint;
 use crate::flows::{FlowConfig, FlowFormat, FlowMetadata, FlowSessionMeta};
 
 /// Validates `[flows]`.
@@ -55,8 +56,8 @@ fn whole_seconds(cx: &Ctx, v: Option<&Spanned<String>>, default: u64) -> Result<
     Ok(d.as_secs())
 }
 
-/// One `[[flows.session]]`: which session (vni, source or both) and the
-/// metadata its records carry.
+/// One `[[flows.session]]`: which session (vni, source, Gateway Load
+/// Balancer endpoint, any of them) and the metadata its records carry.
 fn session(cx: &Ctx, s: RawFlowSession) -> Result<FlowSessionMeta, ConfigError> {
     let vni = s.vni.as_ref().map(|v| *v.get_ref());
     let source =
@@ -66,16 +67,18 @@ fn session(cx: &Ctx, s: RawFlowSession) -> Result<FlowSessionMeta, ConfigError> 
                 cx.err(x.span(), format!("{:?} is not an IP address", x.get_ref()))
             })?),
         };
-    if vni.is_none() && source.is_none() {
+    let endpoint = s.endpoint.as_ref().map(|e| endpoint(cx, e)).transpose()?;
+    if vni.is_none() && source.is_none() && endpoint.is_none() {
         return Err(cx.at(
             1,
             "`flows.session`: ".into(),
-            "an entry needs `vni`, `source` or both, to say which session it describes".into(),
+            "an entry needs `vni`, `source`, `endpoint` or several of them, to say which session it describes".into(),
         ));
     }
     Ok(FlowSessionMeta {
         vni,
         source,
+        endpoint,
         meta: FlowMetadata {
             interface_id: s.interface_id,
             instance_id: s.instance_id,

@@ -66,6 +66,7 @@ pub(super) struct RawFlows {
 pub(super) struct RawFlowSession {
     pub(super) vni: Option<Spanned<u32>>,
     pub(super) source: Option<Spanned<String>>,
+    pub(super) endpoint: Option<Spanned<String>>,
     pub(super) interface_id: Option<String>,
     pub(super) instance_id: Option<String>,
     pub(super) account_id: Option<String>,

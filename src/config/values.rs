@@ -1,5 +1,5 @@
-//! Scalar values more than one table checks: a VNI (24 bits), an address
-//! or CIDR block. In: a raw value; out: the checked value or the message
+//! Scalar values more than one table checks: a VNI (24 bits), a Gateway
+//! Load Balancer endpoint ID, an address or CIDR block. In: a raw value; out: the checked value or the message
 //! (positioned by the caller's [`Ctx`]) saying what would be accepted.
 
 use ipnet::IpNet;
@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use super::context::Ctx;
 use super::raw::Spanned;
 use super::{ConfigError, MAX_VNI};
+use crate::wire::geneve::EndpointId;
 
 /// One VNI: 24 bits.
 pub(super) fn vni(cx: &Ctx, v: &Spanned<u32>) -> Result<u32, ConfigError> {
@@ -20,6 +21,25 @@ pub(super) fn vni(cx: &Ctx, v: &Spanned<u32>) -> Result<u32, ConfigError> {
         ));
     }
     Ok(*v.get_ref())
+}
+
+/// A Gateway Load Balancer endpoint ID (`[[session]]`,
+/// `[[flows.session]]`): `vpce-` and 1 to 17 hex digits that fit in 64
+/// bits, as the console shows it.
+pub(super) fn endpoint(cx: &Ctx, v: &Spanned<String>) -> Result<EndpointId, ConfigError> {
+    let s = v.get_ref();
+    s.strip_prefix("vpce-")
+        .filter(|hex| !hex.is_empty() && hex.len() <= 17 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .map(EndpointId)
+        .ok_or_else(|| {
+            cx.err(
+                v.span(),
+                format!(
+                    "{s:?} is not a Gateway Load Balancer endpoint ID: expected \"vpce-\" and 1 to 17 hex digits (at most 64 bits), e.g. \"vpce-0123456789abcdef0\""
+                ),
+            )
+        })
 }
 
 /// A CIDR block (host bits cleared) or a single address (/32, /128).

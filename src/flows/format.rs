@@ -2,17 +2,26 @@
 //! parsing a custom format (`${field}` tokens), and rendering one record.
 //!
 //! In: a format string from the config; a flow (its key and sums) or a
-//! NODATA marker, with its session's metadata. Out: the record's text
-//! line (space-separated, `-` for a field mirrorcap cannot know) and,
-//! with `flows.json`, its JSON Lines object. Dropped: nothing; fields
-//! mirrorcap cannot know (ECS, reject-reason, sublocation, AWS services,
-//! traffic path) are always `-`.
+//! NODATA marker, with its session's metadata and Gateway Load Balancer
+//! endpoint. Out: the record's text line (space-separated, `-` for a
+//! field mirrorcap cannot know) and, with `flows.json`, its JSON Lines
+//! object. Dropped: nothing; fields mirrorcap cannot know (ECS,
+//! reject-reason, sublocation, AWS services, traffic path) are always `-`.
+//!
+//! One field is mirrorcap's own, not AWS's: `${endpoint}`, the `vpce-…`
+//! ID of the Gateway Load Balancer endpoint a GENEVE-borne session came
+//! through (`-` for direct traffic). AWS's format has no such field, so
+//! a table or parse pattern written for AWS's files (an Athena DDL, a Logs
+//! Insights `parse`) must name it when a format uses it. A JSON record of
+//! a GENEVE-borne session always has an `endpoint` key, with or without
+//! the field in the format: JSON consumers look keys up by name.
 
 use std::fmt::Write as _;
 
 use super::record::{FlowAgg, FlowBatch, FlowKey};
 use super::{FlowConfig, FlowMetadata};
 use crate::wire::decode::PROTO_TCP;
+use crate::wire::geneve::EndpointId;
 
 /// Every field of the VPC Flow Logs custom format (versions 2 to 8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +55,9 @@ pub enum Field {
     PktDstAwsService,
     FlowDirection,
     TrafficPath,
+    /// mirrorcap's own, not an AWS field: the session's Gateway Load
+    /// Balancer endpoint (`vpce-…`), `-` for direct traffic.
+    Endpoint,
     /// ECS fields (version 7) and reject-reason (version 8): never known
     /// here, always `-`.
     Unknowable,
@@ -93,6 +105,8 @@ const FIELDS: &[(&str, Field, u8)] = &[
     ("ecs-task-arn", Field::Unknowable, 7),
     ("ecs-task-id", Field::Unknowable, 7),
     ("reject-reason", Field::Unknowable, 8),
+    // mirrorcap's own (not in AWS's format): it raises no version.
+    ("endpoint", Field::Endpoint, 2),
 ];
 
 /// AWS's default format (version 2).
@@ -158,6 +172,7 @@ fn value(
     f: Field,
     version: u8,
     meta: &FlowMetadata,
+    endpoint: Option<EndpointId>,
     rec: &Record,
     window_s: u64,
     interval_s: u64,
@@ -195,6 +210,7 @@ fn value(
         Field::Type => k.map_or("-".into(), |k| {
             if k.src.is_ipv4() { "IPv4" } else { "IPv6" }.into()
         }),
+        Field::Endpoint => endpoint.map_or("-".into(), |e| e.to_string()),
         Field::FlowDirection => a
             .and_then(|a| a.direction)
             .map_or("-".into(), |d| d.name().into()),
@@ -207,12 +223,15 @@ fn value(
     }
 }
 
-/// Appends one record to `batch`: its text line, and with `flows.json` its
-/// JSON object (numbers bare, other values quoted).
+/// Appends one record of a session (its metadata, its endpoint when
+/// GENEVE-borne) to `batch`: its text line, and with `flows.json` its JSON
+/// object (numbers bare, other values quoted), which has an `endpoint`
+/// key for a GENEVE-borne session even when the format does not name it.
 pub(super) fn write_record(
     batch: &mut FlowBatch,
     cfg: &FlowConfig,
     meta: &FlowMetadata,
+    endpoint: Option<EndpointId>,
     rec: &Record,
     window_s: u64,
 ) {
@@ -220,7 +239,10 @@ pub(super) fn write_record(
         .format
         .fields
         .iter()
-        .map(|f| value(*f, cfg.format.version, meta, rec, window_s, cfg.interval_s))
+        .map(|f| {
+            let version = cfg.format.version;
+            value(*f, version, meta, endpoint, rec, window_s, cfg.interval_s)
+        })
         .collect();
     let _ = writeln!(batch.lines, "{}", values.join(" "));
     batch.records += 1;
@@ -240,6 +262,11 @@ pub(super) fn write_record(
                     v.replace('\\', "\\\\").replace('"', "\\\"")
                 );
             }
+        }
+        if let Some(e) = endpoint
+            && !cfg.format.fields.contains(&Field::Endpoint)
+        {
+            let _ = write!(batch.json, ",\"endpoint\":\"{e}\"");
         }
         batch.json.push_str("}\n");
     }
@@ -265,5 +292,8 @@ mod tests {
                 .contains("unknown flow log field \"nope\"")
         );
         assert!(FlowFormat::parse("srcaddr").is_err());
+        // mirrorcap's own field raises no version (issue 14 item 4).
+        let f = FlowFormat::parse("${srcaddr} ${endpoint}").unwrap();
+        assert_eq!((f.version, f.fields[1]), (2, Field::Endpoint));
     }
 }

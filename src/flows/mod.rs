@@ -21,6 +21,12 @@
 //! sessions are told apart by a never-reused id, not by table slot).
 //! Frames that are not IP are not flow-logged (AWS logs IP traffic only).
 //!
+//! A Gateway Load Balancer (GENEVE-borne) session is one of its own per
+//! (endpoint, source, VNI), so the same 5-tuple through two endpoints is
+//! two flows; its records carry the endpoint where the format allows (the
+//! JSON `endpoint` key, mirrorcap's own `${endpoint}` text field: see
+//! [`format`](mod@format)), and `[[flows.session]]` entries may name it.
+//!
 //! Memory is bounded by `flows.max_flows`: when a window has that many
 //! flows, it is written out early (counted) and aggregation starts again;
 //! the sums over records stay exact.
@@ -39,6 +45,8 @@ pub mod writer;
 
 use std::net::IpAddr;
 
+use crate::wire::geneve::EndpointId;
+
 pub use format::{DEFAULT_FORMAT, Field, FlowFormat};
 pub use record::FlowBatch;
 pub use table::FlowTable;
@@ -56,11 +64,15 @@ pub struct FlowMetadata {
     pub az_id: Option<String>,
 }
 
-/// A `[[flows.session]]` entry: metadata for a VNI, a source, or both.
+/// A `[[flows.session]]` entry: metadata for a VNI, a source, a Gateway
+/// Load Balancer endpoint, or several of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowSessionMeta {
     pub vni: Option<u32>,
     pub source: Option<IpAddr>,
+    /// `None` = any endpoint, and direct traffic; an entry naming one
+    /// matches only sessions through it (as `[[session]] endpoint`).
+    pub endpoint: Option<EndpointId>,
     pub meta: FlowMetadata,
 }
 
@@ -95,14 +107,81 @@ impl Default for FlowConfig {
 }
 
 impl FlowConfig {
-    /// Metadata for a session: an entry naming both VNI and source first,
-    /// then the VNI, then the source.
-    pub fn metadata(&self, vni: u32, source: IpAddr) -> FlowMetadata {
-        let find = |f: &dyn Fn(&FlowSessionMeta) -> bool| self.sessions.iter().find(|s| f(s));
-        find(&|s| s.vni == Some(vni) && s.source == Some(source))
-            .or_else(|| find(&|s| s.vni == Some(vni) && s.source.is_none()))
-            .or_else(|| find(&|s| s.vni.is_none() && s.source == Some(source)))
-            .map(|s| s.meta.clone())
-            .unwrap_or_default()
+    /// Metadata for a session (its VNI, source and endpoint) from the
+    /// entries that match it: one naming both VNI and source first, then
+    /// the VNI, then the source, then one naming neither (an endpoint
+    /// alone); at each of these, one naming the session's endpoint before
+    /// one for any endpoint; the first in the file among equals.
+    pub fn metadata(&self, vni: u32, source: IpAddr, endpoint: Option<EndpointId>) -> FlowMetadata {
+        let mut best: Option<(&FlowSessionMeta, (u8, bool))> = None;
+        for s in &self.sessions {
+            let matches = s.vni.is_none_or(|v| v == vni)
+                && s.source.is_none_or(|a| a == source)
+                && s.endpoint.is_none_or(|e| Some(e) == endpoint);
+            let rank = (
+                match (s.vni.is_some(), s.source.is_some()) {
+                    (true, true) => 3,
+                    (true, false) => 2,
+                    (false, true) => 1,
+                    (false, false) => 0,
+                },
+                s.endpoint.is_some(),
+            );
+            if matches && best.is_none_or(|(_, r)| rank > r) {
+                best = Some((s, rank));
+            }
+        }
+        best.map(|(s, _)| s.meta.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        vni: Option<u32>,
+        source: Option<&str>,
+        endpoint: Option<u64>,
+        id: &str,
+    ) -> FlowSessionMeta {
+        FlowSessionMeta {
+            vni,
+            source: source.map(|s| s.parse().unwrap()),
+            endpoint: endpoint.map(EndpointId),
+            meta: FlowMetadata {
+                interface_id: Some(id.into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Issue 14 item 3: a `[[flows.session]]` entry naming an endpoint
+    /// matches only sessions through it (never direct traffic); at each
+    /// level (VNI and source, VNI, source, neither) one naming the
+    /// session's endpoint wins over one for any endpoint.
+    #[test]
+    fn flows_session_entries_name_an_endpoint() {
+        let cfg = FlowConfig {
+            sessions: vec![
+                entry(Some(7), None, None, "vni"),
+                entry(None, None, Some(0xaa), "aa"),
+                entry(Some(7), None, Some(0xbb), "vni-bb"),
+                entry(Some(7), Some("10.0.0.9"), None, "vni-source"),
+            ],
+            ..Default::default()
+        };
+        let id = |vni, source: &str, endpoint: Option<u64>| {
+            cfg.metadata(vni, source.parse().unwrap(), endpoint.map(EndpointId))
+                .interface_id
+                .unwrap_or_else(|| "-".into())
+        };
+        assert_eq!(id(7, "10.0.0.1", None), "vni");
+        assert_eq!(id(7, "10.0.0.1", Some(0xaa)), "vni");
+        assert_eq!(id(7, "10.0.0.1", Some(0xbb)), "vni-bb");
+        assert_eq!(id(7, "10.0.0.9", Some(0xbb)), "vni-source");
+        assert_eq!(id(8, "10.0.0.1", Some(0xaa)), "aa");
+        assert_eq!(id(8, "10.0.0.1", Some(0xbb)), "-");
+        assert_eq!(id(8, "10.0.0.1", None), "-");
     }
 }

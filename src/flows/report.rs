@@ -5,7 +5,11 @@
 //! In: flow files as mirrorcap writes them (a header line of field names,
 //! then records; `.gz` read transparently), or captures of the
 //! encapsulated traffic, from which the records are computed directly (one
-//! window over the whole input). Out: the groups with the most bytes, as a
+//! window over the whole input): VXLAN, or VXLAN inside GENEVE to UDP
+//! 6081 as a Gateway Load Balancer endpoint sends it (the defaults of
+//! `geneve_ports` and `vxlan_ports`; the session is then the endpoint,
+//! the mirrored ENI's address and the VNI, and records have the endpoint
+//! in `endpoint`). Out: the groups with the most bytes, as a
 //! table or JSON. NODATA records carry no traffic and are skipped.
 
 use std::collections::HashMap;
@@ -98,8 +102,13 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
     Ok(())
 }
 
+/// GENEVE in a capture: to these ports (`geneve_ports`' default), with the
+/// VXLAN datagram to these inside (`vxlan_ports`' default).
+const GENEVE_PORTS: &[u16] = &[6081];
+const VXLAN_PORTS: &[u16] = &[4789];
+
 /// Computes records from a capture: every kept inner IP packet, per session
-/// and 5-tuple, over one window covering the whole capture (up to the
+/// (endpoint, source, VNI) and 5-tuple, over one window covering the whole capture (up to the
 /// error, when it cannot be read to its end).
 fn records_from_capture(
     input: &str,
@@ -110,7 +119,7 @@ fn records_from_capture(
         enabled: true,
         interval_s: u64::MAX / 4_000_000_000,
         format: crate::flows::FlowFormat::parse(
-            "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction}",
+            "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} ${type} ${flow-direction} ${endpoint}",
         )
         .expect("valid"),
         ..Default::default()
@@ -118,7 +127,8 @@ fn records_from_capture(
     let (tx, rx) = std::sync::mpsc::channel();
     let counters = Arc::new(crate::telemetry::counters::Counters::default());
     let mut table = crate::flows::FlowTable::new(Arc::new(cfg.clone()), tx, counters);
-    let mut sessions: HashMap<(IpAddr, u32), u64> = HashMap::new();
+    type Key = (Option<crate::wire::geneve::EndpointId>, IpAddr, u32);
+    let mut sessions: HashMap<Key, u64> = HashMap::new();
     let mut reader = crate::capture::CaptureReader::new(bytes, input)?;
     let mut result = Ok(());
     loop {
@@ -133,17 +143,25 @@ fn records_from_capture(
         let Ok(udp) = crate::wire::outer::strip_outer(rec.linktype, rec.data) else {
             continue;
         };
-        let Ok(v) = crate::wire::vxlan::Vxlan::new_checked(udp.payload) else {
+        let (datagram, source, endpoint) = if GENEVE_PORTS.contains(&udp.dst_port) {
+            match crate::wire::geneve::decap(udp.payload, VXLAN_PORTS) {
+                Ok(g) => (g.datagram, g.source, g.meta.endpoint_id()),
+                Err(_) => continue,
+            }
+        } else {
+            (udp.payload, udp.source, None)
+        };
+        let Ok(v) = crate::wire::vxlan::Vxlan::new_checked(datagram) else {
             continue;
         };
         let next = sessions.len() as u64;
-        let i = *sessions.entry((udp.source, v.vni())).or_insert(next);
+        let i = *sessions.entry((endpoint, source, v.vni())).or_insert(next);
         let own = crate::filter::OwnAddresses {
-            outer: udp.source,
+            outer: source,
             extra: Vec::new(),
         };
         let d = crate::wire::decode::decode(v.inner());
-        table.add(i, v.vni(), udp.source, &own, &d, rec.ts_ns);
+        table.add(i, v.vni(), source, endpoint, &own, &d, rec.ts_ns);
     }
     table.finish();
     drop(table);

@@ -2,7 +2,7 @@
 //! one window of `flows.interval` at a time.
 //!
 //! In: each kept inner frame ([`FlowTable::add`]) with its session id,
-//! VNI, source and timestamp; session releases; clock ticks
+//! VNI, source, Gateway Load Balancer endpoint and timestamp; session releases; clock ticks
 //! ([`FlowTable::advance`]). Out: a [`FlowBatch`] of rendered records per
 //! closed window (or part of one, when `flows.max_flows` cut it), sent to
 //! the flow writer. Dropped: frames that are not IP (AWS logs IP traffic
@@ -18,10 +18,14 @@ use super::record::{FlowAgg, FlowBatch, FlowKey};
 use super::{FlowConfig, FlowMetadata};
 use crate::filter::OwnAddresses;
 use crate::wire::decode::{Decoded, PROTO_TCP};
+use crate::wire::geneve::EndpointId;
 
 /// A session as the flow table knows it.
 struct FlowSession {
     meta: FlowMetadata,
+    /// The Gateway Load Balancer endpoint of a GENEVE-borne session: in
+    /// its records (`${endpoint}`, JSON `endpoint`).
+    endpoint: Option<EndpointId>,
     /// Packets in the current window.
     active: bool,
     /// The session was freed (idle or evicted): its records of the current
@@ -61,14 +65,16 @@ impl FlowTable {
         self.cfg.clone()
     }
 
-    /// Counts one kept frame of session `session` (its id; `vni`, `source`
-    /// for its metadata).
+    /// Counts one kept frame of session `session` (its id, which tells
+    /// apart sessions of one source and VNI through two endpoints; `vni`,
+    /// `source`, `endpoint` for its metadata and records).
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         session: u64,
         vni: u32,
         source: IpAddr,
+        endpoint: Option<EndpointId>,
         own: &OwnAddresses,
         d: &Decoded,
         ts_ns: u64,
@@ -79,7 +85,8 @@ impl FlowTable {
         self.sessions
             .entry(session)
             .or_insert_with(|| FlowSession {
-                meta: cfg.metadata(vni, source),
+                meta: cfg.metadata(vni, source, endpoint),
+                endpoint,
                 active: false,
                 released: false,
             })
@@ -179,8 +186,8 @@ impl FlowTable {
     }
 
     fn write(&self, batch: &mut FlowBatch, session: u64, rec: &Record, window_s: u64) {
-        let meta = &self.sessions[&session].meta;
-        write_record(batch, &self.cfg, meta, rec, window_s);
+        let s = &self.sessions[&session];
+        write_record(batch, &self.cfg, &s.meta, s.endpoint, rec, window_s);
     }
 
     /// Writes out what is left (end of replay, shutdown).
@@ -219,6 +226,7 @@ mod tests {
             sessions: vec![FlowSessionMeta {
                 vni: Some(7),
                 source: None,
+                endpoint: None,
                 meta: FlowMetadata {
                     interface_id: Some("eni-seven".into()),
                     ..Default::default()
@@ -236,10 +244,10 @@ mod tests {
         let d = crate::wire::decode::decode(&frame);
         const S: u64 = 1_000_000_000;
         // Session 1 (VNI 7) freed; session 2 (VNI 8) took its slot.
-        t.add(1, 7, src, &own, &d, 10 * S);
-        t.add(1, 7, src, &own, &d, 10 * S);
+        t.add(1, 7, src, None, &own, &d, 10 * S);
+        t.add(1, 7, src, None, &own, &d, 10 * S);
         t.release(1);
-        t.add(2, 8, src, &own, &d, 10 * S);
+        t.add(2, 8, src, None, &own, &d, 10 * S);
         t.advance(11 * S);
         t.advance(12 * S);
         drop(t);

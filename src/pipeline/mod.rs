@@ -235,7 +235,8 @@ impl Pipeline {
         }
         session.count(&decoded, wire_len, ts);
         if let Some((flows, _)) = &mut self.flows {
-            flows.add(session.id, vni, meta.source, &session.own, &decoded, ts);
+            let (id, source, endpoint) = (session.id, meta.source, meta.endpoint);
+            flows.add(id, vni, source, endpoint, &session.own, &decoded, ts);
         }
         let settings = &*self.settings;
         let cap = frame.len().min(settings.output.snaplen as usize);

@@ -571,3 +571,47 @@ pub fn replay_config(config: &str, input: &Path) -> (Vec<FrameRow>, String) {
         err,
     )
 }
+
+/// Every `*.log` flow file under `dir`, parsed with its own header.
+pub fn flow_records(dir: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+    let mut files: Vec<PathBuf> = output_files(&dir.join("flows"))
+        .into_iter()
+        .filter(|f| f.to_str().unwrap().ends_with(".log"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no flow files under {dir:?}");
+    let mut header = Vec::new();
+    let mut recs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut lines = text.lines();
+        header = lines.next().unwrap().split(' ').map(String::from).collect();
+        for l in lines {
+            let v: Vec<&str> = l.split(' ').collect();
+            assert_eq!(v.len(), header.len(), "{f:?}: {l}");
+            recs.push(
+                header
+                    .iter()
+                    .cloned()
+                    .zip(v.iter().map(|s| s.to_string()))
+                    .collect(),
+            );
+        }
+    }
+    (header, recs)
+}
+
+/// Every `*.jsonl` flow file under `dir`, one JSON object per record.
+pub fn flow_json(dir: &Path) -> Vec<serde_json::Value> {
+    output_files(&dir.join("flows"))
+        .into_iter()
+        .filter(|f| f.to_str().unwrap().ends_with(".jsonl"))
+        .flat_map(|f| {
+            std::fs::read_to_string(&f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{f:?}: {l}: {e}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
