@@ -57,6 +57,22 @@ fn pad4(n: usize) -> usize {
     (4 - n % 4) % 4
 }
 
+/// The pcapng interface name and description of a mirror session (its
+/// files and live streams say the same): `vxlan-<vni>-<source>` and
+/// `mirror session: VXLAN VNI <vni> from <source>[ through <endpoint>]`.
+pub fn session_interface(
+    vni: u32,
+    source: std::net::IpAddr,
+    endpoint: Option<impl std::fmt::Display>,
+) -> (String, String) {
+    let name = format!("vxlan-{vni}-{source}");
+    let description = match endpoint {
+        None => format!("mirror session: VXLAN VNI {vni} from {source}"),
+        Some(e) => format!("mirror session: VXLAN VNI {vni} from {source} through {e}"),
+    };
+    (name, description)
+}
+
 /// Appends a pcapng section header block and one interface description
 /// block for the session.
 pub fn pcapng_file_header(out: &mut Vec<u8>, snaplen: u32, if_name: &str, if_description: &str) {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::capture::encode::{OutputFormat, pcap_file_header, pcapng_file_header};
+use crate::capture::encode::{
+    OutputFormat, pcap_file_header, pcapng_file_header, session_interface,
+};
 use crate::config::OutputConfig;
 use crate::filter::{MirrorFilter, OwnAddresses};
 use crate::output::chunk::FileId;
@@ -150,21 +152,11 @@ impl Session {
         let mut header = Vec::with_capacity(256);
         match out.format {
             OutputFormat::Pcap => pcap_file_header(&mut header, out.snaplen),
-            OutputFormat::Pcapng => pcapng_file_header(
-                &mut header,
-                out.snaplen,
-                &format!("vxlan-{}-{}", self.key.vni, self.key.source),
-                &match self.key.endpoint {
-                    None => format!(
-                        "mirror session: VXLAN VNI {} from {}",
-                        self.key.vni, self.key.source
-                    ),
-                    Some(e) => format!(
-                        "mirror session: VXLAN VNI {} from {} through {e}",
-                        self.key.vni, self.key.source
-                    ),
-                },
-            ),
+            OutputFormat::Pcapng => {
+                let (name, description) =
+                    session_interface(self.key.vni, self.key.source, self.key.endpoint);
+                pcapng_file_header(&mut header, out.snaplen, &name, &description)
+            }
         }
         header
     }
