@@ -25,7 +25,9 @@
 //! 2. `pipeline/` `Pipeline::push` and the session table.
 //! 3. `config/` the validated settings; it builds filters, flow formats and
 //!    output templates, so those sit below it.
-//! 4. `flows/` flow records, table, files and the `flows` report.
+//! 4. `flows/` flow records, table, files and the `flows` report;
+//!    `stream/` live subscribers: the control socket, the per-worker tap,
+//!    the `stream` client (flows and stream do not import each other).
 //! 5. `output/` capture files on disk.
 //! 6. `filter/` VNI lists, AWS rules, libpcap expressions.
 //! 7. `capture/` pcap/pcapng read and encode; `wire/` pure parsers (outer
@@ -44,5 +46,6 @@ pub mod flows;
 pub mod ingest;
 pub mod output;
 pub mod pipeline;
+pub mod stream;
 pub mod telemetry;
 pub mod wire;

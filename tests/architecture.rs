@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("pipeline", 2),
     ("config", 3),
     ("flows", 4),
+    ("stream", 4),
     ("output", 5),
     ("filter", 6),
     ("capture", 7),

@@ -76,6 +76,12 @@ pub fn session_interface(
 /// Appends a pcapng section header block and one interface description
 /// block for the session.
 pub fn pcapng_file_header(out: &mut Vec<u8>, snaplen: u32, if_name: &str, if_description: &str) {
+    pcapng_section_header(out);
+    pcapng_interface(out, snaplen, if_name, if_description);
+}
+
+/// Appends a pcapng section header block (no interface yet).
+pub fn pcapng_section_header(out: &mut Vec<u8>) {
     let mut shb = Vec::with_capacity(64);
     shb.extend_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
     shb.extend_from_slice(&0u32.to_le_bytes()); // length, patched below
@@ -88,7 +94,11 @@ pub fn pcapng_file_header(out: &mut Vec<u8>, snaplen: u32, if_name: &str, if_des
     push_option(&mut shb, 0, &[]);
     finish_block(&mut shb);
     out.extend_from_slice(&shb);
+}
 
+/// Appends a pcapng interface description block (Ethernet, nanosecond
+/// timestamps): the next interface of the section, numbered from 0.
+pub fn pcapng_interface(out: &mut Vec<u8>, snaplen: u32, if_name: &str, if_description: &str) {
     let mut idb = Vec::with_capacity(128);
     idb.extend_from_slice(&1u32.to_le_bytes());
     idb.extend_from_slice(&0u32.to_le_bytes());
@@ -111,12 +121,12 @@ fn finish_block(b: &mut Vec<u8>) {
 
 /// pcapng enhanced packet block header (28 bytes); the frame, its padding
 /// and the 4-byte trailing length follow.
-fn pcapng_epb_header(ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; 28] {
+fn pcapng_epb_header(interface: u32, ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; 28] {
     let total = 32 + caplen + pad4(caplen as usize) as u32;
     let mut h = [0u8; 28];
     h[0..4].copy_from_slice(&6u32.to_le_bytes());
     h[4..8].copy_from_slice(&total.to_le_bytes());
-    h[8..12].copy_from_slice(&0u32.to_le_bytes());
+    h[8..12].copy_from_slice(&interface.to_le_bytes());
     h[12..16].copy_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
     h[16..20].copy_from_slice(&(ts_ns as u32).to_le_bytes());
     h[20..24].copy_from_slice(&caplen.to_le_bytes());
@@ -145,6 +155,18 @@ pub struct RecordHeader {
 impl RecordHeader {
     #[inline]
     pub fn new(format: OutputFormat, ts_ns: u64, caplen: u32, orig_len: u32) -> RecordHeader {
+        RecordHeader::on_interface(format, 0, ts_ns, caplen, orig_len)
+    }
+
+    /// A record of pcapng interface `interface` (ignored for pcap).
+    #[inline]
+    pub fn on_interface(
+        format: OutputFormat,
+        interface: u32,
+        ts_ns: u64,
+        caplen: u32,
+        orig_len: u32,
+    ) -> RecordHeader {
         match format {
             OutputFormat::Pcap => {
                 let mut bytes = [0u8; 28];
@@ -161,7 +183,7 @@ impl RecordHeader {
                 let pad = pad4(caplen as usize);
                 let total = 32 + caplen + pad as u32;
                 RecordHeader {
-                    bytes: pcapng_epb_header(ts_ns, caplen, orig_len),
+                    bytes: pcapng_epb_header(interface, ts_ns, caplen, orig_len),
                     len: 28,
                     pad,
                     trailer: total.to_le_bytes(),

@@ -28,18 +28,15 @@ pub(super) fn vni(cx: &Ctx, v: &Spanned<u32>) -> Result<u32, ConfigError> {
 /// bits, as the console shows it.
 pub(super) fn endpoint(cx: &Ctx, v: &Spanned<String>) -> Result<EndpointId, ConfigError> {
     let s = v.get_ref();
-    s.strip_prefix("vpce-")
-        .filter(|hex| !hex.is_empty() && hex.len() <= 17 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .map(EndpointId)
-        .ok_or_else(|| {
-            cx.err(
-                v.span(),
-                format!(
-                    "{s:?} is not a Gateway Load Balancer endpoint ID: expected \"vpce-\" and 1 to 17 hex digits (at most 64 bits), e.g. \"vpce-0123456789abcdef0\""
-                ),
-            )
-        })
+    s.parse().map_err(|()| {
+        cx.err(
+            v.span(),
+            format!(
+                "{s:?} is not a Gateway Load Balancer endpoint ID: expected {}",
+                crate::wire::geneve::ENDPOINT_EXPECTED
+            ),
+        )
+    })
 }
 
 /// A CIDR block (host bits cleared) or a single address (/32, /128).

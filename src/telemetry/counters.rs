@@ -111,6 +111,11 @@ pub struct Counters {
     /// any socket; host-wide (all traffic, every namespace), which is why it
     /// is reported apart from the datagrams this daemon lost.
     pub host_backlog_drops: AtomicU64,
+    /// Frames live subscribers could not take (their queue was full):
+    /// not written to them, still written to the capture files.
+    pub stream_dropped: AtomicU64,
+    /// Live subscribers connected now (gauge).
+    pub stream_subscribers: AtomicU64,
     /// Mirror sessions seen (each entry made in a session table: a session
     /// freed and seen again counts again).
     pub sessions: AtomicU64,

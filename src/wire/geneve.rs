@@ -82,6 +82,25 @@ const INNER: IpDrops = IpDrops {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(pub u64);
 
+/// What an endpoint ID looks like, for error messages.
+pub const ENDPOINT_EXPECTED: &str =
+    "\"vpce-\" and 1 to 17 hex digits (at most 64 bits), e.g. \"vpce-0123456789abcdef0\"";
+
+impl std::str::FromStr for EndpointId {
+    type Err = ();
+
+    /// `vpce-` and 1 to 17 hex digits that fit in 64 bits.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        s.strip_prefix("vpce-")
+            .filter(|hex| {
+                !hex.is_empty() && hex.len() <= 17 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(EndpointId)
+            .ok_or(())
+    }
+}
+
 impl fmt::Display for EndpointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vpce-{:017x}", self.0)

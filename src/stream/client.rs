@@ -1,0 +1,290 @@
+//! The reading side of the control socket: subscribe, then turn the
+//! daemon's messages into a capture stream (`mirrorcap stream`, and the
+//! extcap interface's FIFO).
+//!
+//! pcap (nanosecond, Ethernet) interleaves every session as tcpdump
+//! would; pcapng gives each session its own interface, named and described
+//! as its capture files are, added when its first frame comes. The header
+//! is written and flushed at once (so `wireshark -k -i -` starts before
+//! any frame), then each read's frames are written and flushed together.
+//! The stream ends on the frame count, the duration, the stop flag (a
+//! signal), the reader of the output going away (a broken pipe) or the
+//! daemon closing the socket.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::message::{self, Message, Reply, Request};
+use crate::capture::encode::{
+    OutputFormat, RecordHeader, pcap_file_header, pcapng_interface, pcapng_section_header,
+};
+
+/// What to ask for and how to write it.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub socket: PathBuf,
+    pub request: Request,
+    pub format: OutputFormat,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Why the stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Count,
+    Duration,
+    /// The stop flag was set (SIGINT, SIGTERM, or the extcap stopping).
+    Stopped,
+    /// Whoever reads the output went away (EPIPE).
+    ReaderGone,
+    /// The daemon closed the connection (it stopped).
+    DaemonStopped,
+}
+
+/// How it went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamOutcome {
+    pub frames: u64,
+    /// Frames the daemon could not deliver to this subscriber (its queue
+    /// was full), as the daemon last said.
+    pub not_delivered: u64,
+    pub end: End,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot connect to the control socket {path}: {source} (is the daemon running with `control_socket` set, and are you in its group?)"
+    )]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the daemon refused the subscription: {0}")]
+    Refused(String),
+    #[error("control socket {path}: unexpected answer {answer:?}")]
+    Answer { path: PathBuf, answer: String },
+    #[error("control socket {path}: {source}")]
+    Message {
+        path: PathBuf,
+        source: message::MessageError,
+    },
+    #[error("writing the capture stream: {0}")]
+    Output(io::Error),
+}
+
+/// Subscribes and writes the stream to `out` until it ends.
+pub fn stream(
+    opts: &StreamOptions,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<StreamOutcome, ClientError> {
+    let path = &opts.socket;
+    let io_err = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    let conn = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    let snaplen = subscribe(&conn, path, &opts.request)?;
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(io_err)?;
+    let mut w = Writer::new(opts.format, snaplen);
+    let mut outcome = StreamOutcome {
+        frames: 0,
+        not_delivered: 0,
+        end: End::DaemonStopped,
+    };
+    let emit = |w: &mut Writer, out: &mut dyn Write| -> Result<bool, ClientError> {
+        match w.flush_to(out) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(ClientError::Output(e)),
+        }
+    };
+    if !emit(&mut w, out)? {
+        outcome.end = End::ReaderGone;
+        return Ok(outcome);
+    }
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0;
+    let mut conn = &conn;
+    loop {
+        if stop.load(Relaxed) {
+            outcome.end = End::Stopped;
+            break;
+        }
+        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            outcome.end = End::Duration;
+            break;
+        }
+        if have == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match conn.read(&mut buf[have..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        have += n;
+        let mut at = 0;
+        let mut done = false;
+        while let Some((m, len)) =
+            message::next(&buf[at..have]).map_err(|source| ClientError::Message {
+                path: path.clone(),
+                source,
+            })?
+        {
+            at += len;
+            match m {
+                Message::Session(s) => w.session(s),
+                Message::Frame {
+                    id,
+                    ts_ns,
+                    wire_len,
+                    data,
+                } => {
+                    w.frame(id, ts_ns, wire_len, data);
+                    outcome.frames += 1;
+                    if opts.count.is_some_and(|c| outcome.frames >= c) {
+                        outcome.end = End::Count;
+                        done = true;
+                        break;
+                    }
+                }
+                Message::Dropped(d) => outcome.not_delivered = d,
+            }
+        }
+        buf.copy_within(at..have, 0);
+        have -= at;
+        if !emit(&mut w, out)? {
+            outcome.end = End::ReaderGone;
+            break;
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Sends the request, reads the answer; the snap length on success.
+fn subscribe(conn: &UnixStream, path: &Path, req: &Request) -> Result<u32, ClientError> {
+    let io_err = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let line = serde_json::to_string(req).unwrap_or_default() + "\n";
+    let mut w = conn;
+    w.write_all(line.as_bytes()).map_err(io_err)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io_err)?;
+    // One byte at a time: what follows the line is the stream's, not ours.
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut r = conn;
+    while answer.len() < 64 * 1024 {
+        match r.read(&mut byte).map_err(io_err)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => answer.push(byte[0]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    match serde_json::from_str::<Reply>(&text) {
+        Ok(Reply::Accepted { snaplen }) => Ok(snaplen),
+        Ok(Reply::Refused { reason }) => Err(ClientError::Refused(reason)),
+        Err(_) => Err(ClientError::Answer {
+            path: path.to_path_buf(),
+            answer: text,
+        }),
+    }
+}
+
+/// Builds the output bytes.
+struct Writer {
+    format: OutputFormat,
+    snaplen: u32,
+    /// Session id to pcapng interface number.
+    interfaces: HashMap<u64, u32>,
+    pending: Vec<u8>,
+}
+
+impl Writer {
+    fn new(format: OutputFormat, snaplen: u32) -> Writer {
+        let mut pending = Vec::with_capacity(1 << 20);
+        match format {
+            OutputFormat::Pcap => pcap_file_header(&mut pending, snaplen),
+            OutputFormat::Pcapng => pcapng_section_header(&mut pending),
+        }
+        Writer {
+            format,
+            snaplen,
+            interfaces: HashMap::new(),
+            pending,
+        }
+    }
+
+    fn session(&mut self, s: message::StreamSession) {
+        if self.format == OutputFormat::Pcapng && !self.interfaces.contains_key(&s.id) {
+            let n = self.interfaces.len() as u32;
+            self.interfaces.insert(s.id, n);
+            let (name, description) = s.interface();
+            pcapng_interface(&mut self.pending, self.snaplen, &name, &description);
+        }
+    }
+
+    fn frame(&mut self, id: u64, ts_ns: u64, wire_len: u32, data: &[u8]) {
+        let interface = match self.format {
+            OutputFormat::Pcap => 0,
+            OutputFormat::Pcapng => match self.interfaces.get(&id) {
+                Some(&i) => i,
+                // Never announced (cannot happen with a well-behaved
+                // daemon): an interface without a name.
+                None => {
+                    self.session(message::StreamSession {
+                        id,
+                        vni: 0,
+                        source: message::NO_ADDRESS,
+                        endpoint: None,
+                    });
+                    self.interfaces[&id]
+                }
+            },
+        };
+        let caplen = data.len() as u32;
+        let h =
+            RecordHeader::on_interface(self.format, interface, ts_ns, caplen, wire_len.max(caplen));
+        self.pending.extend_from_slice(h.header());
+        self.pending.extend_from_slice(data);
+        let (tail, n) = h.tail();
+        self.pending.extend_from_slice(&tail[..n]);
+    }
+
+    fn flush_to(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            out.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        out.flush()
+    }
+}

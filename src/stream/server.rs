@@ -1,0 +1,345 @@
+//! The control socket: a Unix stream socket where `mirrorcap stream` and
+//! the extcap interface subscribe to live sessions.
+//!
+//! The socket file is created mode 0660 (and given `control_group` when
+//! set), so only root, the daemon's user and that group may connect:
+//! captured traffic is sensitive. A stale file from a daemon that died is
+//! replaced; a live one (another daemon answers on it) is an error, as is
+//! anything that is not a socket.
+//!
+//! One thread accepts; each connection gets a thread that reads the
+//! request ([`Request`], one JSON line, 5 s at most), answers it, and then
+//! sends: sessions announced, the queued frames that match the
+//! subscriber's libpcap expression, and the drop count when it changed.
+//! It ends when the reader goes away (a failed write, or end of file on a
+//! read: readers send nothing after their request) or when the daemon
+//! stops (after sending what was queued).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::hub::{Hub, Selection, Subscriber, Taken};
+use super::message::{self, Message, Reply, Request, put_dropped, put_session};
+use crate::filter::bpf::Bpf;
+
+/// Mode of the socket file.
+pub const SOCKET_MODE: u32 = 0o660;
+/// Snap length announced to subscribers: the largest frame the daemon
+/// ever writes (libpcap's MAXIMUM_SNAPLEN).
+pub const STREAM_SNAPLEN: u32 = 262_144;
+/// Longest request line.
+const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("`control_socket` {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+    #[error(
+        "`control_socket` {0}: another mirrorcap answers on it; stop it or choose another path"
+    )]
+    InUse(PathBuf),
+    #[error("`control_socket` {0}: exists and is not a socket; remove it or choose another path")]
+    NotSocket(PathBuf),
+    #[error("`control_group` {group:?} on {path}: {source}")]
+    Group {
+        group: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// The running control socket.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+    hub: Arc<Hub>,
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0660, group `gid` when given) and starts
+    /// accepting subscribers onto `hub`.
+    pub fn start(
+        path: &Path,
+        gid: Option<u32>,
+        hub: Arc<Hub>,
+    ) -> Result<ControlServer, ControlError> {
+        let listener = bind(path)?;
+        let bind_err = |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(bind_err)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| {
+                ControlError::Group {
+                    group: gid.to_string(),
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, h) = (stop.clone(), hub.clone());
+        let accept = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || accept_loop(listener, &s, &h))
+            .map_err(bind_err)?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            accept: Some(accept),
+            hub,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting, tells every subscriber the daemon is stopping (each
+    /// gets what was queued for it), removes the socket file.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Relaxed);
+        self.hub.close();
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if self.accept.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Binds the socket, replacing a stale one.
+fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(ControlError::NotSocket(path.to_path_buf()));
+        }
+        Ok(_) => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_path_buf()));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+    UnixListener::bind(path).map_err(|source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn accept_loop(listener: UnixListener, stop: &AtomicBool, hub: &Arc<Hub>) {
+    while !stop.load(Relaxed) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let hub = hub.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("subscriber".into())
+                    .spawn(move || serve_subscriber(conn, &hub));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "control socket: cannot start a subscriber thread");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(&listener, 100);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket: accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Waits up to `ms` for `fd` to be readable.
+fn wait_readable(fd: &impl AsRawFd, ms: i32) {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
+/// One subscriber's connection, from its request to its end.
+fn serve_subscriber(conn: UnixStream, hub: &Hub) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(&conn).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || !line.ends_with('\n') {
+        return;
+    }
+    let (reply, accepted) = match subscribe(&line, hub) {
+        Ok((sub, filter)) => (
+            Reply::Accepted {
+                snaplen: STREAM_SNAPLEN,
+            },
+            Some((sub, filter)),
+        ),
+        Err(reason) => (Reply::Refused { reason }, None),
+    };
+    let mut w = &conn;
+    let text = serde_json::to_string(&reply).unwrap_or_default() + "\n";
+    if w.write_all(text.as_bytes()).is_err() {
+        if let Some((sub, _)) = accepted {
+            hub.unsubscribe(sub.id);
+        }
+        return;
+    }
+    let Some((sub, filter)) = accepted else {
+        return;
+    };
+    tracing::info!(
+        subscriber = sub.id,
+        request = line.trim(),
+        "subscriber connected"
+    );
+    let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+    send_loop(&conn, &sub, filter.as_ref());
+    hub.unsubscribe(sub.id);
+    tracing::info!(
+        subscriber = sub.id,
+        dropped = sub.dropped(),
+        "subscriber gone"
+    );
+}
+
+/// The request read and checked, the subscriber added.
+fn subscribe(line: &str, hub: &Hub) -> Result<(Arc<Subscriber>, Option<Bpf>), String> {
+    let req: Request =
+        serde_json::from_str(line.trim()).map_err(|e| format!("the request is not valid: {e}"))?;
+    let mut selection = Selection {
+        vnis: req.vnis.iter().copied().collect(),
+        sources: req.sources.iter().copied().collect(),
+        ..Default::default()
+    };
+    for e in &req.endpoints {
+        let id = e.parse().map_err(|()| {
+            format!(
+                "endpoint {e:?} is not a Gateway Load Balancer endpoint ID: expected {}",
+                crate::wire::geneve::ENDPOINT_EXPECTED
+            )
+        })?;
+        selection.endpoints.insert(id);
+    }
+    let filter = match req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        Some(f) => Some(Bpf::compile(f).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let sub = hub.subscribe(selection).map_err(|e| e.to_string())?;
+    Ok((sub, filter))
+}
+
+/// Sends until the reader goes away or the daemon stops.
+fn send_loop(conn: &UnixStream, sub: &Subscriber, filter: Option<&Bpf>) {
+    let mut queued = Vec::new();
+    let mut out = Vec::new();
+    let mut sessions = Vec::new();
+    let mut dropped_sent = 0;
+    loop {
+        let taken = sub.take(&mut queued, Duration::from_millis(200));
+        sub.take_sessions(&mut sessions);
+        out.clear();
+        for s in sessions.drain(..) {
+            put_session(&mut out, &s);
+        }
+        match filter {
+            None => out.extend_from_slice(&queued),
+            Some(f) => keep_matching(&queued, f, &mut out),
+        }
+        queued.clear();
+        let dropped = sub.dropped();
+        if dropped != dropped_sent {
+            put_dropped(&mut out, dropped);
+            dropped_sent = dropped;
+        }
+        if !out.is_empty() && write_all(conn, &out, sub).is_err() {
+            return;
+        }
+        if taken == Taken::Closed || reader_gone(conn) {
+            return;
+        }
+    }
+}
+
+/// Copies the FRAME messages of `queued` that `filter` matches into `out`.
+fn keep_matching(queued: &[u8], filter: &Bpf, out: &mut Vec<u8>) {
+    let mut at = 0;
+    while let Ok(Some((m, n))) = message::next(&queued[at..]) {
+        if let Message::Frame { data, wire_len, .. } = m
+            && filter.matches(data, wire_len as usize)
+        {
+            out.extend_from_slice(&queued[at..at + n]);
+        }
+        at += n;
+    }
+}
+
+/// Writes `buf` whole; a reader too slow for the write timeout is waited
+/// for, unless the daemon is stopping.
+fn write_all(mut conn: &UnixStream, mut buf: &[u8], sub: &Subscriber) -> io::Result<()> {
+    while !buf.is_empty() {
+        match conn.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if sub.is_closed() {
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the reader closed its end (it sends nothing after the request,
+/// so a read that finds the end of file means it went away).
+fn reader_gone(conn: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a 1-byte buffer for the call.
+    let n = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    };
+    n == 0
+        || (n < 0
+            && !matches!(
+                io::Error::last_os_error().kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ))
+}
