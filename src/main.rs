@@ -85,6 +85,42 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Watch sessions live: subscribe on the daemon's control socket and write
+    /// their frames as a pcap or pcapng stream, e.g.
+    /// `mirrorcap stream --vni 123 | wireshark -k -i -`.
+    Stream {
+        /// The daemon's config file, to find its `control_socket`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The control socket (default: the config's, else
+        /// /run/mirrorcap/control.sock when it exists, else ./captures/.control.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Only sessions of this VNI (repeatable).
+        #[arg(long)]
+        vni: Vec<u32>,
+        /// Only sessions of this mirrored ENI address (repeatable).
+        #[arg(long)]
+        source: Vec<std::net::IpAddr>,
+        /// Only sessions through this Gateway Load Balancer endpoint, `vpce-…` (repeatable).
+        #[arg(long)]
+        endpoint: Vec<String>,
+        /// Only frames this libpcap expression matches, as tcpdump takes it.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Output format: pcap interleaves sessions; pcapng gives each its own interface.
+        #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
+        format: String,
+        /// Where to write; `-` is standard output.
+        #[arg(short = 'w', default_value = "-")]
+        write: String,
+        /// Stop after this many frames.
+        #[arg(short = 'c')]
+        count: Option<u64>,
+        /// Stop after this long, e.g. 30s or 5min.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
     /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
     CheckConfig {
         /// The TOML file to check.
@@ -178,6 +214,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Stream {
+            config,
+            socket,
+            vni,
+            source,
+            endpoint,
+            filter,
+            format,
+            write,
+            count,
+            duration,
+        } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => default_socket(config.as_ref())?,
+            };
+            let opts = mirrorcap::stream::client::StreamOptions {
+                socket,
+                request: mirrorcap::stream::message::Request {
+                    vnis: vni,
+                    sources: source,
+                    endpoints: endpoint,
+                    filter,
+                },
+                format: if format == "pcapng" {
+                    mirrorcap::capture::encode::OutputFormat::Pcapng
+                } else {
+                    mirrorcap::capture::encode::OutputFormat::Pcap
+                },
+                count,
+                duration,
+            };
+            run_stream(&opts, &write)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -211,6 +281,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_replay(cfg, &inputs)
         }
     }
+}
+
+/// The control socket `stream` uses without `--socket`: the config's
+/// (`"auto"` as the daemon resolves it under systemd, then beside its
+/// captures), else the systemd place when it exists, else beside the
+/// default captures directory.
+fn default_socket(config: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    use mirrorcap::config::ControlSocket;
+    let systemd = PathBuf::from("/run/mirrorcap/control.sock");
+    let (socket, dir) = match config {
+        Some(p) => {
+            let cfg = Config::load(p)?;
+            let Some(socket) = cfg.stream.socket else {
+                anyhow::bail!(
+                    "{}: `control_socket` is not set, so the daemon takes no subscribers; set it (e.g. control_socket = \"auto\") and restart the daemon",
+                    p.display()
+                );
+            };
+            (socket, cfg.dir)
+        }
+        None => (ControlSocket::Auto, PathBuf::from("./captures")),
+    };
+    Ok(match socket {
+        ControlSocket::Path(p) => p,
+        ControlSocket::Auto if systemd.exists() => systemd,
+        ControlSocket::Auto => socket.resolve(&dir),
+    })
+}
+
+/// Set by SIGINT and SIGTERM while `stream` runs.
+static STREAM_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn stop_stream(_: libc::c_int) {
+    STREAM_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `mirrorcap stream`: writes until it ends, then says on stderr how many
+/// frames it wrote and how many the daemon could not deliver to it.
+fn run_stream(
+    opts: &mirrorcap::stream::client::StreamOptions,
+    write: &str,
+) -> anyhow::Result<ExitCode> {
+    use mirrorcap::stream::client::{End, stream};
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, stop_stream as *const () as libc::sighandler_t) };
+    }
+    let mut out: Box<dyn std::io::Write> = if write == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(write).with_context(|| format!("cannot create {write}"))?)
+    };
+    let o = stream(opts, &mut out, &STREAM_STOP)?;
+    let why = match o.end {
+        End::Count => "count reached",
+        End::Duration => "duration reached",
+        End::Stopped => "stopped",
+        End::ReaderGone => "the reader went away",
+        End::DaemonStopped => "the daemon closed the stream",
+    };
+    eprintln!(
+        "mirrorcap stream: {} frames written, {} not delivered by the daemon (its queue for this subscriber was full); {why}",
+        o.frames, o.not_delivered
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Installs the SIGTERM, SIGINT and SIGHUP handlers on a thread of their

@@ -80,6 +80,8 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error(transparent)]
     Health(#[from] HealthError),
+    #[error(transparent)]
+    Control(#[from] crate::stream::server::ControlError),
     #[error("reading the address bound for `{key}` {addr}: {source}")]
     LocalAddr {
         key: &'static str,
@@ -167,8 +169,40 @@ pub fn run(
         Some(a) => Some(rt.block_on(bind_metrics(a))?),
         None => None,
     };
-    let workers = start_workers(&cfg, &counters)?;
+    let hub = cfg.stream.socket.as_ref().map(|_| {
+        crate::stream::Hub::new(
+            cfg.stream.max_subscribers,
+            cfg.stream.queue,
+            counters.clone(),
+        )
+    });
+    let workers = start_workers(&cfg, &counters, hub.clone())?;
+    let subscribers = match (&cfg.stream.socket, hub) {
+        (Some(socket), Some(hub)) => {
+            let path = socket.resolve(&cfg.dir);
+            let server = crate::stream::server::ControlServer::start(
+                &path,
+                cfg.stream.group.as_ref().map(|g| g.1),
+                hub,
+            );
+            match server {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    workers.stop.store(true, Relaxed);
+                    let _ = finish_workers(workers.handles);
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => None,
+    };
     on_ready(workers.bound);
+    if let Some(c) = &subscribers {
+        tracing::info!(
+            "live subscribers on {} (`mirrorcap stream`)",
+            c.path().display()
+        );
+    }
     tracing::info!(
         "listening on {}, writing under {}, {} worker(s)",
         workers.bound,
@@ -199,6 +233,8 @@ pub fn run(
     workers.stop.store(true, Relaxed);
     Notifier::from_env().stopping();
     let (sessions, rules) = finish_workers(workers.handles)?;
+    // After the workers' last batch: subscribers get what was queued.
+    drop(subscribers);
     host_backlog.update(&counters);
     let summary = Summary::from_counters(&counters, sessions, rules);
     Ok(DaemonOutcome {
@@ -211,7 +247,11 @@ pub fn run(
 /// `geneve_listen` when set (each group: the first socket fixes the port,
 /// the others join its SO_REUSEPORT group, sessions steered by a BPF
 /// program) and starts a receive thread on each with its own pipeline.
-fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, DaemonError> {
+fn start_workers(
+    cfg: &Config,
+    counters: &Arc<Counters>,
+    hub: Option<Arc<crate::stream::Hub>>,
+) -> Result<Workers, DaemonError> {
     let count = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -231,7 +271,10 @@ fn start_workers(cfg: &Config, counters: &Arc<Counters>) -> Result<Workers, Daem
         receivers.extend(more);
         encaps.resize(2 * count, Encap::geneve(cfg));
     }
-    let first = Pipeline::new(cfg, counters.clone(), Backlog::Drop);
+    let mut first = Pipeline::new(cfg, counters.clone(), Backlog::Drop);
+    if let Some(hub) = hub {
+        first = first.with_subscribers(hub);
+    }
     let mut pipelines: Vec<Pipeline> = (1..receivers.len()).map(|_| first.sibling()).collect();
     pipelines.insert(0, first);
     let stop = Arc::new(AtomicBool::new(false));

@@ -32,12 +32,14 @@ mod flows;
 mod output;
 mod raw;
 mod sizes;
+mod stream;
 mod values;
 
 pub use daemon::{listens_overlap, same_port_as_listen};
 pub use filter::SessionConfig;
 pub use output::{DEFAULT_IDLE_TIMEOUT, MAX_SNAPLEN, MIN_SNAPLEN, NAME_MAX, OutputConfig};
 pub use sizes::{parse_duration, parse_size_str};
+pub use stream::{ControlSocket, StreamConfig};
 
 /// The configuration the daemon runs on when no file is given.
 pub const DEFAULT_CONFIG: &str = r#"
@@ -125,6 +127,8 @@ pub struct Config {
     pub on_rotate: Vec<String>,
     /// Most `on_rotate` commands running at once.
     pub on_rotate_jobs: usize,
+    /// Live subscribers: the control socket and its limits.
+    pub stream: StreamConfig,
     /// `[flows]`: VPC Flow Logs records.
     pub flows: Arc<crate::flows::FlowConfig>,
     pub output: OutputConfig,
@@ -211,6 +215,13 @@ impl Config {
                 .map_or(DEFAULT_METRICS_MAX_SESSIONS, |v| *v.get_ref() as usize),
             on_rotate_jobs: daemon::at_least_one(&cx, raw.on_rotate_jobs.as_ref(), 2, "job")?,
             on_rotate: daemon::on_rotate(&cx, raw.on_rotate)?,
+            stream: stream::stream(
+                &cx,
+                raw.control_socket.as_ref(),
+                raw.control_group.as_ref(),
+                raw.max_subscribers.as_ref(),
+                raw.stream_queue.as_ref(),
+            )?,
             flows: Arc::new(flows::flows(&cx, raw.flows)?),
             output: output::output(&cx, raw.output)?,
             filter: filter::default_filter(&cx, raw.filter)?,
@@ -234,6 +245,12 @@ impl Config {
         );
         keep(&mut changed, "dir", &mut new.dir, &self.dir);
         keep(&mut changed, "workers", &mut new.workers, &self.workers);
+        keep(
+            &mut changed,
+            "control_socket, control_group, max_subscribers, stream_queue",
+            &mut new.stream,
+            &self.stream,
+        );
         keep(
             &mut changed,
             "recv_buffer",

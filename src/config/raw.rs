@@ -36,6 +36,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) on_rotate: Vec<String>,
     pub(super) on_rotate_jobs: Option<Spanned<u32>>,
+    pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) control_group: Option<Spanned<String>>,
+    pub(super) max_subscribers: Option<Spanned<u32>>,
+    pub(super) stream_queue: Option<Spanned<SizeValue>>,
     pub(super) flows: Option<RawFlows>,
     #[serde(default)]
     pub(super) output: RawOutput,

@@ -98,6 +98,8 @@ pub struct Pipeline {
     /// Packet time after which idle sessions and ended time slots are next
     /// looked for (once a second of packet time).
     next_sweep_ns: u64,
+    /// Live subscribers (`control_socket`); `None` in replay and when off.
+    tap: Option<crate::stream::Tap>,
     /// Datagrams and bytes received and not yet added to the shared
     /// counters: added once per batch ([`Pipeline::publish_counts`]), not
     /// with two atomic operations per datagram.
@@ -141,7 +143,15 @@ impl Pipeline {
             counters,
             next_sweep_ns: 0,
             unpublished: (0, 0),
+            tap: None,
         }
+    }
+
+    /// Hands the frames of the sessions live subscribers want to `hub`
+    /// (after every filter, as they are written), per batch.
+    pub fn with_subscribers(mut self, hub: Arc<crate::stream::Hub>) -> Pipeline {
+        self.tap = Some(crate::stream::Tap::new(hub));
+        self
     }
 
     /// A pipeline for another worker thread: the same configuration,
@@ -160,6 +170,7 @@ impl Pipeline {
             counters: self.counters.clone(),
             next_sweep_ns: 0,
             unpublished: (0, 0),
+            tap: self.tap.as_ref().map(|t| t.sibling()),
         }
     }
 
@@ -170,6 +181,9 @@ impl Pipeline {
     /// Adds what was received since the last call to the shared counters.
     /// The feeds call it after each batch; `tick` and `finish` call it too.
     pub fn publish_counts(&mut self) {
+        if let Some(tap) = &mut self.tap {
+            tap.flush();
+        }
         let (n, bytes) = std::mem::take(&mut self.unpublished);
         if n > 0 {
             self.counters
@@ -240,6 +254,21 @@ impl Pipeline {
         }
         let settings = &*self.settings;
         let cap = frame.len().min(settings.output.snaplen as usize);
+        if let Some(tap) = &mut self.tap
+            && tap.active()
+        {
+            let s = self.sessions.get_mut(i);
+            tap.offer(
+                &mut s.tap,
+                s.id,
+                vni,
+                s.key.source,
+                s.key.endpoint,
+                ts,
+                &frame[..cap],
+                wire_len,
+            );
+        }
         self.sessions.write(
             i,
             ts,

@@ -67,6 +67,8 @@ pub struct Session {
     pub(super) file: Option<CurrentFile>,
     /// Timestamp of the last packet, for the idle timeout.
     pub last_ns: u64,
+    /// Which live subscribers want this session ([`crate::stream::Tap`]).
+    pub tap: crate::stream::SessionTap,
 }
 
 /// The session's open file, as the receive side tracks it for rotation.
@@ -109,6 +111,7 @@ impl Session {
             seq,
             file: None,
             last_ns: 0,
+            tap: Default::default(),
         }
     }
 
