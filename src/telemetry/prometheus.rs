@@ -214,6 +214,19 @@ fn traffic(s: &mut Scrape, c: &Counters) {
         "Packets the host's per-CPU network backlog dropped since start, before any socket (all traffic on the host; net.core.netdev_max_backlog).",
         &c.host_backlog_drops,
     );
+    s.counter(
+        "mirrorcap_stream_dropped_frames",
+        "Frames live subscribers (mirrorcap stream) could not take because their queue was full; still written to the capture files.",
+        vec![(
+            vec![("reason", "stream_backlog".to_string())],
+            c.stream_dropped.load(Relaxed),
+        )],
+    );
+    s.gauge(
+        "mirrorcap_stream_subscribers",
+        "Live subscribers connected now.",
+        c.stream_subscribers.load(Relaxed),
+    );
 }
 
 /// Per-session series: at most `metrics_max_sessions` sessions have their
