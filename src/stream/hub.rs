@@ -184,6 +184,14 @@ impl Hub {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// [`Hub::generation`] for the per-frame check: a change is seen a
+    /// little later at worst, and [`Hub::current`] reads the list under
+    /// the lock.
+    #[inline(always)]
+    pub fn generation_relaxed(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
     /// The subscribers in force and their generation.
     pub fn current(&self) -> (u64, Arc<[Arc<Subscriber>]>) {
         let list = lock(&self.subscribers);

@@ -8,7 +8,7 @@
 //! - [`tap`]: each worker's view of the hub. Per frame of a session some
 //!   subscriber wants, one copy into the worker's batch buffer for that
 //!   subscriber; per batch, one lock and one wakeup per subscriber. With no
-//!   subscriber: one branch per frame, one atomic load per batch.
+//!   subscriber: one relaxed load and one branch per frame.
 //! - [`message`]: what travels on the control socket: a JSON request line
 //!   and reply line, then binary messages (session, frame, drop count).
 //! - [`server`]: the control socket (a Unix socket, mode 0660, group

@@ -60,8 +60,13 @@ pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+    /// The subscribers' threads, joined on stop so that each gets what was
+    /// queued for it before the process ends.
+    senders: Senders,
     hub: Arc<Hub>,
 }
+
+type Senders = Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>;
 
 impl ControlServer {
     /// Binds `path` (mode 0660, group `gid` when given) and starts
@@ -89,15 +94,17 @@ impl ControlServer {
         }
         listener.set_nonblocking(true).map_err(bind_err)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, h) = (stop.clone(), hub.clone());
+        let senders = Senders::default();
+        let (s, h, t) = (stop.clone(), hub.clone(), senders.clone());
         let accept = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(listener, &s, &h))
+            .spawn(move || accept_loop(listener, &s, &h, &t))
             .map_err(bind_err)?;
         Ok(ControlServer {
             path: path.to_path_buf(),
             stop,
             accept: Some(accept),
+            senders,
             hub,
         })
     }
@@ -116,6 +123,12 @@ impl ControlServer {
         self.stop.store(true, Relaxed);
         self.hub.close();
         if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        // Each ends once its queue is sent, or after a write that waited
+        // the write timeout for a reader that does not read.
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in senders {
             let _ = h.join();
         }
         let _ = std::fs::remove_file(&self.path);
@@ -150,7 +163,7 @@ fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     })
 }
 
-fn accept_loop(listener: UnixListener, stop: &AtomicBool, hub: &Arc<Hub>) {
+fn accept_loop(listener: UnixListener, stop: &AtomicBool, hub: &Arc<Hub>, senders: &Senders) {
     while !stop.load(Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -158,8 +171,15 @@ fn accept_loop(listener: UnixListener, stop: &AtomicBool, hub: &Arc<Hub>) {
                 let spawned = std::thread::Builder::new()
                     .name("subscriber".into())
                     .spawn(move || serve_subscriber(conn, &hub));
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "control socket: cannot start a subscriber thread");
+                match spawned {
+                    Ok(h) => {
+                        let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
+                        s.retain(|h| !h.is_finished());
+                        s.push(h);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket: cannot start a subscriber thread")
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
