@@ -237,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     sources: source,
                     endpoints: endpoint,
                     filter,
+                    list: false,
                 },
                 format: if format == "pcapng" {
                     mirrorcap::capture::encode::OutputFormat::Pcapng

@@ -184,6 +184,7 @@ pub fn run(
                 &path,
                 cfg.stream.group.as_ref().map(|g| g.1),
                 hub,
+                counters.clone(),
             );
             match server {
                 Ok(s) => Some(s),

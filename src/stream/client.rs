@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::message::{self, Message, Reply, Request};
+use super::message::{self, Message, Reply, Request, SessionInfo};
 use crate::capture::encode::{
     OutputFormat, RecordHeader, pcap_file_header, pcapng_interface, pcapng_section_header,
 };
@@ -187,8 +187,40 @@ pub fn stream(
     Ok(outcome)
 }
 
+/// The daemon's live sessions (a `list` request).
+pub fn list_sessions(socket: &Path) -> Result<Vec<SessionInfo>, ClientError> {
+    let conn = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let req = Request {
+        list: true,
+        ..Default::default()
+    };
+    match request(&conn, socket, &req)? {
+        Reply::Sessions { sessions } => Ok(sessions),
+        Reply::Refused { reason } => Err(ClientError::Refused(reason)),
+        other => Err(ClientError::Answer {
+            path: socket.to_path_buf(),
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
 /// Sends the request, reads the answer; the snap length on success.
 fn subscribe(conn: &UnixStream, path: &Path, req: &Request) -> Result<u32, ClientError> {
+    match request(conn, path, req)? {
+        Reply::Accepted { snaplen } => Ok(snaplen),
+        Reply::Refused { reason } => Err(ClientError::Refused(reason)),
+        other => Err(ClientError::Answer {
+            path: path.to_path_buf(),
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Sends `req` and reads the one-line answer.
+fn request(conn: &UnixStream, path: &Path, req: &Request) -> Result<Reply, ClientError> {
     let io_err = |source| ClientError::Io {
         path: path.to_path_buf(),
         source,
@@ -210,14 +242,10 @@ fn subscribe(conn: &UnixStream, path: &Path, req: &Request) -> Result<u32, Clien
         }
     }
     let text = String::from_utf8_lossy(&answer).into_owned();
-    match serde_json::from_str::<Reply>(&text) {
-        Ok(Reply::Accepted { snaplen }) => Ok(snaplen),
-        Ok(Reply::Refused { reason }) => Err(ClientError::Refused(reason)),
-        Err(_) => Err(ClientError::Answer {
-            path: path.to_path_buf(),
-            answer: text,
-        }),
-    }
+    serde_json::from_str::<Reply>(&text).map_err(|_| ClientError::Answer {
+        path: path.to_path_buf(),
+        answer: text,
+    })
 }
 
 /// Builds the output bytes.

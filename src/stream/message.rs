@@ -32,6 +32,18 @@ pub struct Request {
     /// A libpcap expression the frames must match.
     #[serde(default)]
     pub filter: Option<String>,
+    /// Only list the live sessions ([`Reply::Sessions`]), then close.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list: bool,
+}
+
+/// A live session, as [`Reply::Sessions`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub vni: u32,
+    pub source: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// The daemon's answer to a [`Request`].
@@ -42,6 +54,8 @@ pub enum Reply {
     Accepted { snaplen: u32 },
     /// Why not (a bad filter, too many subscribers): to show as it is.
     Refused { reason: String },
+    /// The live sessions (a `list` request).
+    Sessions { sessions: Vec<SessionInfo> },
 }
 
 pub const KIND_SESSION: u8 = 1;

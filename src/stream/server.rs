@@ -26,8 +26,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::hub::{Hub, Selection, Subscriber, Taken};
-use super::message::{self, Message, Reply, Request, put_dropped, put_session};
+use super::message::{self, Message, Reply, Request, SessionInfo, put_dropped, put_session};
 use crate::filter::bpf::Bpf;
+use crate::telemetry::counters::Counters;
 
 /// Mode of the socket file.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -75,6 +76,7 @@ impl ControlServer {
         path: &Path,
         gid: Option<u32>,
         hub: Arc<Hub>,
+        counters: Arc<Counters>,
     ) -> Result<ControlServer, ControlError> {
         let listener = bind(path)?;
         let bind_err = |source| ControlError::Bind {
@@ -98,7 +100,7 @@ impl ControlServer {
         let (s, h, t) = (stop.clone(), hub.clone(), senders.clone());
         let accept = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(listener, &s, &h, &t))
+            .spawn(move || accept_loop(listener, &s, &h, &t, &counters))
             .map_err(bind_err)?;
         Ok(ControlServer {
             path: path.to_path_buf(),
@@ -163,14 +165,20 @@ fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     })
 }
 
-fn accept_loop(listener: UnixListener, stop: &AtomicBool, hub: &Arc<Hub>, senders: &Senders) {
+fn accept_loop(
+    listener: UnixListener,
+    stop: &AtomicBool,
+    hub: &Arc<Hub>,
+    senders: &Senders,
+    counters: &Arc<Counters>,
+) {
     while !stop.load(Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
-                let hub = hub.clone();
+                let (hub, counters) = (hub.clone(), counters.clone());
                 let spawned = std::thread::Builder::new()
                     .name("subscriber".into())
-                    .spawn(move || serve_subscriber(conn, &hub));
+                    .spawn(move || serve_subscriber(conn, &hub, &counters));
                 match spawned {
                     Ok(h) => {
                         let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +213,7 @@ fn wait_readable(fd: &impl AsRawFd, ms: i32) {
 }
 
 /// One subscriber's connection, from its request to its end.
-fn serve_subscriber(conn: UnixStream, hub: &Hub) {
+fn serve_subscriber(conn: UnixStream, hub: &Hub, counters: &Counters) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(&conn).take(MAX_REQUEST as u64);
@@ -214,11 +222,17 @@ fn serve_subscriber(conn: UnixStream, hub: &Hub) {
         return;
     }
     let (reply, accepted) = match subscribe(&line, hub) {
-        Ok((sub, filter)) => (
+        Ok(Subscribed::Stream(sub, filter)) => (
             Reply::Accepted {
                 snaplen: STREAM_SNAPLEN,
             },
             Some((sub, filter)),
+        ),
+        Ok(Subscribed::List) => (
+            Reply::Sessions {
+                sessions: sessions(counters),
+            },
+            None,
         ),
         Err(reason) => (Reply::Refused { reason }, None),
     };
@@ -248,10 +262,32 @@ fn serve_subscriber(conn: UnixStream, hub: &Hub) {
     );
 }
 
+/// What a request asked for.
+enum Subscribed {
+    Stream(Arc<Subscriber>, Option<Bpf>),
+    List,
+}
+
+/// The live sessions for a `list` request.
+fn sessions(counters: &Counters) -> Vec<SessionInfo> {
+    counters
+        .live_sessions()
+        .into_iter()
+        .map(|(vni, source, endpoint)| SessionInfo {
+            vni,
+            source,
+            endpoint,
+        })
+        .collect()
+}
+
 /// The request read and checked, the subscriber added.
-fn subscribe(line: &str, hub: &Hub) -> Result<(Arc<Subscriber>, Option<Bpf>), String> {
+fn subscribe(line: &str, hub: &Hub) -> Result<Subscribed, String> {
     let req: Request =
         serde_json::from_str(line.trim()).map_err(|e| format!("the request is not valid: {e}"))?;
+    if req.list {
+        return Ok(Subscribed::List);
+    }
     let mut selection = Selection {
         vnis: req.vnis.iter().copied().collect(),
         sources: req.sources.iter().copied().collect(),
@@ -271,7 +307,7 @@ fn subscribe(line: &str, hub: &Hub) -> Result<(Arc<Subscriber>, Option<Bpf>), St
         None => None,
     };
     let sub = hub.subscribe(selection).map_err(|e| e.to_string())?;
-    Ok((sub, filter))
+    Ok(Subscribed::Stream(sub, filter))
 }
 
 /// Sends until the reader goes away or the daemon stops.

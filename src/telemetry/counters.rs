@@ -259,6 +259,19 @@ impl Counters {
         self.session_stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The live sessions, sorted: (VNI, source, endpoint).
+    pub fn live_sessions(&self) -> Vec<(u32, std::net::IpAddr, Option<String>)> {
+        let mut v: Vec<_> = self
+            .registry()
+            .live
+            .values()
+            .map(|s| (s.vni, s.source, s.endpoint.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Registers a new session's counters (once per session, not per
     /// packet).
     pub fn new_session(&self, vni: u32, source: std::net::IpAddr) -> std::sync::Arc<SessionStats> {
