@@ -49,6 +49,14 @@ impl ReplayPorts {
     }
 }
 
+/// Whether `port` is in `list`: a loop the compiler inlines (the library's
+/// `contains` for `u16` was a call of 21 instructions per record for a list
+/// of one port; see BENCHMARKS.md, issue 14).
+#[inline(always)]
+fn listed(list: &[u16], port: u16) -> bool {
+    list.iter().any(|&p| p == port)
+}
+
 /// `orig_len` for [`RecvMeta`]: the length as sent when the capture cut it.
 fn orig_len(captured: usize, sent: usize) -> usize {
     if captured < sent { sent } else { 0 }
@@ -71,7 +79,7 @@ pub fn replay<R: Read>(
         // Bytes the outer headers took, to derive the datagram's length
         // on the wire when the capture's snap length cut the record.
         match strip_outer(rec.linktype, rec.data) {
-            Ok(udp) if ports.vxlan.contains(&udp.dst_port) => {
+            Ok(udp) if listed(&ports.vxlan, udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
                     endpoint: None,
@@ -80,7 +88,7 @@ pub fn replay<R: Read>(
                 };
                 pipeline.push(udp.payload, &meta);
             }
-            Ok(udp) if ports.geneve.contains(&udp.dst_port) => {
+            Ok(udp) if listed(&ports.geneve, udp.dst_port) => {
                 match geneve::decap(udp.payload, &ports.vxlan) {
                     Ok(g) => {
                         let meta = RecvMeta {
