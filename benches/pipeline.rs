@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 
 use mirrorcap::capture::encode::{OutputFormat, RecordHeader};
 use mirrorcap::config::Config;
@@ -118,48 +118,130 @@ fn stages(d: &[u8], cfg: &Config, filter: &MirrorFilter, own: &OwnAddresses, chu
     chunk.extend_from_slice(frame);
 }
 
+/// What every benchmark needs: the rules, the ENI's address, the chunk.
+struct Setup {
+    cfg: Config,
+    filter: std::sync::Arc<MirrorFilter>,
+    own: OwnAddresses,
+    chunk: Vec<u8>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let cfg = Config::parse(RULES, std::path::Path::new("bench.toml")).unwrap();
+        let filter = cfg.filter.clone().unwrap();
+        Setup {
+            cfg,
+            filter,
+            own: OwnAddresses {
+                outer: "10.0.1.5".parse::<IpAddr>().unwrap(),
+                extra: Vec::new(),
+            },
+            chunk: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// One pass over direct datagrams.
+    #[inline(always)]
+    fn direct(&mut self, dgrams: &[Vec<u8>]) -> usize {
+        for d in dgrams {
+            let d = black_box(d.as_slice());
+            stages(d, &self.cfg, &self.filter, &self.own, &mut self.chunk);
+        }
+        self.chunk.len()
+    }
+
+    /// One pass over GENEVE-wrapped datagrams: decap, then the same stages.
+    #[inline(always)]
+    fn geneve(&mut self, wrapped: &[Vec<u8>]) -> usize {
+        for p in wrapped {
+            let g = geneve::decap(black_box(p.as_slice()), &VXLAN_PORTS).unwrap();
+            black_box(g.meta.endpoint_id());
+            stages(
+                g.datagram,
+                &self.cfg,
+                &self.filter,
+                &self.own,
+                &mut self.chunk,
+            );
+        }
+        self.chunk.len()
+    }
+}
+
+const VXLAN_PORTS: [u16; 1] = [4789];
+const SIZES: [usize; 4] = [64, 128, 512, 1400];
+
+fn direct_dgrams(size: usize) -> Vec<Vec<u8>> {
+    (0..256).map(|i| datagram(size, i)).collect()
+}
+
+fn wrapped_dgrams(size: usize) -> Vec<Vec<u8>> {
+    (0..256).map(|i| gwlb_wrapped(&datagram(size, i))).collect()
+}
+
 fn stages_bench(c: &mut Criterion) {
-    let cfg = Config::parse(RULES, std::path::Path::new("bench.toml")).unwrap();
-    let filter = cfg.filter.clone().unwrap();
-    let own = OwnAddresses {
-        outer: "10.0.1.5".parse::<IpAddr>().unwrap(),
-        extra: Vec::new(),
-    };
-    let vxlan_ports = [4789u16];
-    let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut s = Setup::new();
     let mut group = c.benchmark_group("decap+filter+encode");
-    for size in [64usize, 128, 512, 1400] {
-        let dgrams: Vec<Vec<u8>> = (0..256).map(|i| datagram(size, i)).collect();
+    for size in SIZES {
+        let dgrams = direct_dgrams(size);
         group.throughput(Throughput::Elements(dgrams.len() as u64));
         group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| {
-                for d in &dgrams {
-                    stages(black_box(d.as_slice()), &cfg, &filter, &own, &mut chunk);
-                }
-                black_box(chunk.len())
-            })
+            b.iter(|| black_box(s.direct(&dgrams)))
         });
     }
     group.finish();
     // The same datagrams through a Gateway Load Balancer: GENEVE decap
     // first (options, inner IPv4/UDP, the VXLAN port), then the same stages.
     let mut group = c.benchmark_group("geneve+decap+filter+encode");
-    for size in [64usize, 128, 512, 1400] {
-        let wrapped: Vec<Vec<u8>> = (0..256).map(|i| gwlb_wrapped(&datagram(size, i))).collect();
+    for size in SIZES {
+        let wrapped = wrapped_dgrams(size);
         group.throughput(Throughput::Elements(wrapped.len() as u64));
         group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| {
-                for p in &wrapped {
-                    let g = geneve::decap(black_box(p.as_slice()), &vxlan_ports).unwrap();
-                    black_box(g.meta.endpoint_id());
-                    stages(g.datagram, &cfg, &filter, &own, &mut chunk);
-                }
-                black_box(chunk.len())
-            })
+            b.iter(|| black_box(s.geneve(&wrapped)))
         });
     }
     group.finish();
 }
 
+/// `PIPELINE_PASSES=KIND:SIZE:N` (KIND `direct` or `geneve`): no
+/// criterion, N passes over the 256 datagrams of that size and kind, to
+/// count instructions under cachegrind (deterministic where wall time on a
+/// shared VM is not: run two N and take the difference per datagram, see
+/// BENCHMARKS.md).
+fn passes(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [kind, size, n] = parts[..] else {
+        panic!("PIPELINE_PASSES={spec:?}: expected KIND:SIZE:N, e.g. geneve:64:1000");
+    };
+    let size: usize = size.parse().expect("SIZE: an inner frame size, e.g. 64");
+    let n: usize = n.parse().expect("N: a number of passes");
+    let mut s = Setup::new();
+    let mut total = 0;
+    match kind {
+        "direct" => {
+            let d = direct_dgrams(size);
+            for _ in 0..n {
+                total += s.direct(&d);
+            }
+        }
+        "geneve" => {
+            let w = wrapped_dgrams(size);
+            for _ in 0..n {
+                total += s.geneve(&w);
+            }
+        }
+        _ => panic!("PIPELINE_PASSES={spec:?}: KIND is direct or geneve"),
+    }
+    println!("{kind} {size}B: {n} passes of 256 datagrams ({total})");
+}
+
 criterion_group!(benches, stages_bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("PIPELINE_PASSES") {
+        return passes(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
