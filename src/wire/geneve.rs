@@ -34,7 +34,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::pipeline::DropReason;
-use crate::wire::outer::{IpDrops, strip_ip};
+use crate::wire::outer::{IpDrops, strip_ip_version};
 
 mod field {
     use std::ops::Range;
@@ -69,7 +69,7 @@ pub const PROTOCOL_IPV4: u16 = 0x0800;
 /// Protocol type: an IPv6 packet follows (no Ethernet header).
 pub const PROTOCOL_IPV6: u16 = 0x86dd;
 
-/// The inner IP packet's reasons for [`strip_ip`].
+/// The inner IP packet's reasons for [`strip_ip_version`].
 const INNER: IpDrops = IpDrops {
     malformed: DropReason::GeneveInnerMalformed,
     not_udp: DropReason::GeneveNotVxlan,
@@ -268,7 +268,7 @@ pub fn decap<'a>(payload: &'a [u8], vxlan_ports: &[u16]) -> Result<GeneveVxlan<'
         Some(b) if b >> 4 == version => {}
         _ => return Err(DropReason::GeneveInnerMalformed),
     }
-    let udp = strip_ip(g.payload, &INNER)?;
+    let udp = strip_ip_version(g.payload, version, &INNER)?;
     // A loop the compiler inlines: the library's `contains` for `u16` is
     // a call (about 21 instructions per packet for a list of one port).
     if !vxlan_ports.iter().any(|&p| p == udp.dst_port) {

@@ -101,8 +101,21 @@ pub(crate) fn strip_ip<'a>(ip: &'a [u8], why: &IpDrops) -> Result<OuterUdp<'a>, 
     let Some(&first) = ip.first() else {
         return Err(why.malformed);
     };
-    let (source, udp) = match first >> 4 {
+    strip_ip_version(ip, first >> 4, why)
+}
+
+/// [`strip_ip`] for a caller that has read the IP version (the first
+/// byte's high nibble) already: GENEVE's protocol type says which one to
+/// expect. `ip` is not empty.
+#[inline(always)]
+pub(crate) fn strip_ip_version<'a>(
+    ip: &'a [u8],
+    version: u8,
+    why: &IpDrops,
+) -> Result<OuterUdp<'a>, DropReason> {
+    let (source, udp) = match version {
         4 => {
+            let first = ip[0];
             if ip.len() < 20 {
                 return Err(why.malformed);
             }
