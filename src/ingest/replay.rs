@@ -27,6 +27,7 @@ use crate::capture::{CaptureError, CaptureReader};
 use crate::pipeline::DropReason;
 use crate::pipeline::{Pipeline, RecvMeta};
 use crate::wire::geneve;
+use crate::wire::outer::port_listed;
 pub use crate::wire::outer::{OuterUdp, strip_outer};
 
 /// Which UDP destination ports carry what in the replayed captures. A
@@ -47,14 +48,6 @@ impl ReplayPorts {
             geneve: geneve.to_vec(),
         }
     }
-}
-
-/// Whether `port` is in `list`: a loop the compiler inlines (the library's
-/// `contains` for `u16` was a call of 21 instructions per record for a list
-/// of one port; see BENCHMARKS.md, issue 14).
-#[inline(always)]
-fn listed(list: &[u16], port: u16) -> bool {
-    list.iter().any(|&p| p == port)
 }
 
 /// `orig_len` for [`RecvMeta`]: the length as sent when the capture cut it.
@@ -79,7 +72,7 @@ pub fn replay<R: Read>(
         // Bytes the outer headers took, to derive the datagram's length
         // on the wire when the capture's snap length cut the record.
         match strip_outer(rec.linktype, rec.data) {
-            Ok(udp) if listed(&ports.vxlan, udp.dst_port) => {
+            Ok(udp) if port_listed(&ports.vxlan, udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
                     endpoint: None,
@@ -88,7 +81,7 @@ pub fn replay<R: Read>(
                 };
                 pipeline.push(udp.payload, &meta);
             }
-            Ok(udp) if listed(&ports.geneve, udp.dst_port) => {
+            Ok(udp) if port_listed(&ports.geneve, udp.dst_port) => {
                 match geneve::decap(udp.payload, &ports.vxlan) {
                     Ok(g) => {
                         let meta = RecvMeta {

@@ -74,6 +74,17 @@ pub fn strip_outer(linktype: u16, pkt: &[u8]) -> Result<OuterUdp<'_>, DropReason
     strip_ip(ip, &OUTER)
 }
 
+/// Whether `port` is in `list` (a few ports: `vxlan_ports`,
+/// `geneve_ports`), once or twice per datagram. A loop the compiler
+/// inlines: the library's `contains` for `u16` was a call of 21
+/// instructions per lookup for a list of one port (cachegrind, replay,
+/// BENCHMARKS.md "GENEVE (issue 14)"), which clippy's advice does not know.
+#[inline(always)]
+#[allow(clippy::manual_contains)]
+pub fn port_listed(list: &[u16], port: u16) -> bool {
+    list.iter().any(|&p| p == port)
+}
+
 /// The reasons [`strip_ip`] gives, per layer: the outer headers of a
 /// captured packet, or the inner IP packet a GENEVE header carries.
 #[derive(Clone, Copy, Debug)]
