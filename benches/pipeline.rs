@@ -182,26 +182,31 @@ fn wrapped_dgrams(size: usize) -> Vec<Vec<u8>> {
 
 fn stages_bench(c: &mut Criterion) {
     let mut s = Setup::new();
-    let mut group = c.benchmark_group("decap+filter+encode");
-    for size in SIZES {
-        let dgrams = direct_dgrams(size);
-        group.throughput(Throughput::Elements(dgrams.len() as u64));
-        group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| black_box(s.direct(&dgrams)))
-        });
+    // Direct, then the same datagrams through a Gateway Load Balancer:
+    // GENEVE decap first (options, inner IPv4/UDP, the VXLAN port), then
+    // the same stages.
+    for (name, gwlb) in [
+        ("decap+filter+encode", false),
+        ("geneve+decap+filter+encode", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for size in SIZES {
+            let dgrams = if gwlb {
+                wrapped_dgrams(size)
+            } else {
+                direct_dgrams(size)
+            };
+            group.throughput(Throughput::Elements(dgrams.len() as u64));
+            group.bench_function(format!("{size}B"), |b| {
+                if gwlb {
+                    b.iter(|| black_box(s.geneve(&dgrams)))
+                } else {
+                    b.iter(|| black_box(s.direct(&dgrams)))
+                }
+            });
+        }
+        group.finish();
     }
-    group.finish();
-    // The same datagrams through a Gateway Load Balancer: GENEVE decap
-    // first (options, inner IPv4/UDP, the VXLAN port), then the same stages.
-    let mut group = c.benchmark_group("geneve+decap+filter+encode");
-    for size in SIZES {
-        let wrapped = wrapped_dgrams(size);
-        group.throughput(Throughput::Elements(wrapped.len() as u64));
-        group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| black_box(s.geneve(&wrapped)))
-        });
-    }
-    group.finish();
 }
 
 /// `PIPELINE_PASSES=KIND:SIZE:N` (KIND `direct` or `geneve`): no
