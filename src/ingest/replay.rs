@@ -27,6 +27,7 @@ use crate::capture::{CaptureError, CaptureReader};
 use crate::pipeline::DropReason;
 use crate::pipeline::{Pipeline, RecvMeta};
 use crate::wire::geneve;
+use crate::wire::outer::port_listed;
 pub use crate::wire::outer::{OuterUdp, strip_outer};
 
 /// Which UDP destination ports carry what in the replayed captures. A
@@ -71,7 +72,7 @@ pub fn replay<R: Read>(
         // Bytes the outer headers took, to derive the datagram's length
         // on the wire when the capture's snap length cut the record.
         match strip_outer(rec.linktype, rec.data) {
-            Ok(udp) if ports.vxlan.contains(&udp.dst_port) => {
+            Ok(udp) if port_listed(&ports.vxlan, udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
                     endpoint: None,
@@ -80,7 +81,7 @@ pub fn replay<R: Read>(
                 };
                 pipeline.push(udp.payload, &meta);
             }
-            Ok(udp) if ports.geneve.contains(&udp.dst_port) => {
+            Ok(udp) if port_listed(&ports.geneve, udp.dst_port) => {
                 match geneve::decap(udp.payload, &ports.vxlan) {
                     Ok(g) => {
                         let meta = RecvMeta {

@@ -74,6 +74,17 @@ pub fn strip_outer(linktype: u16, pkt: &[u8]) -> Result<OuterUdp<'_>, DropReason
     strip_ip(ip, &OUTER)
 }
 
+/// Whether `port` is in `list` (a few ports: `vxlan_ports`,
+/// `geneve_ports`), once or twice per datagram. A loop the compiler
+/// inlines: the library's `contains` for `u16` was a call of 21
+/// instructions per lookup for a list of one port (cachegrind, replay,
+/// BENCHMARKS.md "GENEVE (issue 14)"), which clippy's advice does not know.
+#[inline(always)]
+#[allow(clippy::manual_contains)]
+pub fn port_listed(list: &[u16], port: u16) -> bool {
+    list.iter().any(|&p| p == port)
+}
+
 /// The reasons [`strip_ip`] gives, per layer: the outer headers of a
 /// captured packet, or the inner IP packet a GENEVE header carries.
 #[derive(Clone, Copy, Debug)]
@@ -101,8 +112,21 @@ pub(crate) fn strip_ip<'a>(ip: &'a [u8], why: &IpDrops) -> Result<OuterUdp<'a>, 
     let Some(&first) = ip.first() else {
         return Err(why.malformed);
     };
-    let (source, udp) = match first >> 4 {
+    strip_ip_version(ip, first >> 4, why)
+}
+
+/// [`strip_ip`] for a caller that has read the IP version (the first
+/// byte's high nibble) already: GENEVE's protocol type says which one to
+/// expect. `ip` is not empty.
+#[inline(always)]
+pub(crate) fn strip_ip_version<'a>(
+    ip: &'a [u8],
+    version: u8,
+    why: &IpDrops,
+) -> Result<OuterUdp<'a>, DropReason> {
+    let (source, udp) = match version {
         4 => {
+            let first = ip[0];
             if ip.len() < 20 {
                 return Err(why.malformed);
             }

@@ -438,6 +438,39 @@ mod tests {
         }
     }
 
+    /// Issue 14 item 6 (speed): the hand-written hash of `SessionKey`
+    /// keeps the derived meaning: keys differing in the source (including
+    /// an IPv4 address and the IPv6 address with the same low 32 bits), the
+    /// VNI or the endpoint (absent, 0, another) are different entries of a
+    /// map; equal keys hash alike and find the same entry.
+    #[test]
+    fn session_key_hash_tells_every_field_apart() {
+        use crate::wire::geneve::EndpointId;
+        use std::hash::BuildHasher;
+        let mut keys = Vec::new();
+        for source in ["10.0.0.1", "10.0.0.2", "::a00:1", "2001:db8::1"] {
+            for vni in [0, 1, 1 << 23] {
+                for endpoint in [None, Some(EndpointId(0)), Some(EndpointId(1 << 40))] {
+                    keys.push(SessionKey {
+                        source: source.parse().unwrap(),
+                        vni,
+                        endpoint,
+                    });
+                }
+            }
+        }
+        let mut map = foldhash::HashMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(map.insert(*k, i), None, "{k:?}");
+        }
+        let hasher = map.hasher().clone();
+        for (i, k) in keys.iter().enumerate() {
+            let copy = *k;
+            assert_eq!(map.get(&copy), Some(&i));
+            assert_eq!(hasher.hash_one(copy), hasher.hash_one(k));
+        }
+    }
+
     fn settings(protected: bool) -> SessionSettings {
         SessionSettings {
             filter: None,

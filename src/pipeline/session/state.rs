@@ -28,11 +28,33 @@ use crate::wire::geneve::EndpointId;
 /// endpoint it came through (address ranges behind different endpoints
 /// may overlap). `None` for direct traffic and for GENEVE without an
 /// endpoint option.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionKey {
     pub source: IpAddr,
     pub vni: u32,
     pub endpoint: Option<EndpointId>,
+}
+
+/// Hashed by hand, once per datagram: the derived hash wrote five words
+/// (the address's kind, the address, the VNI, the endpoint's presence and
+/// the endpoint), each a multiply in foldhash; a direct IPv4 session's key
+/// is one word here, a GENEVE-borne one two (BENCHMARKS.md, issue 14).
+/// Equal keys hash alike; an IPv4 and an IPv6 key may share a hash, never
+/// compare equal.
+impl std::hash::Hash for SessionKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match self.source {
+            IpAddr::V4(a) => h.write_u64((u64::from(a.to_bits()) << 32) | u64::from(self.vni)),
+            IpAddr::V6(a) => {
+                h.write_u128(a.to_bits());
+                h.write_u32(self.vni);
+            }
+        }
+        if let Some(e) = self.endpoint {
+            h.write_u64(e.0);
+        }
+    }
 }
 
 /// One mirror session's state.
