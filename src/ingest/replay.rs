@@ -74,6 +74,7 @@ pub fn replay<R: Read>(
             Ok(udp) if ports.vxlan.contains(&udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
+                    peer: udp.source,
                     endpoint: None,
                     timestamp_ns: rec.ts_ns,
                     orig_len: orig_len(udp.payload.len(), udp.payload_len),
@@ -85,6 +86,7 @@ pub fn replay<R: Read>(
                     Ok(g) => {
                         let meta = RecvMeta {
                             source: g.source,
+                            peer: udp.source,
                             endpoint: g.meta.endpoint_id(),
                             timestamp_ns: rec.ts_ns,
                             orig_len: orig_len(g.datagram.len(), g.datagram_len),
