@@ -1088,3 +1088,40 @@ fn geneve_listen_on_the_ipv4_mapped_form_of_listen_overlaps() {
         assert!(err.contains("overlaps `listen`"), "{err}");
     }
 }
+
+/// Hostile review of issue 14 (templates): `{endpoint}` is empty for
+/// direct traffic, so a component such as `..{endpoint}` or `.{endpoint}`
+/// passed the template check but became `..` or `.` for every direct
+/// session: `check-config` said ok and the daemon then lost all direct
+/// traffic as `write_error` ("only plain names are allowed"). Refused when
+/// the config is read, naming the template.
+#[test]
+fn template_endpoint_cannot_leave_a_dot_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    for t in [
+        "..{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "{vni}/.{endpoint}/{source}/{seq}.{ext}",
+        "{vni}/{source}/{endpoint}./{seq}.{ext}",
+        "{vni}/{source}/.{endpoint}./{seq}.{ext}",
+    ] {
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{t}: {err}");
+        assert!(
+            err.contains("template") && err.contains("`..`"),
+            "{t}: {err}"
+        );
+    }
+    // An `{endpoint}` component alone, or beside other text, stays valid.
+    for t in [
+        "{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "x{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "{vni}/{source}/{endpoint}.{seq}.{ext}",
+    ] {
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{t}: {err}");
+    }
+}
