@@ -306,8 +306,8 @@ fn vxlan_steering(workers: u32) -> Vec<libc::sock_filter> {
 
 /// Steering for GENEVE (`geneve_listen`): (inner IPv4 source + the VXLAN
 /// VNI), or (the last word of an inner IPv6 source) alone, modulo
-/// `workers`. Offsets are from the UDP payload (the GENEVE header, 8 bytes
-/// + options); X holds the lengths that vary. IPv6 leaves the VNI out: it
+/// `workers`. Offsets are from the UDP payload (the GENEVE header: 8 bytes
+/// and the options); X holds the lengths that vary. IPv6 leaves the VNI out: it
 /// sits after the extension headers, which a program without loops cannot
 /// walk, and a fixed offset would read the UDP header of a packet with one
 /// (its length varies per packet, so one session went to every worker).
