@@ -993,24 +993,16 @@ fn steering_keeps_an_ipv6_session_with_extension_headers_on_one_worker() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, out, gaddr) = gwlb_daemon_with(tmp.path(), "workers = 3\n");
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let src: std::net::Ipv6Addr = "2001:db8::17".parse().unwrap();
     for i in 0..12u64 {
         let vx = datagram(9, &inner_frame(i, 100 + i as usize));
-        let udp_len = (8 + vx.len()) as u16;
-        // IPv6, next header 0 (hop-by-hop, 8 bytes: next 17, length 0, PadN).
-        let plen = 8 + udp_len;
-        let mut ip = vec![0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 0, 64];
-        ip.extend_from_slice(&src.octets());
-        ip.extend_from_slice(
-            &"2001:db8::9"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
-        );
-        ip.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        ip.extend_from_slice(&[0x9c, 0x40, 0x12, 0xb5]);
-        ip.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
-        ip.extend_from_slice(&vx);
+        // IPv6 2001:db8::17 / UDP -> 4789, then a hop-by-hop header (8
+        // bytes: next 17, length 0, PadN) put between them.
+        let mut ip =
+            outer_packet("2001:db8::17".parse().unwrap(), 4789, &vx, vx.len())[14..].to_vec();
+        let plen = u16::from_be_bytes([ip[4], ip[5]]) + 8;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        ip[6] = 0;
+        ip.splice(40..40, [17, 0, 1, 4, 0, 0, 0, 0]);
         tx.send_to(&geneve(&aws_options(2), 0x86dd, &ip), gaddr)
             .unwrap();
     }
@@ -1098,15 +1090,19 @@ fn geneve_listen_on_the_ipv4_mapped_form_of_listen_overlaps() {
 #[test]
 fn template_endpoint_cannot_leave_a_dot_component() {
     let tmp = tempfile::tempdir().unwrap();
+    let check = |t: &str| {
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        (code, err)
+    };
     for t in [
         "..{endpoint}/{vni}/{source}/{seq}.{ext}",
         "{vni}/.{endpoint}/{source}/{seq}.{ext}",
         "{vni}/{source}/{endpoint}./{seq}.{ext}",
         "{vni}/{source}/.{endpoint}./{seq}.{ext}",
     ] {
-        let cfg = tmp.path().join("c.toml");
-        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
-        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        let (code, err) = check(t);
         assert_eq!(code, 2, "{t}: {err}");
         assert!(
             err.contains("template") && err.contains("`..`"),
@@ -1119,9 +1115,7 @@ fn template_endpoint_cannot_leave_a_dot_component() {
         "x{endpoint}/{vni}/{source}/{seq}.{ext}",
         "{vni}/{source}/{endpoint}.{seq}.{ext}",
     ] {
-        let cfg = tmp.path().join("c.toml");
-        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
-        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        let (code, err) = check(t);
         assert_eq!(code, 0, "{t}: {err}");
     }
 }
