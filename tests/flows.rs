@@ -464,3 +464,50 @@ fn flows_and_replay_agree_on_a_truncated_capture() {
     assert_eq!((rcode, code), (1, 1), "{err}");
     assert!(err.contains("missing.pcap: cannot read"), "{err}");
 }
+
+/// Hostile review of issue 14 (flows JSON): a value made of digits was
+/// written as a bare JSON number, so an account ID with a leading zero
+/// (`012345678901`, a valid AWS account ID) made the line invalid JSON
+/// (`"account-id":012345678901`). It must stay a string, whole.
+#[test]
+fn json_flow_record_keeps_an_account_id_with_a_leading_zero() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let (_t, dir, _) = replay_to_dir(
+        "[flows]\nenabled = true\ninterval = \"1s\"\njson = true\nformat = \"${version} ${account-id} ${srcaddr} ${packets} ${log-status}\"\n[[flows.session]]\nvni = 5569041\naccount_id = \"012345678901\"\n",
+        &input,
+    );
+    let recs = flow_json(&dir);
+    assert!(!recs.is_empty());
+    assert!(
+        recs.iter().all(|r| r["account-id"] == "012345678901"),
+        "{recs:?}"
+    );
+}
+
+/// Hostile review of issue 14 (`mirrorcap flows` on JSON Lines): the
+/// report read a `.jsonl` flow file as a text one, its first record as the
+/// header and every other as one field, and printed a table of `-` with
+/// exit 0. It must give what the same records in the text file give.
+#[test]
+fn flows_report_reads_json_lines_files() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let (_t, dir, _) = replay_flows(&input, "json = true\n");
+    let files = output_files(&dir.join("flows"));
+    let of = |ext: &str| -> Vec<String> {
+        files
+            .iter()
+            .map(|f| f.to_str().unwrap().to_string())
+            .filter(|f| f.ends_with(ext))
+            .collect()
+    };
+    let report = |inputs: Vec<String>| {
+        let mut args = vec!["flows", "--by", "srcaddr,dstport", "--format", "json"];
+        args.extend(inputs.iter().map(String::as_str));
+        let (code, stdout, stderr) = mirrorcap(&args);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let text = report(of(".log"));
+    assert!(text.as_array().unwrap().len() > 1, "{text}");
+    assert_eq!(report(of(".jsonl")), text);
+}

@@ -927,11 +927,16 @@ fn hostile_geneve_live_is_counted_by_reason() {
 /// writing to `TMP/out`: the daemon, its output directory, and the GENEVE
 /// address it logged.
 fn gwlb_daemon(tmp: &Path) -> (Daemon, PathBuf, std::net::SocketAddr) {
+    gwlb_daemon_with(tmp, "workers = 2\n")
+}
+
+/// [`gwlb_daemon`] with `config` (a config without `geneve_listen`).
+fn gwlb_daemon_with(tmp: &Path, config: &str) -> (Daemon, PathBuf, std::net::SocketAddr) {
     let out = tmp.join("out");
     let d = Daemon::start_with_config(
         &out,
         &tmp.join("c.toml"),
-        "workers = 2\ngeneve_listen = \"127.0.0.1:0\"\n",
+        &format!("geneve_listen = \"127.0.0.1:0\"\n{config}"),
     );
     let line = d.stderr_now();
     let gaddr = line
@@ -942,4 +947,175 @@ fn gwlb_daemon(tmp: &Path) -> (Daemon, PathBuf, std::net::SocketAddr) {
         .parse()
         .unwrap();
     (d, out, gaddr)
+}
+
+/// Inner IPv4 `src` -> 172.31.17.188 / UDP -> 4789 / `vxlan` (the VXLAN
+/// datagram), as a GENEVE packet of protocol type 0x0800 carries it.
+fn inner_v4(src: &str, vxlan: &[u8]) -> Vec<u8> {
+    outer_packet(src.parse().unwrap(), 4789, vxlan, vxlan.len())[14..].to_vec()
+}
+
+/// Hostile review of issue 14 (steering): the steering programs hashed the
+/// whole VXLAN word 4..8, VNI *and* reserved byte, while the session key
+/// has the VNI only (reserved bits are ignored, RFC 7348): one session
+/// whose reserved byte varies was split over the workers, two file sets
+/// in one session directory, on `listen` and on `geneve_listen` alike.
+#[test]
+fn steering_ignores_the_vxlan_reserved_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, out, gaddr) = gwlb_daemon(tmp.path());
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..16u8 {
+        let mut vx = datagram(9, &inner_frame(u64::from(i), 100));
+        vx[7] = i;
+        tx.send_to(&vx, d.addr).unwrap();
+        let g = geneve(&aws_options(7), 0x0800, &inner_v4("10.0.1.23", &vx));
+        tx.send_to(&g, gaddr).unwrap();
+    }
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 32, "{err}");
+    let got = output_by_key(&out);
+    assert_eq!(got.len(), 2, "{:?}", got.keys());
+    assert!(got.values().all(|rows| rows.len() == 16));
+    for f in output_files(&out) {
+        let siblings = std::fs::read_dir(f.parent().unwrap()).unwrap().count();
+        assert_eq!(siblings, 1, "{f:?}: a session split over workers: {err}");
+    }
+}
+
+/// Hostile review of issue 14 (steering): an inner IPv6 packet with an
+/// extension header (hop-by-hop here) made the GENEVE steering program
+/// read the VNI at a fixed offset, inside the UDP header (its length,
+/// which varies with the frame), so one session went to every worker.
+#[test]
+fn steering_keeps_an_ipv6_session_with_extension_headers_on_one_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, out, gaddr) = gwlb_daemon_with(tmp.path(), "workers = 3\n");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..12u64 {
+        let vx = datagram(9, &inner_frame(i, 100 + i as usize));
+        // IPv6 2001:db8::17 / UDP -> 4789, then a hop-by-hop header (8
+        // bytes: next 17, length 0, PadN) put between them.
+        let mut ip =
+            outer_packet("2001:db8::17".parse().unwrap(), 4789, &vx, vx.len())[14..].to_vec();
+        let plen = u16::from_be_bytes([ip[4], ip[5]]) + 8;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        ip[6] = 0;
+        ip.splice(40..40, [17, 0, 1, 4, 0, 0, 0, 0]);
+        tx.send_to(&geneve(&aws_options(2), 0x86dd, &ip), gaddr)
+            .unwrap();
+    }
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 12, "{err}");
+    let files = output_files(&out);
+    assert_eq!(
+        files.len(),
+        1,
+        "a session split over workers: {files:?}\n{err}"
+    );
+    assert!(files[0].starts_with(out.join("vpce-00000000000000002/9/2001_db8__17")));
+}
+
+/// Hostile review of issue 14 (trust): `allow_sources` is the outer
+/// source's allow-list ("drops datagrams from any other outer source").
+/// For GENEVE it was checked against the inner source, which whoever
+/// reaches `geneve_listen` writes: a sender outside the list got in by
+/// naming an allowed address inside, and a list naming the Gateway Load
+/// Balancer nodes dropped all their traffic.
+#[test]
+fn allow_sources_applies_to_the_gwlb_node_not_the_inner_source() {
+    let vx = datagram(9, &inner_frame(1, 100));
+    let g = geneve(&aws_options(7), 0x0800, &inner_v4("10.0.1.23", &vx));
+    for (allow, written) in [("10.0.0.0/8", 0), ("127.0.0.1", 5)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, _, gaddr) =
+            gwlb_daemon_with(tmp.path(), &format!("allow_sources = [\"{allow}\"]\n"));
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..5 {
+            tx.send_to(&g, gaddr).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (code, _, err) = d.stop();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            summary_count(&err, "frames written"),
+            written,
+            "{allow}: {err}"
+        );
+        if written == 0 {
+            assert_eq!(
+                summary_count(&err, "skipped source_not_allowed"),
+                5,
+                "{err}"
+            );
+        }
+    }
+}
+
+/// Hostile review of issue 14 (config): `geneve_listen` on the IPv4-mapped
+/// form of `listen`'s address (`[::ffff:127.0.0.1]` vs `127.0.0.1`, same
+/// port) is the same socket address for IPv4 senders; with `workers` > 1
+/// (SO_REUSEPORT) both groups bound, and every GENEVE datagram went to the
+/// VXLAN group, written as frames of VNI 0 (32 bytes of GWLB options start
+/// with a byte that reads as VXLAN's I flag). It must be refused like any
+/// other overlap.
+#[test]
+fn geneve_listen_on_the_ipv4_mapped_form_of_listen_overlaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (listen, geneve) in [
+        ("127.0.0.1:16082", "[::ffff:127.0.0.1]:16082"),
+        ("[::ffff:127.0.0.1]:16082", "127.0.0.1:16082"),
+        ("[::ffff:0.0.0.0]:16082", "127.0.0.1:16082"),
+    ] {
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!("listen = \"{listen}\"\ngeneve_listen = \"{geneve}\"\nworkers = 2\n"),
+        )
+        .unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{listen} {geneve}: {err}");
+        assert!(err.contains("overlaps `listen`"), "{err}");
+    }
+}
+
+/// Hostile review of issue 14 (templates): `{endpoint}` is empty for
+/// direct traffic, so a component such as `..{endpoint}` or `.{endpoint}`
+/// passed the template check but became `..` or `.` for every direct
+/// session: `check-config` said ok and the daemon then lost all direct
+/// traffic as `write_error` ("only plain names are allowed"). Refused when
+/// the config is read, naming the template.
+#[test]
+fn template_endpoint_cannot_leave_a_dot_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |t: &str| {
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, format!("[output]\ntemplate = \"{t}\"\n")).unwrap();
+        let (code, _, err) = mirrorcap(&["check-config", cfg.to_str().unwrap()]);
+        (code, err)
+    };
+    for t in [
+        "..{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "{vni}/.{endpoint}/{source}/{seq}.{ext}",
+        "{vni}/{source}/{endpoint}./{seq}.{ext}",
+        "{vni}/{source}/.{endpoint}./{seq}.{ext}",
+    ] {
+        let (code, err) = check(t);
+        assert_eq!(code, 2, "{t}: {err}");
+        assert!(
+            err.contains("template") && err.contains("`..`"),
+            "{t}: {err}"
+        );
+    }
+    // An `{endpoint}` component alone, or beside other text, stays valid.
+    for t in [
+        "{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "x{endpoint}/{vni}/{source}/{seq}.{ext}",
+        "{vni}/{source}/{endpoint}.{seq}.{ext}",
+    ] {
+        let (code, err) = check(t);
+        assert_eq!(code, 0, "{t}: {err}");
+    }
 }

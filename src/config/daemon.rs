@@ -65,11 +65,13 @@ pub(super) fn geneve_listen(
 
 /// Whether two bound addresses would take the same datagrams: the same
 /// port, and the same address or either one a wildcard (port 0 picks a
-/// free port, so it never overlaps).
+/// free port, so it never overlaps). An IPv4-mapped IPv6 address
+/// (`[::ffff:127.0.0.1]`) is the IPv4 address it maps.
 pub fn listens_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let (ia, ib) = (a.ip().to_canonical(), b.ip().to_canonical());
     a.port() == b.port()
         && a.port() != 0
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        && (ia == ib || ia.is_unspecified() || ib.is_unspecified())
 }
 
 /// The message for a `geneve_listen` that overlaps `listen`.

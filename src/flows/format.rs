@@ -252,7 +252,11 @@ pub(super) fn write_record(
             if i > 0 {
                 batch.json.push(',');
             }
-            let numeric = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            // A JSON number has no leading zero: `012345678901` (an
+            // account ID) stays a string, whole.
+            let numeric = !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit())
+                && (v == "0" || !v.starts_with('0'));
             if numeric {
                 let _ = write!(batch.json, "\"{name}\":{v}");
             } else {

@@ -3,7 +3,8 @@
 //! (`stats sum(bytes), sum(packets) by srcaddr, dstaddr | sort ... | limit N`).
 //!
 //! In: flow files as mirrorcap writes them (a header line of field names,
-//! then records; `.gz` read transparently), or captures of the
+//! then records; or JSON Lines, one object per record; `.gz` read
+//! transparently), or captures of the
 //! encapsulated traffic, from which the records are computed directly (one
 //! window over the whole input): VXLAN, or VXLAN inside GENEVE to UDP
 //! 6081 as a Gateway Load Balancer endpoint sends it (the defaults of
@@ -62,6 +63,9 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
     ) {
         return records_from_capture(input, &bytes, out);
     }
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        return records_from_json_lines(input, &bytes, out);
+    }
     let mut lines = bytes.lines();
     let header = match lines.next() {
         Some(Ok(h)) => h,
@@ -96,6 +100,40 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
                 .iter()
                 .cloned()
                 .zip(values.iter().map(|v| v.to_string()))
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+/// Reads a JSON Lines flow file (`flows.json`): one object per record,
+/// its keys the field names (numbers as the text file writes them).
+fn records_from_json_lines(
+    input: &str,
+    bytes: &[u8],
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), ReportError> {
+    for (i, line) in bytes.lines().enumerate() {
+        let line = line.map_err(|e| ReportError::Io(input.into(), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| ReportError::Bad {
+            input: input.into(),
+            line: i + 1,
+            why,
+        };
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+            .map_err(|e| bad(format!("not a JSON object of flow record fields: {e}")))?;
+        out.push(
+            obj.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
                 .collect(),
         );
     }

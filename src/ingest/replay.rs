@@ -75,6 +75,7 @@ pub fn replay<R: Read>(
             Ok(udp) if port_listed(&ports.vxlan, udp.dst_port) => {
                 let meta = RecvMeta {
                     source: udp.source,
+                    peer: udp.source,
                     endpoint: None,
                     timestamp_ns: rec.ts_ns,
                     orig_len: orig_len(udp.payload.len(), udp.payload_len),
@@ -86,6 +87,7 @@ pub fn replay<R: Read>(
                     Ok(g) => {
                         let meta = RecvMeta {
                             source: g.source,
+                            peer: udp.source,
                             endpoint: g.meta.endpoint_id(),
                             timestamp_ns: rec.ts_ns,
                             orig_len: orig_len(g.datagram.len(), g.datagram_len),

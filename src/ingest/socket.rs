@@ -28,9 +28,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use libc::{
-    BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K,
-    BPF_LD, BPF_LDX, BPF_LSH, BPF_MEM, BPF_MISC, BPF_MOD, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W,
-    BPF_X,
+    BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP,
+    BPF_K, BPF_LD, BPF_LDX, BPF_LSH, BPF_MEM, BPF_MISC, BPF_MOD, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX,
+    BPF_W, BPF_X,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -121,7 +121,8 @@ impl Receiver {
     /// Makes the kernel hand each mirror session to one socket of the
     /// SO_REUSEPORT group of `workers` sockets: a classic BPF program
     /// (SO_ATTACH_REUSEPORT_CBPF) picks the socket from the mirrored ENI's
-    /// address plus the VXLAN VNI word, instead of the default 4-tuple
+    /// address plus the VXLAN VNI (not the reserved byte after it, which
+    /// the session key ignores too), instead of the default 4-tuple
     /// hash (AWS varies the outer source port per inner flow, which would
     /// spread one session over every worker). So a session's packets stay
     /// on one worker, in receive order, and go to one file set.
@@ -129,10 +130,10 @@ impl Receiver {
     /// `geneve`: the group receives GENEVE (`geneve_listen`). The outer
     /// source is then a Gateway Load Balancer node, and the mirrored ENI's
     /// address and the VNI are inside, after the GENEVE options (whose
-    /// length varies) and the inner IPv4 header (whose length varies) or
-    /// IPv6 header (extension headers are not walked: AWS sends none, and
-    /// a packet with one still goes to one worker every time, as its bytes
-    /// are the same). The endpoint ID is left out of the hash: the key
+    /// length varies) and the inner IPv4 header (whose length varies); an
+    /// inner IPv6 packet is steered by its source alone (the VNI follows
+    /// extension headers a BPF program cannot walk, and a session must not
+    /// move with them). The endpoint ID is left out of the hash: the key
     /// (endpoint, source, VNI) is finer than (source, VNI), so a session
     /// still lands on one worker. Malformed GENEVE goes to the first
     /// socket, to be counted there.
@@ -244,8 +245,10 @@ impl Receiver {
                     self.kernel_drops = d;
                 }
             }
+            let source = sockaddr_ip(&self.addrs[i]);
             let meta = RecvMeta {
-                source: sockaddr_ip(&self.addrs[i]),
+                source,
+                peer: source,
                 endpoint: None,
                 timestamp_ns: ts.unwrap_or_else(now_ns),
                 orig_len: 0,
@@ -270,10 +273,15 @@ const fn ins(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     }
 }
 
+/// The VNI of the VXLAN word 4..8, without the reserved byte after it: the
+/// session key has the VNI only (reserved bits are ignored), so a sender
+/// varying that byte within a session must not move it to another worker.
+const VNI_MASK: u32 = 0xffff_ff00;
+
 /// Steering for VXLAN (`listen`): (outer source address, or the last word
-/// of an IPv6 one) + (UDP payload bytes 4..8: VNI and reserved byte),
-/// modulo `workers`. Loads before the UDP payload go through
-/// `SKF_NET_OFF` (the network header).
+/// of an IPv6 one) + (the VNI, UDP payload bytes 4..7), modulo `workers`.
+/// Loads before the UDP payload go through `SKF_NET_OFF` (the network
+/// header).
 fn vxlan_steering(workers: u32) -> Vec<libc::sock_filter> {
     const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
     vec![
@@ -287,18 +295,23 @@ fn vxlan_steering(workers: u32) -> Vec<libc::sock_filter> {
         // IPv6: the last word of the source address
         ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_NET_OFF + 20),
         ins(BPF_MISC | BPF_TAX, 0, 0, 0),
-        // + VNI and reserved byte: UDP payload bytes 4..8
+        // + VNI: UDP payload bytes 4..7 (the reserved byte 7 masked off)
         ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, 4),
+        ins(BPF_ALU | BPF_AND | BPF_K, 0, 0, VNI_MASK),
         ins(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
         ins(BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers),
         ins(BPF_RET | BPF_A, 0, 0, 0),
     ]
 }
 
-/// Steering for GENEVE (`geneve_listen`): (inner IPv4 source, or the last
-/// word of an inner IPv6 source) + (the VXLAN VNI word), modulo `workers`.
-/// Offsets are from the UDP payload (the GENEVE header, 8 bytes + options);
-/// X holds the lengths that vary. Not IPv4 or IPv6 inside: socket 0.
+/// Steering for GENEVE (`geneve_listen`): (inner IPv4 source + the VXLAN
+/// VNI), or (the last word of an inner IPv6 source) alone, modulo
+/// `workers`. Offsets are from the UDP payload (the GENEVE header: 8 bytes
+/// and the options); X holds the lengths that vary. IPv6 leaves the VNI out: it
+/// sits after the extension headers, which a program without loops cannot
+/// walk, and a fixed offset would read the UDP header of a packet with one
+/// (its length varies per packet, so one session went to every worker).
+/// Not IPv4 or IPv6 inside: socket 0.
 fn geneve_steering(workers: u32) -> Vec<libc::sock_filter> {
     vec![
         // 0-3: X = option bytes (Opt Len, low 6 bits of byte 0, x 4)
@@ -322,18 +335,19 @@ fn geneve_steering(workers: u32) -> Vec<libc::sock_filter> {
         // 14-15: A = VNI word (after GENEVE 8, IP, UDP 8: VXLAN bytes 4..8); to 20
         ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 8 + 4),
         ins(BPF_JMP | BPF_JA, 0, 0, 4),
-        // 16: IPv6? else to 24
-        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 7, 6),
-        // 17-19: M[0] = last word of the source (bytes 20..24), A = VNI word
+        // 16: IPv6? else to 25
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, 6),
+        // 17-19: M[0] = last word of the source (bytes 20..24), A = 0
         ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 20),
         ins(BPF_ST, 0, 0, 0),
-        ins(BPF_LD | BPF_W | BPF_IND, 0, 0, 8 + 40 + 8 + 4),
-        // 20-23: (source + VNI word) mod workers
+        ins(BPF_LD | BPF_IMM, 0, 0, 0),
+        // 20-24: (source + VNI) mod workers
+        ins(BPF_ALU | BPF_AND | BPF_K, 0, 0, VNI_MASK),
         ins(BPF_LDX | BPF_MEM, 0, 0, 0),
         ins(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
         ins(BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers),
         ins(BPF_RET | BPF_A, 0, 0, 0),
-        // 24: not IP inside
+        // 25: not IP inside
         ins(BPF_RET | BPF_K, 0, 0, 0),
     ]
 }

@@ -71,9 +71,12 @@ impl OutputTemplate {
             return Err("must be a relative path (it is placed under `dir`)");
         }
         for comp in s.split('/') {
-            if comp.is_empty() || comp == "." || comp == ".." {
+            // `{endpoint}` is empty for direct traffic: `..{endpoint}` is
+            // then `..` (and a component of `{endpoint}` alone disappears).
+            let direct = comp.replace("{endpoint}", "");
+            if comp.is_empty() || [".", ".."].contains(&comp) || [".", ".."].contains(&&*direct) {
                 return Err(
-                    "has an empty, `.` or `..` path component; paths must stay under `dir`",
+                    "has an empty, `.` or `..` path component (also once `{endpoint}`, empty for direct traffic, is left out); paths must stay under `dir`",
                 );
             }
         }

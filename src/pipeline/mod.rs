@@ -33,6 +33,10 @@ pub struct RecvMeta {
     /// The mirrored ENI's address: the outer source of a direct datagram,
     /// the inner one of a GENEVE-borne datagram.
     pub source: IpAddr,
+    /// The outer source, the sender `allow_sources` is checked against:
+    /// `source` for a direct datagram, the Gateway Load Balancer node for
+    /// a GENEVE-borne one (whose inner source whoever sends it writes).
+    pub peer: IpAddr,
     /// The Gateway Load Balancer endpoint a GENEVE-borne datagram came
     /// through (its type-1 option); `None` for direct traffic.
     pub endpoint: Option<crate::wire::geneve::EndpointId>,
@@ -201,7 +205,7 @@ impl Pipeline {
         self.unpublished.0 += 1;
         self.unpublished.1 += datagram.len() as u64;
         let allowed = &self.settings.allow_sources;
-        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&meta.source)) {
+        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&meta.peer)) {
             return self
                 .counters
                 .count_drop(crate::pipeline::DropReason::SourceNotAllowed);
