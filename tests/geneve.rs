@@ -1119,3 +1119,26 @@ fn template_endpoint_cannot_leave_a_dot_component() {
         assert_eq!(code, 0, "{t}: {err}");
     }
 }
+
+/// Hostile review of issue 14, item 8: `max_open_files` was divided among
+/// every worker of both socket groups, so with only GENEVE traffic half of
+/// it could never be used (8 files allowed, 4 ever open, the rest dropped
+/// as `open_file_limit`). Each group now shares it among its own workers.
+#[test]
+fn geneve_only_traffic_can_use_every_file_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, out, gaddr) = gwlb_daemon_with(tmp.path(), "workers = 1\nmax_open_files = 8\n");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for round in 0..5u64 {
+        for vni in 1..=8u32 {
+            let vx = datagram(vni, &inner_frame(round * 8 + u64::from(vni), 100));
+            let g = geneve(&aws_options(5), 0x0800, &inner_v4("10.0.1.23", &vx));
+            tx.send_to(&g, gaddr).unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary_count(&err, "frames written"), 40, "{err}");
+    assert_eq!(output_files(&out).len(), 8);
+}

@@ -275,3 +275,59 @@ fn sigterm_loses_nothing_that_was_queued() {
         assert_eq!(n as u64, written, "round {round}");
     }
 }
+
+/// Hostile review of issue 14, item 13: a second daemon with `workers` > 1
+/// on the same port joined the first one's SO_REUSEPORT group silently
+/// (and took part of its traffic); it must fail to start instead, naming
+/// the address.
+#[test]
+fn a_second_daemon_on_the_same_port_fails_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "workers = 2\n").unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |dir: &str| {
+        std::process::Command::new(bin())
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--dir",
+            ])
+            .arg(tmp.path().join(dir))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = run("a");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = run("b");
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            let _ = second.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let second = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    let _ = first.kill();
+    let _ = first.wait();
+    let status = status.unwrap_or_else(|| panic!("the second daemon started: {err}"));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot bind UDP {listen}")) && err.contains("in use"),
+        "{err}"
+    );
+}

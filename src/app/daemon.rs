@@ -276,7 +276,13 @@ fn start_workers(
     if let Some(hub) = hub {
         first = first.with_subscribers(hub);
     }
-    let mut pipelines: Vec<Pipeline> = (1..receivers.len()).map(|_| first.sibling()).collect();
+    // Each socket group shares `max_open_files` among its own workers.
+    let mut pipelines: Vec<Pipeline> = (1..count).map(|_| first.sibling()).collect();
+    if geneve.is_some() {
+        let gfirst = first.sibling_group();
+        pipelines.extend((1..count).map(|_| gfirst.sibling()));
+        pipelines.insert(count - 1, gfirst);
+    }
     pipelines.insert(0, first);
     let stop = Arc::new(AtomicBool::new(false));
     let (reload, reload_rx) = watch::channel::<Option<Arc<Config>>>(None);
@@ -325,6 +331,14 @@ fn bind_group(
     count: usize,
     geneve: bool,
 ) -> Result<(SocketAddr, Vec<Receiver>), DaemonError> {
+    if count > 1 && want.port() != 0 {
+        // SO_REUSEPORT lets a second daemon of the same user join this
+        // group silently (and get part of the traffic, or none); a plain
+        // bind first fails with "Address already in use" if anyone holds
+        // the port.
+        std::net::UdpSocket::bind(want)
+            .map_err(|source| SocketError::Bind { addr: want, source })?;
+    }
     let first = Receiver::bind(want, cfg.recv_buffer, cfg.batch, count > 1)?;
     let addr = first
         .local_addr()

@@ -162,6 +162,18 @@ impl Pipeline {
     /// counters and writer thread, its own sessions (a session is only ever
     /// seen by one worker: see `ingest::socket`).
     pub fn sibling(&self) -> Pipeline {
+        self.sibling_with(self.sessions.sibling())
+    }
+
+    /// A pipeline for the first worker of another socket group
+    /// (`geneve_listen`): as [`Pipeline::sibling`], but its group shares
+    /// `max_open_files` apart from this one's (its own siblings share with
+    /// it).
+    pub fn sibling_group(&self) -> Pipeline {
+        self.sibling_with(self.sessions.sibling_group())
+    }
+
+    fn sibling_with(&self, sessions: SessionTable) -> Pipeline {
         Pipeline {
             flows: self.flows.as_ref().map(|(t, shared)| {
                 (
@@ -170,7 +182,7 @@ impl Pipeline {
                 )
             }),
             settings: self.settings.clone(),
-            sessions: self.sessions.sibling(),
+            sessions,
             counters: self.counters.clone(),
             next_sweep_ns: 0,
             unpublished: (0, 0),

@@ -267,6 +267,12 @@ fn sessions(s: &mut Scrape, c: &Counters) {
     drop(own);
     drop(reg);
     let other_label = || -> Labels { vec![("vni", "other".into()), ("source", "other".into())] };
+    // Two live sessions can share their labels (a GENEVE session without
+    // an endpoint option beside a direct one of the same source and VNI,
+    // on other workers): one series each label set, summed, as the text
+    // format allows a series once.
+    packets = merge_same_labels(packets);
+    bytes = merge_same_labels(bytes);
     packets.push((other_label(), other.0));
     bytes.push((other_label(), other.1));
     s.counter(
@@ -295,6 +301,18 @@ fn sessions(s: &mut Scrape, c: &Counters) {
         "Sessions freed after idle_timeout without a packet.",
         &c.sessions_freed,
     );
+}
+
+/// Sums the values of adjacent series with the same labels.
+fn merge_same_labels(series: Vec<(Labels, u64)>) -> Vec<(Labels, u64)> {
+    let mut out: Vec<(Labels, u64)> = Vec::with_capacity(series.len());
+    for (labels, v) in series {
+        match out.last_mut() {
+            Some((l, sum)) if *l == labels => *sum += v,
+            _ => out.push((labels, v)),
+        }
+    }
+    out
 }
 
 /// Capture files, `on_rotate` hooks and flow files.
@@ -430,6 +448,29 @@ mod tests {
         assert_eq!(
             render_for("application/openmetrics-text;version=1.0.0", &c).0,
             OPENMETRICS_CONTENT_TYPE
+        );
+    }
+
+    /// Hostile review of issue 14, item 9: two live sessions with the same
+    /// labels (direct, and GENEVE without an endpoint option, on other
+    /// workers) gave the same series twice, which the text format forbids;
+    /// they are one series with the sum.
+    #[test]
+    fn sessions_with_the_same_labels_are_one_series() {
+        let c = Counters::default();
+        c.set_metrics_max_sessions(100);
+        let src = "10.0.0.9".parse().unwrap();
+        c.new_session(9, src).add(100);
+        c.new_session(9, src).add(50);
+        let text = render_prometheus(&c);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mirrorcap_session_bytes_total{vni=\"9\""))
+            .collect();
+        assert_eq!(
+            lines,
+            ["mirrorcap_session_bytes_total{vni=\"9\",source=\"10.0.0.9\"} 150"],
+            "{text}"
         );
     }
 

@@ -109,6 +109,17 @@ pub struct SessionTable {
 }
 
 impl SessionTable {
+    /// A table for a worker of another socket group (`geneve_listen`
+    /// beside `listen`), writing through the same writer thread: the
+    /// workers of a group share `max_open_files` among themselves (the
+    /// global cap still holds for all), so a group that gets no traffic
+    /// holds no slot another group could use.
+    pub fn sibling_group(&self) -> SessionTable {
+        let mut t = SessionTable::new(self.output.sibling(), self.counters.clone());
+        t.track_released = self.track_released;
+        t
+    }
+
     /// A table for another worker, writing through the same writer thread.
     pub fn sibling(&self) -> SessionTable {
         let mut t = SessionTable::new(self.output.sibling(), self.counters.clone());
