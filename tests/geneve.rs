@@ -1142,3 +1142,39 @@ fn geneve_only_traffic_can_use_every_file_slot() {
     assert_eq!(summary_count(&err, "frames written"), 40, "{err}");
     assert_eq!(output_files(&out).len(), 8);
 }
+
+/// Hostile review of issue 14, items 10 and 11: `allow_sources` is checked
+/// before any GENEVE decoding (a malformed datagram from a sender not on
+/// the list is `source_not_allowed`, not a `geneve_*` reason), and the
+/// bytes received are the GENEVE datagrams' as they came, written or not.
+#[test]
+fn geneve_allow_sources_first_and_bytes_as_received() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (good, _) = hostile_cases();
+    let mut bad = good.clone();
+    bad[0] |= 0x40; // version 1
+    let (d, _, gaddr) = gwlb_daemon_with(tmp.path(), "allow_sources = [\"10.0.0.0/8\"]\n");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.send_to(&good, gaddr).unwrap();
+    tx.send_to(&bad, gaddr).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        summary_count(&err, "source_not_allowed (stage source)"),
+        2,
+        "{err}"
+    );
+    assert!(!err.contains("geneve_version"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _, gaddr) = gwlb_daemon_with(tmp.path(), "");
+    for p in [&good, &good, &bad] {
+        tx.send_to(p, gaddr).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    let want = format!("3 datagrams received ({} bytes)", 3 * good.len());
+    assert!(err.contains(&want), "no `{want}` in {err}");
+}

@@ -263,6 +263,10 @@ fn take(pipeline: &mut Pipeline, encap: &Encap, data: &[u8], meta: &RecvMeta, tr
     } else {
         match encap {
             Encap::Vxlan => return pipeline.push(data, meta),
+            // `allow_sources` before any decoding, as for VXLAN.
+            Encap::Geneve { .. } if !pipeline.peer_allowed(meta.peer) => {
+                DropReason::SourceNotAllowed
+            }
             Encap::Geneve { vxlan_ports } => match geneve::decap(data, vxlan_ports) {
                 Ok(g) if g.datagram.len() == g.datagram_len => {
                     let inner = RecvMeta {
@@ -270,7 +274,7 @@ fn take(pipeline: &mut Pipeline, encap: &Encap, data: &[u8], meta: &RecvMeta, tr
                         endpoint: g.meta.endpoint_id(),
                         ..*meta
                     };
-                    return pipeline.push(g.datagram, &inner);
+                    return pipeline.push_unwrapped(g.datagram, data.len(), &inner);
                 }
                 Ok(_) => DropReason::GeneveInnerMalformed,
                 Err(reason) => reason,

@@ -211,13 +211,29 @@ impl Pipeline {
         }
     }
 
+    /// Whether `allow_sources` lets datagrams from `peer` in (the outer
+    /// sender: for GENEVE the Gateway Load Balancer node).
+    #[inline]
+    pub fn peer_allowed(&self, peer: IpAddr) -> bool {
+        let allowed = &self.settings.allow_sources;
+        allowed.is_empty() || allowed.iter().any(|n| n.contains(&peer))
+    }
+
+    /// [`Pipeline::push`] for a VXLAN datagram that came wrapped in a
+    /// `received`-byte datagram (GENEVE): the received bytes are counted as
+    /// they came, as for a wrapped datagram that is dropped.
+    #[inline]
+    pub fn push_unwrapped(&mut self, datagram: &[u8], received: usize, meta: &RecvMeta) {
+        self.unpublished.1 += received.saturating_sub(datagram.len()) as u64;
+        self.push(datagram, meta);
+    }
+
     /// Takes one VXLAN datagram (UDP payload) through every stage.
     #[inline]
     pub fn push(&mut self, datagram: &[u8], meta: &RecvMeta) {
         self.unpublished.0 += 1;
         self.unpublished.1 += datagram.len() as u64;
-        let allowed = &self.settings.allow_sources;
-        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(&meta.peer)) {
+        if !self.peer_allowed(meta.peer) {
             return self
                 .counters
                 .count_drop(crate::pipeline::DropReason::SourceNotAllowed);
