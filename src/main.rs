@@ -121,6 +121,49 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
     },
+    /// Wireshark's extcap interface (run by Wireshark through a wrapper in its
+    /// extcap folder, see the README): one interface per live session and one for all.
+    /// Wireshark passes the options' defaults again (`--socket`), after the
+    /// wrapper's own: the last one wins.
+    #[command(hide = true, args_override_self = true)]
+    Extcap {
+        #[arg(long)]
+        extcap_interfaces: bool,
+        #[arg(long)]
+        extcap_version: Option<String>,
+        #[arg(long)]
+        extcap_interface: Option<String>,
+        #[arg(long)]
+        extcap_dlts: bool,
+        #[arg(long)]
+        extcap_config: bool,
+        #[arg(long)]
+        capture: bool,
+        #[arg(long)]
+        fifo: Option<PathBuf>,
+        #[arg(long)]
+        extcap_capture_filter: Option<String>,
+        #[arg(long)]
+        extcap_control_in: Option<String>,
+        #[arg(long)]
+        extcap_control_out: Option<String>,
+        #[arg(long)]
+        extcap_reload_option: Option<String>,
+        #[arg(long)]
+        debug: bool,
+        /// The control socket (as `stream`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The daemon's config file (as `stream`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// VNIs, comma-separated, instead of the interface's.
+        #[arg(long)]
+        vni: Option<String>,
+        /// A libpcap expression the daemon applies.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
     CheckConfig {
         /// The TOML file to check.
@@ -248,6 +291,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 duration,
             };
             run_stream(&opts, &write)
+        }
+        Command::Extcap {
+            extcap_interfaces,
+            extcap_interface,
+            extcap_dlts,
+            extcap_config,
+            capture,
+            fifo,
+            extcap_capture_filter,
+            socket,
+            config,
+            vni,
+            filter,
+            ..
+        } => {
+            use mirrorcap::stream::extcap;
+            let socket = match (
+                socket.filter(|s| !s.as_os_str().is_empty()),
+                config.filter(|c| !c.as_os_str().is_empty()),
+            ) {
+                (Some(s), _) => s,
+                (None, c) => default_socket(c.as_ref())?,
+            };
+            if extcap_interfaces {
+                // No daemon: only the interface for every session.
+                let sessions =
+                    mirrorcap::stream::client::list_sessions(&socket).unwrap_or_default();
+                print!("{}", extcap::interfaces(&sessions));
+            } else if extcap_dlts {
+                print!("{}", extcap::dlts());
+            } else if extcap_config {
+                print!("{}", extcap::config(&socket.display().to_string()));
+            } else if capture {
+                let iface = extcap_interface.context("--capture needs --extcap-interface")?;
+                let mut request = extcap::request_for(&iface).with_context(|| {
+                    format!("{iface:?} is not a mirrorcap interface: expected {} or mirrorcap-vni<VNI>-<source>", extcap::ALL)
+                })?;
+                if let Some(v) = vni.filter(|v| !v.trim().is_empty()) {
+                    request.vnis = v
+                        .split(',')
+                        .map(|n| n.trim().parse())
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("--vni {v:?}: expected VNIs, comma-separated"))?;
+                }
+                let exprs: Vec<String> = [filter, extcap_capture_filter]
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| !f.trim().is_empty())
+                    .collect();
+                request.filter = match exprs.len() {
+                    0 => None,
+                    1 => Some(exprs[0].clone()),
+                    _ => Some(format!("({}) and ({})", exprs[0], exprs[1])),
+                };
+                let fifo = fifo.context("--capture needs --fifo")?;
+                let opts = mirrorcap::stream::client::StreamOptions {
+                    socket,
+                    request,
+                    format: mirrorcap::capture::encode::OutputFormat::Pcap,
+                    count: None,
+                    duration: None,
+                };
+                return run_stream(&opts, fifo.to_str().context("--fifo: not UTF-8")?);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
             Config::load(&file)?;

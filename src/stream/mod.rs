@@ -18,6 +18,7 @@
 //!   pcapng stream (`mirrorcap stream`, extcap).
 
 pub mod client;
+pub mod extcap;
 pub mod hub;
 pub mod message;
 pub mod server;
