@@ -386,6 +386,17 @@ fn subscriber_churn_leaves_nothing_behind() {
         assert!(t.elapsed() < Duration::from_secs(5), "{}", d.stderr_now());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Bytes sent after the request (readers send none) end the
+    // subscription; unread, they once hid the end of file for good.
+    let (c, line) = subscribe(r#"{"vnis":[999]}"#);
+    assert!(line.contains("accepted"), "{line}");
+    (&c).write_all(b"x").unwrap();
+    drop(c);
+    let t = Instant::now();
+    while d.stderr_now().matches("subscriber gone").count() < 201 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", d.stderr_now());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Eight at once are served; the ninth is told why not.
     let held: Vec<_> = (0..8).map(|_| subscribe("{}")).collect();
     assert!(held.iter().all(|(_, l)| l.contains("accepted")));
@@ -394,6 +405,13 @@ fn subscriber_churn_leaves_nothing_behind() {
     drop(held);
     let (_, bad) = subscribe(r#"{"filter":"tcp port banana"}"#);
     assert!(bad.contains("refused") && bad.contains("banana"), "{bad}");
+    // A filter too long to compile in reasonable time is refused at once.
+    let long = (0..300)
+        .map(|i| format!("host 10.0.{}.{}", i / 250, i % 250))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let (_, too_long) = subscribe(&format!(r#"{{"filter":"{long}"}}"#));
+    assert!(too_long.contains("longer than"), "{too_long}");
     sender.join().unwrap();
     // Senders notice a reader gone within their 200 ms wait.
     let t = Instant::now();

@@ -64,8 +64,10 @@ pub struct Subscriber {
     pub capacity: usize,
     queue: Mutex<Queue>,
     ready: Condvar,
-    /// Sessions announced and not yet sent.
-    sessions: Mutex<Vec<StreamSession>>,
+    /// Sessions announced and not yet sent, and the ids ever announced
+    /// (a session is told once, however often the workers re-announce it
+    /// when subscribers come and go).
+    sessions: Mutex<(Vec<StreamSession>, std::collections::HashSet<u64>)>,
     /// Frames dropped because the queue was full.
     dropped: AtomicU64,
     counters: Arc<Counters>,
@@ -103,12 +105,15 @@ impl Subscriber {
 
     /// A session whose frames will follow (sent before them, never dropped).
     pub fn announce(&self, s: StreamSession) {
-        lock(&self.sessions).push(s);
+        let mut g = lock(&self.sessions);
+        if g.1.insert(s.id) {
+            g.0.push(s);
+        }
     }
 
     /// Sessions announced since the last call.
     pub fn take_sessions(&self, out: &mut Vec<StreamSession>) {
-        out.append(&mut lock(&self.sessions));
+        out.append(&mut lock(&self.sessions).0);
     }
 
     /// Waits up to `timeout` for queued bytes and swaps them into `out`
@@ -216,7 +221,7 @@ impl Hub {
                 closed: false,
             }),
             ready: Condvar::new(),
-            sessions: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Default::default()),
             dropped: AtomicU64::new(0),
             counters: self.counters.clone(),
         });
@@ -226,9 +231,15 @@ impl Hub {
         Ok(s)
     }
 
-    /// Removes subscriber `id` (its reader went away).
+    /// Removes subscriber `id` (its reader went away); what the workers
+    /// still offer it is neither kept nor counted.
     pub fn unsubscribe(&self, id: u64) {
         let mut list = lock(&self.subscribers);
+        for s in list.iter().filter(|s| s.id == id) {
+            let mut q = lock(&s.queue);
+            q.closed = true;
+            q.bytes = Vec::new();
+        }
         let v: Vec<_> = list.iter().filter(|s| s.id != id).cloned().collect();
         if v.len() != list.len() {
             self.replace(&mut list, v);
@@ -288,6 +299,20 @@ mod tests {
         a.offer(&[2; 60], 4); // does not fit: dropped whole
         assert_eq!(a.dropped(), 4);
         assert_eq!(counters.stream_dropped.load(Relaxed), 4);
+        let s = StreamSession {
+            id: 9,
+            vni: 5,
+            source: "10.0.0.1".parse().unwrap(),
+            endpoint: None,
+        };
+        for _ in 0..1000 {
+            a.announce(s); // re-announced at every change of subscribers
+        }
+        let mut told = Vec::new();
+        a.take_sessions(&mut told);
+        a.announce(s);
+        a.take_sessions(&mut told);
+        assert_eq!(told, [s]);
         let mut out = Vec::new();
         assert_eq!(a.take(&mut out, Duration::ZERO), Taken::Bytes);
         assert_eq!(out, [1; 60]);

@@ -17,7 +17,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +36,16 @@ pub const SOCKET_MODE: u32 = 0o660;
 /// ever writes (libpcap's MAXIMUM_SNAPLEN).
 pub const STREAM_SNAPLEN: u32 = 262_144;
 /// Longest request line.
-const MAX_REQUEST: usize = 64 * 1024;
+const MAX_REQUEST: usize = 8 * 1024;
+/// Longest libpcap expression a subscriber may ask for: compiling takes
+/// time that grows fast with its length (1,000 ORed hosts took 109 s).
+pub const MAX_FILTER: usize = 1024;
+/// Connections served at once beyond `max_subscribers` (requests being
+/// read, refusals being written); more are closed at once.
+const SPARE_CONNECTIONS: usize = 4;
+/// How long a stop waits for the subscribers' threads to send what was
+/// queued for them; one still busy after that is left to end on its own.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -64,6 +73,9 @@ pub struct ControlServer {
     /// The subscribers' threads, joined on stop so that each gets what was
     /// queued for it before the process ends.
     senders: Senders,
+    /// The socket file bound (device, inode), removed on stop only if it
+    /// is still that file.
+    inode: Option<(u64, u64)>,
     hub: Arc<Hub>,
 }
 
@@ -102,11 +114,15 @@ impl ControlServer {
             .name("control".into())
             .spawn(move || accept_loop(listener, &s, &h, &t, &counters))
             .map_err(bind_err)?;
+        let inode = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         Ok(ControlServer {
             path: path.to_path_buf(),
             stop,
             accept: Some(accept),
             senders,
+            inode,
             hub,
         })
     }
@@ -127,13 +143,26 @@ impl ControlServer {
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
-        // Each ends once its queue is sent, or after a write that waited
-        // the write timeout for a reader that does not read.
-        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|e| e.into_inner()));
-        for h in senders {
-            let _ = h.join();
+        // Only the file this server bound: another daemon may have
+        // replaced it since.
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| Some((m.dev(), m.ino())) == self.inode)
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Each ends once its queue is sent, or after a write that waited
+        // the write timeout for a reader that does not read; a stop waits
+        // for them at most STOP_WAIT.
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        for h in senders {
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
     }
 }
 
@@ -175,6 +204,15 @@ fn accept_loop(
     while !stop.load(Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
+                {
+                    let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
+                    s.retain(|h| !h.is_finished());
+                    if s.len() >= hub.max + SPARE_CONNECTIONS {
+                        // Closed unanswered: the limit is reached.
+                        drop(conn);
+                        continue;
+                    }
+                }
                 let (hub, counters) = (hub.clone(), counters.clone());
                 let spawned = std::thread::Builder::new()
                     .name("subscriber".into())
@@ -216,6 +254,8 @@ fn wait_readable(fd: &impl AsRawFd, ms: i32) {
 fn serve_subscriber(conn: UnixStream, hub: &Hub, counters: &Counters) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    // A reply to a reader that does not read must not hold the thread.
+    let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
     let mut reader = BufReader::new(&conn).take(MAX_REQUEST as u64);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() || !line.ends_with('\n') {
@@ -302,6 +342,11 @@ fn subscribe(line: &str, hub: &Hub) -> Result<Subscribed, String> {
         })?;
         selection.endpoints.insert(id);
     }
+    if req.filter.as_ref().is_some_and(|f| f.len() > MAX_FILTER) {
+        return Err(format!(
+            "the filter is longer than {MAX_FILTER} bytes; expected a shorter libpcap expression"
+        ));
+    }
     let filter = match req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
         Some(f) => Some(Bpf::compile(f).map_err(|e| e.to_string())?),
         None => None,
@@ -379,23 +424,23 @@ fn write_all(mut conn: &UnixStream, mut buf: &[u8], sub: &Subscriber) -> io::Res
     Ok(())
 }
 
-/// Whether the reader closed its end (it sends nothing after the request,
-/// so a read that finds the end of file means it went away).
+/// Whether the reader closed its end, or broke the protocol by sending
+/// after its request (readers send nothing then; what one sends is read
+/// and the connection ended, so unread bytes cannot hide the end of file).
 fn reader_gone(conn: &UnixStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: a 1-byte buffer for the call.
+    let mut b = [0u8; 64];
+    // SAFETY: a 64-byte buffer for the call.
     let n = unsafe {
         libc::recv(
             conn.as_raw_fd(),
             b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+            b.len(),
+            libc::MSG_DONTWAIT,
         )
     };
-    n == 0
-        || (n < 0
-            && !matches!(
-                io::Error::last_os_error().kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ))
+    n >= 0
+        || !matches!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        )
 }
