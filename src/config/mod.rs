@@ -389,6 +389,42 @@ idle_timeout = "30s"
         assert!(e.contains("metrics_max_sessions"), "{e}");
     }
 
+    /// Issue 15: the live subscribers' keys: off by default (opt-in);
+    /// "auto" or an absolute path; a group that exists; limits in range;
+    /// each error names the line, key and what is accepted.
+    #[test]
+    fn control_socket_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.stream.socket, None);
+        assert_eq!(c.stream.max_subscribers, 8);
+        let c = parse("control_socket = \"auto\"\nmax_subscribers = 2\nstream_queue = \"1MiB\"\ncontrol_group = \"0\"\n").unwrap();
+        assert_eq!(c.stream.socket, Some(ControlSocket::Auto));
+        assert_eq!((c.stream.max_subscribers, c.stream.queue), (2, 1 << 20));
+        assert_eq!(c.stream.group, Some(("0".to_string(), 0)));
+        let e = parse("dir = \"x\"\ncontrol_socket = \"ctl.sock\"\n").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:2: `control_socket`: \"ctl.sock\" is not an absolute path"),
+            "{e}"
+        );
+        let e = parse("control_group = \"no-such-group-here\"\n").unwrap_err();
+        assert!(
+            e.contains("`control_group`: no group named \"no-such-group-here\""),
+            "{e}"
+        );
+        let e = parse("max_subscribers = 65\n").unwrap_err();
+        assert!(
+            e.contains("`max_subscribers`: 65 is out of range: expected 1 to 64"),
+            "{e}"
+        );
+        let e = parse("stream_queue = \"1KiB\"\n").unwrap_err();
+        assert!(
+            e.contains("`stream_queue`: 1024 bytes is out of range"),
+            "{e}"
+        );
+        let p = ControlSocket::Path("/run/x.sock".into());
+        assert_eq!(p.resolve(Path::new("/d")), Path::new("/run/x.sock"));
+    }
+
     /// Issue 14: `geneve_listen` is off by default; a value that is not an
     /// address, or that overlaps `listen` (same port, same or wildcard
     /// address: with several workers the sockets would join one
