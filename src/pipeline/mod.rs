@@ -220,12 +220,15 @@ impl Pipeline {
     }
 
     /// [`Pipeline::push`] for a VXLAN datagram that came wrapped in a
-    /// `received`-byte datagram (GENEVE): the received bytes are counted as
-    /// they came, as for a wrapped datagram that is dropped.
+    /// `received`-byte datagram (GENEVE) whose sender the caller has
+    /// already found in `allow_sources` ([`Pipeline::peer_allowed`], before
+    /// decoding): the received bytes are counted as they came, as for a
+    /// wrapped datagram that is dropped, and the list is not walked again.
     #[inline]
     pub fn push_unwrapped(&mut self, datagram: &[u8], received: usize, meta: &RecvMeta) {
-        self.unpublished.1 += received.saturating_sub(datagram.len()) as u64;
-        self.push(datagram, meta);
+        self.unpublished.0 += 1;
+        self.unpublished.1 += received.max(datagram.len()) as u64;
+        self.push_allowed(datagram, meta);
     }
 
     /// Takes one VXLAN datagram (UDP payload) through every stage.
@@ -238,6 +241,12 @@ impl Pipeline {
                 .counters
                 .count_drop(crate::pipeline::DropReason::SourceNotAllowed);
         }
+        self.push_allowed(datagram, meta);
+    }
+
+    /// Every stage after `allow_sources`.
+    #[inline(always)]
+    fn push_allowed(&mut self, datagram: &[u8], meta: &RecvMeta) {
         let ts = meta.timestamp_ns;
         if ts >= self.next_sweep_ns {
             self.sweep(ts);

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::hub::{Hub, Subscriber};
-use super::message::{StreamSession, frame_header};
+use super::message::{FRAME_FIXED, HEADER_LEN, StreamSession, frame_header};
 use crate::wire::geneve::EndpointId;
 
 /// Most subscribers a session's bit masks can name.
@@ -115,7 +115,7 @@ impl Tap {
             wants &= wants - 1;
             let sub = &self.subs[i];
             let p = &mut self.pending[i];
-            let need = frame_header(0, 0, 0, 0).len() + frame.len();
+            let need = HEADER_LEN + FRAME_FIXED + frame.len();
             if p.bytes.len() + need > sub.capacity {
                 p.over += 1;
                 continue;

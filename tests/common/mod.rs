@@ -337,6 +337,16 @@ pub fn write_pcap(path: &Path, linktype: u32, recs: &[(u64, Vec<u8>, u32)]) {
 }
 
 /// The frames of an input capture as tshark decodes their VXLAN on `port`:
+/// `tshark ARGS -T fields -e FIELD...`: one tab-separated line per frame.
+pub fn tshark_fields(args: &[&str], fields: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["-T", "fields"]);
+    for f in fields {
+        all.extend_from_slice(&["-e", f]);
+    }
+    tshark(&all)
+}
+
 /// per (VNI, outer source as spelled in output paths), in order, rows of
 /// (time, inner frame length on the wire, captured length, md5).
 pub fn tshark_vxlan(file: &Path, port: u16) -> BTreeMap<(u32, String), Vec<FrameRow>> {
@@ -352,34 +362,19 @@ pub fn tshark_vxlan_filtered(
     let f = file.to_str().unwrap();
     let decode = format!("udp.port=={port},vxlan");
     let filter = format!("udp.dstport == {port} && vxlan && ({expr})");
-    let text = tshark(&[
-        "-r",
-        f,
-        "-d",
-        &decode,
-        "-Y",
-        &filter,
-        "-T",
-        "fields",
-        "-E",
-        "occurrence=f",
-        "-e",
-        "frame.time_epoch",
-        "-e",
-        "vxlan.vni",
-        "-e",
-        "ip.src",
-        "-e",
-        "ipv6.src",
-        "-e",
-        "udp.payload",
-        "-e",
-        "frame.len",
-        "-e",
-        "frame.cap_len",
-        "-e",
-        "frame.protocols",
-    ]);
+    let text = tshark_fields(
+        &["-r", f, "-d", &decode, "-Y", &filter, "-E", "occurrence=f"],
+        &[
+            "frame.time_epoch",
+            "vxlan.vni",
+            "ip.src",
+            "ipv6.src",
+            "udp.payload",
+            "frame.len",
+            "frame.cap_len",
+            "frame.protocols",
+        ],
+    );
     let mut m: BTreeMap<(u32, String), Vec<FrameRow>> = BTreeMap::new();
     for l in text.lines() {
         let c: Vec<&str> = l.split('\t').collect();
