@@ -571,3 +571,39 @@ fn control_socket_refuses_a_user_outside_its_group() {
     let (code, _, err) = d.stop();
     assert_eq!(code, 0, "{err}");
 }
+
+/// Hostile run after issue 15's first steps: a subscriber still stopped
+/// (SIGSTOP) when the daemon stops: what was queued for it is counted and
+/// logged as not delivered, not dropped silently, and the stop is quick.
+#[test]
+fn frames_queued_for_a_stopped_reader_at_stop_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _out, socket) = daemon(tmp.path(), "stream_queue = \"1MiB\"\n");
+    let slow = tmp.path().join("slow.pcap");
+    let child = stream(&socket, &["-w", slow.to_str().unwrap()]);
+    wait_subscribers(&d, 1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+    send(d.addr, 0, 20_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, secs, err) = d.stop();
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let e = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(secs < 6.0, "stop took {secs} s");
+    assert_eq!(summary_count(&err, "frames written"), 20_000, "{err}");
+    // Delivered to the reader + counted by the daemon as not delivered
+    // (queue full, left queued, or unsent when the write gave up) = all.
+    let line = err
+        .lines()
+        .find(|l| l.contains("subscriber gone"))
+        .unwrap_or_else(|| panic!("no `subscriber gone`: {err}"));
+    let dropped: u64 = line
+        .split("dropped=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    let written = stream_count(&e, "frames written");
+    assert!(dropped > 0, "{line}");
+    assert_eq!(written + dropped, 20_000, "{e}\n{line}");
+}

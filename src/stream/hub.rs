@@ -36,6 +36,17 @@ impl Selection {
     }
 }
 
+/// FRAME messages in `bytes` (whole messages).
+pub fn count_frames(bytes: &[u8]) -> u64 {
+    let mut at = 0;
+    let mut frames = 0;
+    while let Ok(Some((m, n))) = super::message::next(&bytes[at..]) {
+        frames += u64::from(matches!(m, super::message::Message::Frame { .. }));
+        at += n;
+    }
+    frames
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -134,6 +145,15 @@ impl Subscriber {
         } else {
             Taken::Nothing
         }
+    }
+
+    /// Empties the queue; its frames are counted as not delivered. Returns
+    /// how many.
+    pub fn discard_queued(&self) -> u64 {
+        let bytes = std::mem::take(&mut lock(&self.queue).bytes);
+        let frames = count_frames(&bytes);
+        self.count_dropped(frames);
+        frames
     }
 
     /// Whether the daemon is stopping.
@@ -236,9 +256,8 @@ impl Hub {
     pub fn unsubscribe(&self, id: u64) {
         let mut list = lock(&self.subscribers);
         for s in list.iter().filter(|s| s.id == id) {
-            let mut q = lock(&s.queue);
-            q.closed = true;
-            q.bytes = Vec::new();
+            lock(&s.queue).closed = true;
+            s.discard_queued();
         }
         let v: Vec<_> = list.iter().filter(|s| s.id != id).cloned().collect();
         if v.len() != list.len() {
@@ -253,6 +272,17 @@ impl Hub {
         *list = Arc::from(v);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The daemon is ending and the subscribers still listed could not be
+    /// sent what was queued for them (their readers stopped reading): the
+    /// frames left in their queues are counted as not delivered
+    /// (`stream_backlog`), not lost silently. Returns how many.
+    pub fn abandon_queued(&self) -> u64 {
+        lock(&self.subscribers)
+            .iter()
+            .map(|s| s.discard_queued())
+            .sum()
     }
 
     /// The daemon is stopping: no new subscriber; each one's sender sends

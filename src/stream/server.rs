@@ -163,6 +163,13 @@ impl ControlServer {
                 let _ = h.join();
             }
         }
+        let abandoned = self.hub.abandon_queued();
+        if abandoned > 0 {
+            tracing::warn!(
+                frames = abandoned,
+                "stopping: subscribers that did not read were not sent these frames (counted as stream_backlog)"
+            );
+        }
     }
 }
 
@@ -378,7 +385,11 @@ fn send_loop(conn: &UnixStream, sub: &Subscriber, filter: Option<&Bpf>) {
             put_dropped(&mut out, dropped);
             dropped_sent = dropped;
         }
-        if !out.is_empty() && write_all(conn, &out, sub).is_err() {
+        if !out.is_empty()
+            && let Err(written) = write_all(conn, &out, sub)
+        {
+            // What did not go out is not delivered: counted, not lost.
+            sub.count_dropped(unsent_frames(&out, written));
             return;
         }
         if taken == Taken::Closed || reader_gone(conn) {
@@ -401,12 +412,13 @@ fn keep_matching(queued: &[u8], filter: &Bpf, out: &mut Vec<u8>) {
 }
 
 /// Writes `buf` whole; a reader too slow for the write timeout is waited
-/// for, unless the daemon is stopping.
-fn write_all(mut conn: &UnixStream, mut buf: &[u8], sub: &Subscriber) -> io::Result<()> {
-    while !buf.is_empty() {
-        match conn.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+/// for, unless the daemon is stopping. On failure, the bytes written.
+fn write_all(mut conn: &UnixStream, buf: &[u8], sub: &Subscriber) -> Result<(), usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match conn.write(&buf[done..]) {
+            Ok(0) => return Err(done),
+            Ok(n) => done += n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -414,14 +426,26 @@ fn write_all(mut conn: &UnixStream, mut buf: &[u8], sub: &Subscriber) -> io::Res
                 ) =>
             {
                 if sub.is_closed() {
-                    return Err(e);
+                    return Err(done);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(_) => return Err(done),
         }
     }
     Ok(())
+}
+
+/// FRAME messages of `out` not wholly among its first `written` bytes.
+fn unsent_frames(out: &[u8], written: usize) -> u64 {
+    let mut at = 0;
+    while let Ok(Some((_, n))) = message::next(&out[at..]) {
+        if at + n > written {
+            break;
+        }
+        at += n;
+    }
+    super::hub::count_frames(&out[at..])
 }
 
 /// Whether the reader closed its end, or broke the protocol by sending
