@@ -448,13 +448,20 @@ fn run_stream(
         End::Duration => "duration reached",
         End::Stopped => "stopped",
         End::ReaderGone => "the reader went away",
-        End::DaemonStopped => "the daemon closed the stream",
+        End::DaemonStopped => "the daemon stopped",
+        End::ConnectionLost => {
+            "the connection ended without the daemon's stop message: it was killed or crashed, or it stopped while this stream was too far behind to be sent the rest (it counts those as not delivered)"
+        }
     };
     eprintln!(
         "mirrorcap stream: {} frames written, {} not delivered by the daemon (its queue for this subscriber was full); {why}",
         o.frames, o.not_delivered
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if o.end == End::ConnectionLost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Installs the SIGTERM, SIGINT and SIGHUP handlers on a thread of their

@@ -43,30 +43,6 @@ fn flood(tx: &UdpSocket, to: std::net::SocketAddr, vnis: &mut Vnis, n: usize) {
     }
 }
 
-/// The address `/metrics` is served on, from the daemon's log line.
-fn metrics_addr(d: &Daemon) -> String {
-    for _ in 0..100 {
-        let err = d.stderr_now();
-        if let Some(l) = err.lines().find(|l| l.contains("metrics on http://")) {
-            let rest = &l[l.find("http://").unwrap() + 7..];
-            return rest.split('/').next().unwrap().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no `metrics on` line: {}", d.stderr_now());
-}
-
-/// A GET with curl (a real HTTP client); returns (status, body).
-fn http_get(url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("curl is needed for the metrics tests (apt-get install curl)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 /// Issue 12 item 2 (sessions are never freed): a flood of 10,000 one-packet
 /// sessions with random VNIs from an allowed source fills `max_sessions`
 /// and `max_open_files`; a real session from the same source afterwards,

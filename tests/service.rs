@@ -391,17 +391,6 @@ fn systemd_unit_verifies() {
     assert!(score <= 2.0, "exposure {score}");
 }
 
-/// A GET with curl (a real HTTP client); returns (status, body).
-fn http_get(url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("curl is needed for the metrics tests (apt-get install curl)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -56,14 +56,20 @@ fn wait_subscribers(d: &Daemon, n: usize) {
 }
 
 /// Waits for a `stream` process; returns its stderr (it must exit 0).
-fn finish(mut c: Child) -> String {
+fn finish(c: Child) -> String {
+    let (status, err) = finish_any(c);
+    assert!(status.success(), "stream exited {status}: {err}");
+    err
+}
+
+/// Waits for a `stream` process; returns its exit status and stderr.
+fn finish_any(mut c: Child) -> (std::process::ExitStatus, String) {
     let t = Instant::now();
     loop {
         if let Some(status) = c.try_wait().unwrap() {
             let mut err = String::new();
             std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(status.success(), "stream exited {status}: {err}");
-            return err;
+            return (status, err);
         }
         assert!(t.elapsed() < Duration::from_secs(20), "stream did not end");
         std::thread::sleep(Duration::from_millis(20));
@@ -175,7 +181,7 @@ fn streams_equal_the_session_files() {
     let errs: Vec<String> = children.into_iter().map(finish).collect();
     for e in &errs {
         assert_eq!(stream_count(e, "not delivered"), 0, "{e}");
-        assert!(e.contains("the daemon closed the stream"), "{e}");
+        assert!(e.contains("the daemon stopped"), "{e}");
     }
 
     let vni7 = merged(
@@ -352,7 +358,17 @@ fn subscriber_churn_leaves_nothing_behind() {
             .unwrap()
             .count()
     };
+    let rss_kib = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
     let (fds0, threads0) = (fds(), threads());
+    let mut rss_after_50 = 0;
     let addr = d.addr;
     let sender = std::thread::spawn(move || send(addr, 0, 20_000));
     let subscribe = |req: &str| -> (std::os::unix::net::UnixStream, String) {
@@ -379,8 +395,20 @@ fn subscriber_churn_leaves_nothing_behind() {
         assert!(line.contains("accepted"), "{line}");
         std::thread::sleep(Duration::from_millis(5));
         drop(c);
+        if i == 49 {
+            rss_after_50 = rss_kib();
+        }
     }
-    eprintln!("{refused} refused for the limit and retried");
+    let rss_after_200 = rss_kib();
+    eprintln!(
+        "{refused} refused for the limit and retried; RSS {rss_after_50} KiB after 50 subscribers, {rss_after_200} KiB after 200"
+    );
+    // Each subscriber may queue `stream_queue` (8 MiB): one kept per
+    // subscriber would add far more than this over 150 of them.
+    assert!(
+        rss_after_200 <= rss_after_50 + 16 * 1024,
+        "RSS grew from {rss_after_50} KiB to {rss_after_200} KiB over 150 subscribers"
+    );
     let t = Instant::now();
     while d.stderr_now().matches("subscriber gone").count() < 200 {
         assert!(t.elapsed() < Duration::from_secs(5), "{}", d.stderr_now());
@@ -587,7 +615,11 @@ fn frames_queued_for_a_stopped_reader_at_stop_are_counted() {
     std::thread::sleep(Duration::from_millis(300));
     let (code, secs, err) = d.stop();
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
-    let e = finish(child);
+    // The daemon gave up writing to it, so its END never came: the
+    // stream is incomplete and says so (exit 1).
+    let (status, e) = finish_any(child);
+    assert_eq!(status.code(), Some(1), "{e}");
+    assert!(e.contains("without the daemon's stop message"), "{e}");
     assert_eq!(code, 0, "{err}");
     assert!(secs < 6.0, "stop took {secs} s");
     assert_eq!(summary_count(&err, "frames written"), 20_000, "{err}");
@@ -606,4 +638,135 @@ fn frames_queued_for_a_stopped_reader_at_stop_are_counted() {
     let written = stream_count(&e, "frames written");
     assert!(dropped > 0, "{line}");
     assert_eq!(written + dropped, 20_000, "{e}\n{line}");
+}
+
+/// Issue 15 (hostile run): what the control socket refuses, it answers
+/// with the reason, counts by reason in `/metrics` and logs: a request
+/// that is not UTF-8, one over 8 KiB, one that never comes (2 s), and a
+/// connection beyond `max_subscribers` + 4 at once; silent connections no
+/// longer shut subscribers out for 5 s. A request source written as an
+/// IPv4-mapped IPv6 address selects the IPv4 session.
+#[test]
+fn control_socket_refuses_bad_requests_with_the_reason() {
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _out, socket) = daemon(
+        tmp.path(),
+        "max_subscribers = 1\nmetrics_listen = \"127.0.0.1:0\"\n",
+    );
+    let answer = |c: &std::os::unix::net::UnixStream| {
+        let mut line = String::new();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = std::io::BufReader::new(c).read_line(&mut line);
+        line
+    };
+    let send_raw = |bytes: &[u8]| {
+        let c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        (&c).write_all(bytes).unwrap();
+        answer(&c)
+    };
+    let not_text = send_raw(b"{\"vnis\":[7]}\xff\xfe\n");
+    assert!(not_text.contains("not UTF-8"), "{not_text}");
+    let long = send_raw(&[b' '; 9000]);
+    assert!(long.contains("longer than 8192"), "{long}");
+    // Their threads end just after the answers.
+    let pid = d.child.id();
+    let serving = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter(|t| {
+                std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "subscriber")
+            })
+            .count()
+    };
+    let t = Instant::now();
+    while serving() > 0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Five silent connections (the limit: 1 + 4 spare); the sixth is
+    // answered at once, the five after 2 s.
+    let silent: Vec<_> = (0..5)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let sixth = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let over = answer(&sixth);
+    assert!(
+        over.contains("connections are being served") && t.elapsed() < Duration::from_secs(1),
+        "{over} after {:?}: {}",
+        t.elapsed(),
+        d.stderr_now()
+    );
+    for c in &silent {
+        let late = answer(c);
+        assert!(late.contains("no request line within 2 s"), "{late}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    // Served again at once.
+    let c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    (&c).write_all(b"{\"sources\":[\"::ffff:127.0.0.2\"]}\n")
+        .unwrap();
+    let ok = answer(&c);
+    assert!(ok.contains("accepted"), "{ok}");
+    drop(c);
+    let (_, metrics) = http_get(&format!("http://{}/metrics", metrics_addr(&d)));
+    let refused = |reason: &str| -> u64 {
+        let key = format!("mirrorcap_stream_refused_connections_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key}: {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(refused("request"), 7, "{metrics}");
+    assert_eq!(refused("connections"), 1, "{metrics}");
+    assert!(
+        d.stderr_now()
+            .contains("control socket: refused a connection"),
+        "{}",
+        d.stderr_now()
+    );
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 15 (hostile run): `--socket` naming something that is not a
+/// socket says so; a stream whose daemon is killed (no END message) says
+/// the connection was cut and exits 1, while a daemon's clean stop ends
+/// it with 0 and "the daemon stopped"; an IPv4-mapped `--source` selects
+/// the IPv4 session.
+#[test]
+fn stream_tells_a_killed_daemon_from_a_stopped_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("not-a-socket");
+    std::fs::write(&plain, "x").unwrap();
+    let (code, _, err) = mirrorcap(&["stream", "--socket", plain.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+
+    let (d, _out, socket) = daemon(tmp.path(), "");
+    let mapped = tmp.path().join("mapped.pcap");
+    let child = stream(
+        &socket,
+        &[
+            "--source",
+            "::ffff:127.0.0.2",
+            "-w",
+            mapped.to_str().unwrap(),
+        ],
+    );
+    wait_subscribers(&d, 1);
+    send(d.addr, 0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill();
+    let (status, err) = finish_any(child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("without the daemon's stop message"), "{err}");
+    assert_eq!(stream_count(&err, "frames written"), 100, "{err}");
+    assert_eq!(tshark_frames(&mapped).len(), 100);
 }

@@ -44,8 +44,11 @@ pub enum End {
     Stopped,
     /// Whoever reads the output went away (EPIPE).
     ReaderGone,
-    /// The daemon closed the connection (it stopped).
+    /// The daemon stopped cleanly (its END message came).
     DaemonStopped,
+    /// The connection ended without the daemon's END message: it was
+    /// killed or crashed (what it had sent was written).
+    ConnectionLost,
 }
 
 /// How it went.
@@ -64,6 +67,10 @@ pub enum ClientError {
         "cannot connect to the control socket {path}: {source} (is the daemon running with `control_socket` set, and are you in its group?)"
     )]
     Connect { path: PathBuf, source: io::Error },
+    #[error(
+        "{0} is not a socket: expected the daemon's control socket (`control_socket` in its config; `--config FILE` finds it)"
+    )]
+    NotSocket(PathBuf),
     #[error("control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("the daemon refused the subscription: {0}")]
@@ -90,10 +97,7 @@ pub fn stream(
         path: path.clone(),
         source,
     };
-    let conn = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.clone(),
-        source,
-    })?;
+    let conn = connect(path)?;
     let snaplen = subscribe(&conn, path, &opts.request)?;
     conn.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(io_err)?;
@@ -101,7 +105,7 @@ pub fn stream(
     let mut outcome = StreamOutcome {
         frames: 0,
         not_delivered: 0,
-        end: End::DaemonStopped,
+        end: End::ConnectionLost,
     };
     let emit = |w: &mut Writer, out: &mut dyn Write| -> Result<bool, ClientError> {
         match w.flush_to(out) {
@@ -172,6 +176,11 @@ pub fn stream(
                     }
                 }
                 Message::Dropped(d) => outcome.not_delivered = d,
+                Message::End => {
+                    outcome.end = End::DaemonStopped;
+                    done = true;
+                    break;
+                }
             }
         }
         buf.copy_within(at..have, 0);
@@ -189,10 +198,7 @@ pub fn stream(
 
 /// The daemon's live sessions (a `list` request).
 pub fn list_sessions(socket: &Path) -> Result<Vec<SessionInfo>, ClientError> {
-    let conn = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.to_path_buf(),
-        source,
-    })?;
+    let conn = connect(socket)?;
     let req = Request {
         list: true,
         ..Default::default()
@@ -205,6 +211,19 @@ pub fn list_sessions(socket: &Path) -> Result<Vec<SessionInfo>, ClientError> {
             answer: format!("{other:?}"),
         }),
     }
+}
+
+/// Connects to the control socket; a path that is there but is not a
+/// socket says so rather than "connection refused".
+fn connect(path: &Path) -> Result<UnixStream, ClientError> {
+    use std::os::unix::fs::FileTypeExt;
+    UnixStream::connect(path).map_err(|source| match std::fs::metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => ClientError::NotSocket(path.to_path_buf()),
+        _ => ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 /// Sends the request, reads the answer; the snap length on success.

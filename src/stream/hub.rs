@@ -191,7 +191,14 @@ pub enum SubscribeError {
 }
 
 impl Hub {
+    /// A hub for at most `max` subscribers; `max` may not pass
+    /// [`super::tap::MAX_SUBSCRIBERS`] (the config refuses more).
     pub fn new(max: usize, queue_bytes: usize, counters: Arc<Counters>) -> Arc<Hub> {
+        assert!(
+            max <= super::tap::MAX_SUBSCRIBERS,
+            "max_subscribers {max} > {}",
+            super::tap::MAX_SUBSCRIBERS
+        );
         Arc::new(Hub {
             subscribers: Mutex::new(Arc::from(Vec::new())),
             generation: AtomicU64::new(0),

@@ -8,10 +8,13 @@
 //! 1 SESSION  id u64 | vni u32 | endpoint flag u8 | endpoint u64 | family u8 (4, 6) | address 16
 //! 2 FRAME    id u64 | timestamp ns u64 | length on the wire u32 | captured bytes
 //! 3 DROPPED  frames the daemon could not deliver to this subscriber so far u64
+//! 4 END      (empty) the daemon is stopping and has sent everything it queued
 //! ```
 //!
-//! A SESSION message comes before the first frame of each session. Pure
-//! encoding and decoding: no I/O.
+//! A SESSION message comes before the first frame of each session. END is
+//! the last message of a daemon that stops cleanly: a connection that ends
+//! without it was cut (the daemon was killed or crashed). Pure encoding and
+//! decoding: no I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -61,6 +64,7 @@ pub enum Reply {
 pub const KIND_SESSION: u8 = 1;
 pub const KIND_FRAME: u8 = 2;
 pub const KIND_DROPPED: u8 = 3;
+pub const KIND_END: u8 = 4;
 /// Bytes before a message's body.
 pub const HEADER_LEN: usize = 5;
 /// Bytes of a FRAME body before the frame.
@@ -96,6 +100,8 @@ pub enum Message<'a> {
         data: &'a [u8],
     },
     Dropped(u64),
+    /// The daemon stopped cleanly; nothing follows.
+    End,
 }
 
 /// Appends a SESSION message.
@@ -142,10 +148,16 @@ pub fn put_dropped(out: &mut Vec<u8>, total: u64) {
     out.extend_from_slice(&total.to_be_bytes());
 }
 
+/// Appends an END message.
+pub fn put_end(out: &mut Vec<u8>) {
+    out.push(KIND_END);
+    out.extend_from_slice(&0u32.to_be_bytes());
+}
+
 /// Why a message could not be decoded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    #[error("message kind {0} is not 1 (session), 2 (frame) or 3 (dropped)")]
+    #[error("message kind {0} is not 1 (session), 2 (frame), 3 (dropped) or 4 (end)")]
     Kind(u8),
     #[error("a message of kind {kind} with a {len}-byte body is malformed")]
     Body { kind: u8, len: usize },
@@ -188,7 +200,8 @@ pub fn next(buf: &[u8]) -> Result<Option<(Message<'_>, usize)>, MessageError> {
             data: &body[FRAME_FIXED..],
         },
         KIND_DROPPED if len == 8 => Message::Dropped(be64(body)),
-        KIND_SESSION | KIND_FRAME | KIND_DROPPED => return Err(bad),
+        KIND_END if len == 0 => Message::End,
+        KIND_SESSION | KIND_FRAME | KIND_DROPPED | KIND_END => return Err(bad),
         k => return Err(MessageError::Kind(k)),
     };
     Ok(Some((m, HEADER_LEN + len)))
@@ -221,6 +234,7 @@ mod tests {
         buf.extend_from_slice(&frame_header(8, 123, 1500, 3));
         buf.extend_from_slice(&[1, 2, 3]);
         put_dropped(&mut buf, 42);
+        put_end(&mut buf);
         let want = [
             Message::Session(s4),
             Message::Session(s6),
@@ -231,10 +245,11 @@ mod tests {
                 data: &[1, 2, 3],
             },
             Message::Dropped(42),
+            Message::End,
         ];
         let mut at = 0;
         for w in want {
-            for cut in at..at + 5 {
+            for cut in at..(at + 5).min(buf.len()) {
                 assert_eq!(next(&buf[at..cut]), Ok(None));
             }
             let (m, n) = next(&buf[at..]).unwrap().unwrap();

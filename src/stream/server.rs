@@ -8,14 +8,14 @@
 //! anything that is not a socket.
 //!
 //! One thread accepts; each connection gets a thread that reads the
-//! request ([`Request`], one JSON line, 5 s at most), answers it, and then
+//! request ([`Request`], one JSON line, 2 s at most), answers it, and then
 //! sends: sessions announced, the queued frames that match the
 //! subscriber's libpcap expression, and the drop count when it changed.
 //! It ends when the reader goes away (a failed write, or end of file on a
 //! read: readers send nothing after their request) or when the daemon
 //! stops (after sending what was queued).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -23,12 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::hub::{Hub, Selection, Subscriber, Taken};
-use super::message::{self, Message, Reply, Request, SessionInfo, put_dropped, put_session};
+use super::message::{
+    self, Message, Reply, Request, SessionInfo, put_dropped, put_end, put_session,
+};
 use crate::filter::bpf::Bpf;
-use crate::telemetry::counters::Counters;
+use crate::telemetry::counters::{Counters, StreamRefusal};
+use crate::telemetry::log_limit::LogLimiter;
 
 /// Mode of the socket file.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -37,6 +40,8 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub const STREAM_SNAPLEN: u32 = 262_144;
 /// Longest request line.
 const MAX_REQUEST: usize = 8 * 1024;
+/// How long a new connection has to send its request line.
+const REQUEST_WAIT: Duration = Duration::from_secs(2);
 /// Longest libpcap expression a subscriber may ask for: compiling takes
 /// time that grows fast with its length (1,000 ORed hosts took 109 s).
 pub const MAX_FILTER: usize = 1024;
@@ -90,29 +95,22 @@ impl ControlServer {
         hub: Arc<Hub>,
         counters: Arc<Counters>,
     ) -> Result<ControlServer, ControlError> {
-        let listener = bind(path)?;
+        let listener = bind(path, gid)?;
         let bind_err = |source| ControlError::Bind {
             path: path.to_path_buf(),
             source,
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-            .map_err(bind_err)?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| {
-                ControlError::Group {
-                    group: gid.to_string(),
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-        }
         listener.set_nonblocking(true).map_err(bind_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let senders = Senders::default();
         let (s, h, t) = (stop.clone(), hub.clone(), senders.clone());
+        let gate = Arc::new(Gate {
+            counters,
+            log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(10))),
+        });
         let accept = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(listener, &s, &h, &t, &counters))
+            .spawn(move || accept_loop(listener, &s, &h, &t, &gate))
             .map_err(bind_err)?;
         let inode = std::fs::symlink_metadata(path)
             .ok()
@@ -181,24 +179,76 @@ impl Drop for ControlServer {
     }
 }
 
-/// Binds the socket, replacing a stale one.
-fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+/// Binds the socket at `path` with its mode and group already set: bound
+/// under a temporary name beside it, given mode 0660 and `gid`, then
+/// renamed over `path` (which replaces a stale socket in one step), so no
+/// one can connect while it is still open to all. A path too long for a
+/// temporary name beside it is bound in place and set at once.
+fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, ControlError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(ControlError::NotSocket(path.to_path_buf()));
         }
-        Ok(_) => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse(path.to_path_buf()));
-            }
-            let _ = std::fs::remove_file(path);
+        Ok(_) if UnixStream::connect(path).is_ok() => {
+            return Err(ControlError::InUse(path.to_path_buf()));
         }
-        Err(_) => {}
+        _ => {}
     }
-    UnixListener::bind(path).map_err(|source| ControlError::Bind {
+    let bind_err = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let temp = path.with_file_name(format!(".{:x}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let (listener, at) = match UnixListener::bind(&temp) {
+        Ok(l) => (l, temp.as_path()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            let _ = std::fs::remove_file(path);
+            (UnixListener::bind(path).map_err(bind_err)?, path)
+        }
+        Err(e) => return Err(bind_err(e)),
+    };
+    let set = || -> Result<(), ControlError> {
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(bind_err)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(at, None, Some(gid)).map_err(|source| {
+                ControlError::Group {
+                    group: gid.to_string(),
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        if at != path {
+            std::fs::rename(at, path).map_err(bind_err)?;
+        }
+        Ok(())
+    };
+    set().inspect_err(|_| {
+        let _ = std::fs::remove_file(at);
+    })?;
+    Ok(listener)
+}
+
+/// Counts and logs (at most once per 10 s) the connections turned away.
+struct Gate {
+    counters: Arc<Counters>,
+    log: std::sync::Mutex<LogLimiter>,
+}
+
+impl Gate {
+    fn refuse(&self, why: StreamRefusal, detail: &str) {
+        self.counters.stream_refused[why as usize].fetch_add(1, Relaxed);
+        let allowed = self.log.lock().unwrap_or_else(|e| e.into_inner()).allow();
+        if let Some(held_back) = allowed {
+            tracing::warn!(
+                reason = why.name(),
+                held_back,
+                "control socket: refused a connection: {detail}"
+            );
+        }
+    }
 }
 
 fn accept_loop(
@@ -206,7 +256,7 @@ fn accept_loop(
     stop: &AtomicBool,
     hub: &Arc<Hub>,
     senders: &Senders,
-    counters: &Arc<Counters>,
+    gate: &Arc<Gate>,
 ) {
     while !stop.load(Relaxed) {
         match listener.accept() {
@@ -215,15 +265,27 @@ fn accept_loop(
                     let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
                     s.retain(|h| !h.is_finished());
                     if s.len() >= hub.max + SPARE_CONNECTIONS {
-                        // Closed unanswered: the limit is reached.
-                        drop(conn);
+                        let why = format!(
+                            "{} connections are being served (max_subscribers {} + {SPARE_CONNECTIONS})",
+                            s.len(),
+                            hub.max
+                        );
+                        // A fresh socket's buffer takes the line; never wait.
+                        let _ = conn.set_nonblocking(true);
+                        let _ = reply(
+                            &conn,
+                            &Reply::Refused {
+                                reason: format!("{why}; try again in a few seconds"),
+                            },
+                        );
+                        gate.refuse(StreamRefusal::Connections, &why);
                         continue;
                     }
                 }
-                let (hub, counters) = (hub.clone(), counters.clone());
+                let (hub, gate) = (hub.clone(), gate.clone());
                 let spawned = std::thread::Builder::new()
                     .name("subscriber".into())
-                    .spawn(move || serve_subscriber(conn, &hub, &counters));
+                    .spawn(move || serve_subscriber(conn, &hub, &gate));
                 match spawned {
                     Ok(h) => {
                         let mut s = senders.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,48 +320,44 @@ fn wait_readable(fd: &impl AsRawFd, ms: i32) {
 }
 
 /// One subscriber's connection, from its request to its end.
-fn serve_subscriber(conn: UnixStream, hub: &Hub, counters: &Counters) {
+fn serve_subscriber(conn: UnixStream, hub: &Hub, gate: &Gate) {
     let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     // A reply to a reader that does not read must not hold the thread.
     let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
-    let mut reader = BufReader::new(&conn).take(MAX_REQUEST as u64);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() || !line.ends_with('\n') {
-        return;
-    }
-    let (reply, accepted) = match subscribe(&line, hub) {
-        Ok(Subscribed::Stream(sub, filter)) => (
+    let answer = match read_request(&conn) {
+        Ok(line) => subscribe(&line, hub),
+        // It left without asking: nothing refused.
+        Err(RequestProblem::Gone) => return,
+        Err(p) => Err((StreamRefusal::Request, p.to_string())),
+    };
+    let (reply_msg, accepted) = match answer {
+        Ok(Subscribed::Stream(sub, filter, request)) => (
             Reply::Accepted {
                 snaplen: STREAM_SNAPLEN,
             },
-            Some((sub, filter)),
+            Some((sub, filter, request)),
         ),
         Ok(Subscribed::List) => (
             Reply::Sessions {
-                sessions: sessions(counters),
+                sessions: sessions(&gate.counters),
             },
             None,
         ),
-        Err(reason) => (Reply::Refused { reason }, None),
+        Err((why, reason)) => {
+            gate.refuse(why, &reason);
+            (Reply::Refused { reason }, None)
+        }
     };
-    let mut w = &conn;
-    let text = serde_json::to_string(&reply).unwrap_or_default() + "\n";
-    if w.write_all(text.as_bytes()).is_err() {
-        if let Some((sub, _)) = accepted {
+    if reply(&conn, &reply_msg).is_err() {
+        if let Some((sub, ..)) = accepted {
             hub.unsubscribe(sub.id);
         }
         return;
     }
-    let Some((sub, filter)) = accepted else {
+    let Some((sub, filter, request)) = accepted else {
         return;
     };
-    tracing::info!(
-        subscriber = sub.id,
-        request = line.trim(),
-        "subscriber connected"
-    );
-    let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+    tracing::info!(subscriber = sub.id, request, "subscriber connected");
     send_loop(&conn, &sub, filter.as_ref());
     hub.unsubscribe(sub.id);
     tracing::info!(
@@ -309,9 +367,97 @@ fn serve_subscriber(conn: UnixStream, hub: &Hub, counters: &Counters) {
     );
 }
 
+/// Writes one JSON line.
+fn reply(mut conn: &UnixStream, r: &Reply) -> io::Result<()> {
+    let text = serde_json::to_string(r).unwrap_or_default() + "\n";
+    conn.write_all(text.as_bytes())
+}
+
+/// Why no request line was read.
+#[derive(Debug, thiserror::Error)]
+enum RequestProblem {
+    #[error("no request line within {} s", REQUEST_WAIT.as_secs())]
+    Late,
+    #[error("the request is longer than {MAX_REQUEST} bytes; expected one JSON line")]
+    TooLong,
+    #[error("the request is not UTF-8 text; expected one JSON line")]
+    NotText,
+    #[error("the connection closed before a request")]
+    Gone,
+}
+
+/// Reads the request line (without its newline) within [`REQUEST_WAIT`]
+/// in all. Bytes after the newline are not read: a reader sends nothing
+/// more, and what it does send ends the connection later.
+fn read_request(conn: &UnixStream) -> Result<String, RequestProblem> {
+    let deadline = Instant::now() + REQUEST_WAIT;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 512];
+    let mut r = conn;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return Err(RequestProblem::Late);
+        }
+        // Peek, then take up to the newline only.
+        let n = match peek(conn, &mut byte) {
+            Ok(0) => return Err(RequestProblem::Gone),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RequestProblem::Late);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(RequestProblem::Gone),
+        };
+        let end = byte[..n].iter().position(|&b| b == b'\n');
+        let take = end.map_or(n, |i| i + 1);
+        let mut got = 0;
+        while got < take {
+            match r.read(&mut byte[got..take]) {
+                Ok(0) => return Err(RequestProblem::Gone),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(RequestProblem::Gone),
+            }
+        }
+        line.extend_from_slice(&byte[..take]);
+        if line.len() > MAX_REQUEST {
+            return Err(RequestProblem::TooLong);
+        }
+        if end.is_some() {
+            line.pop();
+            return String::from_utf8(line).map_err(|_| RequestProblem::NotText);
+        }
+    }
+}
+
+/// `recv(MSG_PEEK)`: what is waiting, left in the socket.
+fn peek(conn: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// What a request asked for.
 enum Subscribed {
-    Stream(Arc<Subscriber>, Option<Bpf>),
+    /// The subscriber, its compiled filter, and the request as logged.
+    Stream(Arc<Subscriber>, Option<Bpf>, String),
     List,
 }
 
@@ -328,38 +474,46 @@ fn sessions(counters: &Counters) -> Vec<SessionInfo> {
         .collect()
 }
 
-/// The request read and checked, the subscriber added.
-fn subscribe(line: &str, hub: &Hub) -> Result<Subscribed, String> {
-    let req: Request =
-        serde_json::from_str(line.trim()).map_err(|e| format!("the request is not valid: {e}"))?;
+/// The request read and checked, the subscriber added; or why not.
+fn subscribe(line: &str, hub: &Hub) -> Result<Subscribed, (StreamRefusal, String)> {
+    let req: Request = serde_json::from_str(line.trim()).map_err(|e| {
+        (
+            StreamRefusal::Request,
+            format!("the request is not valid: {e}"),
+        )
+    })?;
     if req.list {
         return Ok(Subscribed::List);
     }
+    let bad = |reason: String| (StreamRefusal::Selection, reason);
     let mut selection = Selection {
         vnis: req.vnis.iter().copied().collect(),
-        sources: req.sources.iter().copied().collect(),
+        // ::ffff:10.0.0.1 is the session of 10.0.0.1.
+        sources: req.sources.iter().map(|a| a.to_canonical()).collect(),
         ..Default::default()
     };
     for e in &req.endpoints {
         let id = e.parse().map_err(|()| {
-            format!(
+            bad(format!(
                 "endpoint {e:?} is not a Gateway Load Balancer endpoint ID: expected {}",
                 crate::wire::geneve::ENDPOINT_EXPECTED
-            )
+            ))
         })?;
         selection.endpoints.insert(id);
     }
     if req.filter.as_ref().is_some_and(|f| f.len() > MAX_FILTER) {
-        return Err(format!(
+        return Err(bad(format!(
             "the filter is longer than {MAX_FILTER} bytes; expected a shorter libpcap expression"
-        ));
+        )));
     }
     let filter = match req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-        Some(f) => Some(Bpf::compile(f).map_err(|e| e.to_string())?),
+        Some(f) => Some(Bpf::compile(f).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
-    let sub = hub.subscribe(selection).map_err(|e| e.to_string())?;
-    Ok(Subscribed::Stream(sub, filter))
+    let sub = hub
+        .subscribe(selection)
+        .map_err(|e| (StreamRefusal::Subscribers, e.to_string()))?;
+    Ok(Subscribed::Stream(sub, filter, line.trim().to_string()))
 }
 
 /// Sends until the reader goes away or the daemon stops.
@@ -384,6 +538,9 @@ fn send_loop(conn: &UnixStream, sub: &Subscriber, filter: Option<&Bpf>) {
         if dropped != dropped_sent {
             put_dropped(&mut out, dropped);
             dropped_sent = dropped;
+        }
+        if taken == Taken::Closed {
+            put_end(&mut out);
         }
         if !out.is_empty()
             && let Err(written) = write_all(conn, &out, sub)

@@ -92,6 +92,39 @@ impl ErrorKind {
 }
 
 /// Process-wide counters, shared by reference between the stages.
+/// Why the control socket turned a connection away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// `max_subscribers` plus the spare connections were already served.
+    Connections,
+    /// No request line in time, over 8 KiB, not UTF-8 or not valid JSON.
+    Request,
+    /// `max_subscribers` reached, or the daemon stopping.
+    Subscribers,
+    /// A libpcap expression that does not compile or is too long, or an
+    /// endpoint that is not one.
+    Selection,
+}
+
+impl StreamRefusal {
+    pub const ALL: [StreamRefusal; 4] = [
+        StreamRefusal::Connections,
+        StreamRefusal::Request,
+        StreamRefusal::Subscribers,
+        StreamRefusal::Selection,
+    ];
+
+    /// Its metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamRefusal::Connections => "connections",
+            StreamRefusal::Request => "request",
+            StreamRefusal::Subscribers => "subscribers",
+            StreamRefusal::Selection => "selection",
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Counters {
     /// Datagrams handed to the pipeline (live: received on the socket;
@@ -116,6 +149,9 @@ pub struct Counters {
     pub stream_dropped: AtomicU64,
     /// Live subscribers connected now (gauge).
     pub stream_subscribers: AtomicU64,
+    /// Connections the control socket turned away, by
+    /// [`StreamRefusal`] (index = its value).
+    pub stream_refused: [AtomicU64; StreamRefusal::ALL.len()],
     /// Mirror sessions seen (each entry made in a session table: a session
     /// freed and seen again counts again).
     pub sessions: AtomicU64,

@@ -222,6 +222,19 @@ fn traffic(s: &mut Scrape, c: &Counters) {
             c.stream_dropped.load(Relaxed),
         )],
     );
+    s.counter(
+        "mirrorcap_stream_refused_connections",
+        "Connections the control socket turned away, by reason: connections (too many at once), request (none in time, too long, not valid), subscribers (max_subscribers reached or stopping), selection (bad filter or endpoint).",
+        crate::telemetry::counters::StreamRefusal::ALL
+            .iter()
+            .map(|r| {
+                (
+                    vec![("reason", r.name().to_string())],
+                    c.stream_refused[*r as usize].load(Relaxed),
+                )
+            })
+            .collect(),
+    );
     s.gauge(
         "mirrorcap_stream_subscribers",
         "Live subscribers connected now.",

@@ -610,3 +610,27 @@ pub fn flow_json(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// The address `/metrics` is served on, from the daemon's log line.
+pub fn metrics_addr(d: &Daemon) -> String {
+    for _ in 0..100 {
+        let err = d.stderr_now();
+        if let Some(l) = err.lines().find(|l| l.contains("metrics on http://")) {
+            let rest = &l[l.find("http://").unwrap() + 7..];
+            return rest.split('/').next().unwrap().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("no `metrics on` line: {}", d.stderr_now());
+}
+
+/// A GET with curl (a real HTTP client); returns (status, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is needed for the metrics tests (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
