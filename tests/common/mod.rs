@@ -501,6 +501,17 @@ impl Daemon {
     }
 }
 
+/// A daemon a test did not stop (it failed before its `stop`) is killed,
+/// so failing tests leave no process behind.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A number from the summary line that ends in `suffix`, e.g.
 /// `summary_count(err, "frames written")`.
 pub fn summary_count(stderr: &str, suffix: &str) -> u64 {
