@@ -8,6 +8,7 @@
 //! start); 3 `replay` could not write some frames (`disk_full`,
 //! `write_error`; wins over 1).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -206,6 +207,10 @@ fn init_logging(default_level: &str) {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr (the reader of a pipe gone) must not panic the
+        // thread that logs: tracing's own report of the failed write is an
+        // eprintln!, which panics on that very error.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     // Under systemd, journald stamps every line itself.
@@ -453,9 +458,12 @@ fn run_stream(
             "the connection ended without the daemon's stop message: it was killed or crashed, or it stopped while this stream was too far behind to be sent the rest (it counts those as not delivered)"
         }
     };
-    eprintln!(
+    // Not eprintln!: it panics when stderr is closed (an ssh gone).
+    let _ = writeln!(
+        std::io::stderr(),
         "mirrorcap stream: {} frames written, {} not delivered by the daemon (its queue for this subscriber was full); {why}",
-        o.frames, o.not_delivered
+        o.frames,
+        o.not_delivered
     );
     Ok(if o.end == End::ConnectionLost {
         ExitCode::FAILURE
@@ -530,7 +538,8 @@ fn run_daemon(cfg: Config, source: ReloadSource) -> anyhow::Result<ExitCode> {
             not_installed = Some(e);
         }
     })?;
-    eprint!("{}", outcome.summary);
+    // Not eprint!: it panics when stderr is closed.
+    let _ = write!(std::io::stderr(), "{}", outcome.summary);
     if let Some(e) = not_installed {
         return Err(e);
     }
@@ -544,7 +553,8 @@ fn run_daemon(cfg: Config, source: ReloadSource) -> anyhow::Result<ExitCode> {
 
 fn run_replay(cfg: Config, inputs: &[String]) -> anyhow::Result<ExitCode> {
     let outcome = mirrorcap::app::replay::run(&cfg, inputs, |e| eprintln!("mirrorcap: {e}"))?;
-    eprint!("{}", outcome.summary);
+    // Not eprint!: it panics when stderr is closed.
+    let _ = write!(std::io::stderr(), "{}", outcome.summary);
     if let Some(why) = outcome.writer_death {
         anyhow::bail!("capture files could no longer be written: {why}");
     }

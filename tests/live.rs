@@ -331,3 +331,59 @@ fn a_second_daemon_on_the_same_port_fails_to_start() {
         "{err}"
     );
 }
+
+/// Found by a benchmark run: a daemon whose stderr reader goes away (a
+/// closed pipe; here the test that started it) ignored SIGTERM for good:
+/// tracing reports a failed log write with eprintln!, which panics on the
+/// same error, so the signal thread died logging "SIGTERM: stopping"
+/// before it could pass the stop on. Now it stops, exits 0 and its files
+/// hold every frame.
+#[test]
+fn a_closed_stderr_does_not_stop_sigterm_or_lose_frames() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&out)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && err.read_line(&mut line).unwrap() > 0 {
+        if let Some(i) = line.find("listening on ") {
+            addr = Some(line[i + 13..].split([',', ' ']).next().unwrap().to_string());
+        }
+        line.clear();
+    }
+    drop(err);
+    let addr: std::net::SocketAddr = addr.expect("no `listening on` line").parse().unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..500u64 {
+        s.send_to(&datagram(7, &inner_frame(seq, 200)), addr)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the daemon ignored SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status}");
+    let frames: usize = output_files(&out)
+        .iter()
+        .map(|f| tshark_frames(f).len())
+        .sum();
+    assert_eq!(frames, 500);
+}
