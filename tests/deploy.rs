@@ -143,7 +143,7 @@ fn stack_user_data_config_passes_check_config() {
             ("AWS::Region", "eu-central-1".to_string()),
             ("GeneveListen", geneve_line.to_string()),
             ("HealthCheckPort", port.clone()),
-            ("SourceCidr", "10.0.0.0/16".to_string()),
+            ("AllowSources", "10.0.0.0/16".to_string()),
             ("RotateInterval", default_of(&t, "RotateInterval")),
             ("LocalRetention", default_of(&t, "LocalRetention")),
             ("CaptureBucket", "mirrorcap-test-capturebucket-1a2b3c".to_string()),
