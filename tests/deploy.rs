@@ -134,7 +134,10 @@ fn stack_user_data_config_passes_check_config() {
     let tmp = tempfile::tempdir().unwrap();
     let with_s3 = knows_output_s3(tmp.path());
     let port = default_of(&t, "HealthCheckPort");
-    assert_eq!(t.matches("HealthCheckPort: !Ref HealthCheckPort").count(), 2);
+    assert_eq!(
+        t.matches("HealthCheckPort: !Ref HealthCheckPort").count(),
+        2
+    );
     let geneve = "geneve_listen = \"0.0.0.0:6081\"";
     assert!(t.contains(&format!("- {geneve}\n")), "{TEMPLATE}: {geneve}");
     for (lb, geneve_line) in [("nlb", "# geneve_listen: off"), ("gwlb", geneve)] {
@@ -146,7 +149,10 @@ fn stack_user_data_config_passes_check_config() {
             ("AllowSources", "10.0.0.0/16".to_string()),
             ("RotateInterval", default_of(&t, "RotateInterval")),
             ("LocalRetention", default_of(&t, "LocalRetention")),
-            ("CaptureBucket", "mirrorcap-test-capturebucket-1a2b3c".to_string()),
+            (
+                "CaptureBucket",
+                "mirrorcap-test-capturebucket-1a2b3c".to_string(),
+            ),
             ("CapturePrefix", default_of(&t, "CapturePrefix")),
         ];
         let mut cfg = user_data_config(&t, &vars);
@@ -200,9 +206,13 @@ fn stack_instance_role_only_puts_under_the_prefix() {
         .filter(|w| {
             let (svc, action) = w.split_once(':').unwrap();
             !svc.is_empty()
-                && svc.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && svc
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && !action.is_empty()
-                && action.chars().all(|c| c.is_ascii_alphanumeric() || c == '*')
+                && action
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '*')
         })
         .collect();
     actions.sort();

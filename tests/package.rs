@@ -49,18 +49,12 @@ fn build_deb(out_dir: &Path) -> PathBuf {
     };
     let deb = out_dir.join("mirrorcap.deb");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["deb", "--no-build", "--profile", &profile, "--output"])
-        .arg(&deb)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo ({e})"));
-    assert!(
-        out.status.success(),
-        "cargo deb --no-build failed ({}): {}\n{}\n(is cargo-deb there? {CARGO_DEB})",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["deb", "--no-build", "--profile", &profile, "--output"])
+            .arg(&deb),
+        CARGO_DEB,
     );
     assert!(deb.is_file(), "cargo deb wrote no {deb:?}");
     deb
@@ -105,10 +99,7 @@ fn deb_package_has_binary_unit_conffile_and_no_lintian_error() {
 
     // Files.
     let list = text(run(Command::new("dpkg-deb").arg("-c").arg(&deb), DPKG));
-    let has = |p: &str| {
-        list.lines()
-            .any(|l| l.split_whitespace().nth(5) == Some(p))
-    };
+    let has = |p: &str| list.lines().any(|l| l.split_whitespace().nth(5) == Some(p));
     for p in [
         "./usr/bin/mirrorcap",
         "./usr/lib/systemd/system/mirrorcap.service",
@@ -139,7 +130,10 @@ fn deb_package_has_binary_unit_conffile_and_no_lintian_error() {
     assert!(depends.contains("adduser"), "Depends: {depends}");
     assert!(!depends.contains("libpcap"), "Depends: {depends}");
     let recommends = field("Recommends");
-    assert!(recommends.contains("libpcap0.8"), "Recommends: {recommends}");
+    assert!(
+        recommends.contains("libpcap0.8"),
+        "Recommends: {recommends}"
+    );
     let description = field("Description");
     assert!(
         description.lines().count() > 3,
@@ -160,7 +154,11 @@ fn deb_package_has_binary_unit_conffile_and_no_lintian_error() {
 
     // The packaged unit and config are the repository's, the unit pointing
     // at the packaged binary and giving the daemon the `mirrorcap` group.
-    let unit = data_file(&deb, tmp.path(), "/usr/lib/systemd/system/mirrorcap.service");
+    let unit = data_file(
+        &deb,
+        tmp.path(),
+        "/usr/lib/systemd/system/mirrorcap.service",
+    );
     let repo_unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/systemd/mirrorcap.service"
@@ -219,4 +217,107 @@ fn deb_package_has_binary_unit_conffile_and_no_lintian_error() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What the root test runs in its private mount namespace: /etc, /usr and
+/// /var are overlays whose changes vanish with the namespace, so dpkg
+/// installs for real and the machine is left as it was. Each check prints
+/// a `name=value` line.
+const INSTALL_SCRIPT: &str = r#"
+set -u
+T="$1"; DEB="$2"
+for d in etc usr var; do
+  mkdir -p "$T/ov/$d/u" "$T/ov/$d/w"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$T/ov/$d/u,workdir=$T/ov/$d/w" "/$d" || exit 90
+done
+getent group mirrorcap >/dev/null && echo "group_before=yes" || echo "group_before=no"
+dpkg -i "$DEB" >"$T/dpkg.log" 2>&1; echo "install=$?"
+gid=$(getent group mirrorcap | cut -d: -f3)
+echo "group_gid=${gid:-none}"
+test -x /usr/bin/mirrorcap && echo "binary=yes"
+/usr/bin/mirrorcap check-config /etc/mirrorcap/mirrorcap.toml >/dev/null 2>&1; echo "check_config=$?"
+# What the unit gives the daemon: an unprivileged user with the group as a
+# supplementary group (DynamicUser + SupplementaryGroups); the socket gets
+# the group. Without the group, the same daemon cannot give it away.
+D="$T/live"; mkdir -p "$D"; chmod 0777 "$D"
+printf 'control_socket = "%s/control.sock"\ncontrol_group = "mirrorcap"\n' "$D" > "$D/c.toml"
+for groups in with without; do
+  rm -f "$D/control.sock"
+  if [ "$groups" = with ]; then g="--groups=$gid"; else g="--clear-groups"; fi
+  setpriv --reuid=65534 --regid=65534 $g /usr/bin/mirrorcap run --listen 127.0.0.1:0 \
+    --dir "$D/cap" --config "$D/c.toml" >"$D/$groups.log" 2>&1 &
+  pid=$!
+  i=0; while [ $i -lt 100 ] && [ ! -S "$D/control.sock" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; i=$((i+1)); done
+  sleep 0.2
+  if kill -0 $pid 2>/dev/null; then
+    echo "socket_$groups=$(stat -c '%a:%G' "$D/control.sock" 2>/dev/null || echo none)"
+    kill $pid; wait $pid; echo "exit_$groups=$?"
+  else
+    wait $pid; rc=$?; echo "socket_$groups=daemon-exited"; echo "exit_$groups=$rc"
+  fi
+done
+# An edited conffile survives a reinstall (dpkg keeps local changes).
+echo '# local edit' >> /etc/mirrorcap/mirrorcap.toml
+dpkg -i "$DEB" >>"$T/dpkg.log" 2>&1; echo "reinstall=$?"
+tail -n 1 /etc/mirrorcap/mirrorcap.toml | grep -qx '# local edit' && echo "conffile_kept=yes"
+dpkg --purge mirrorcap >>"$T/dpkg.log" 2>&1; echo "purge=$?"
+test -e /usr/bin/mirrorcap || echo "binary_after_purge=gone"
+test -e /etc/mirrorcap/mirrorcap.toml || echo "conffile_after_purge=gone"
+getent group mirrorcap >/dev/null && echo "group_after_purge=kept"
+"#;
+
+/// Issue 16, item 4 (root): the package installs with dpkg (postinst
+/// creates the `mirrorcap` system group), its conffile passes
+/// check-config, a daemon run as the unit runs it (an unprivileged user
+/// with the group as a supplementary group) gives the control socket to
+/// the group (0660), which it cannot without the group (the issue-15
+/// leftover); an edited conffile survives a reinstall; purge removes the
+/// files and leaves the group. All inside a private mount namespace over
+/// throwaway overlays.
+#[test]
+#[ignore = "needs root (dpkg -i into overlays in a mount namespace): scripts/test runs it as root with --ignored"]
+fn deb_package_installs_creates_the_group_and_purges() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "deb_package_installs_creates_the_group_and_purges needs root (mount namespace, dpkg)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = build_deb(tmp.path());
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", INSTALL_SCRIPT, "sh"])
+        .arg(tmp.path())
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = std::fs::read_to_string(tmp.path().join("dpkg.log")).unwrap_or_default();
+    let live =
+        |f: &str| std::fs::read_to_string(tmp.path().join("live").join(f)).unwrap_or_default();
+    let ctx = format!(
+        "{report}\n{}\ndpkg:\n{log}\nwith:\n{}\nwithout:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        live("with.log"),
+        live("without.log")
+    );
+    let get = |k: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= line:\n{ctx}"))
+            .to_string()
+    };
+    assert_eq!(get("group_before"), "no", "{ctx}");
+    assert_eq!(get("install"), "0", "{ctx}");
+    assert!(get("group_gid").parse::<u32>().is_ok(), "{ctx}");
+    assert_eq!(get("binary"), "yes", "{ctx}");
+    assert_eq!(get("check_config"), "0", "{ctx}");
+    assert_eq!(get("socket_with"), "660:mirrorcap", "{ctx}");
+    assert_eq!(get("socket_without"), "daemon-exited", "{ctx}");
+    assert_ne!(get("exit_without"), "0", "{ctx}");
+    assert_eq!(get("reinstall"), "0", "{ctx}");
+    assert_eq!(get("conffile_kept"), "yes", "{ctx}");
+    assert_eq!(get("purge"), "0", "{ctx}");
+    assert_eq!(get("binary_after_purge"), "gone", "{ctx}");
+    assert_eq!(get("conffile_after_purge"), "gone", "{ctx}");
+    assert_eq!(get("group_after_purge"), "kept", "{ctx}");
 }
