@@ -360,8 +360,8 @@ fn systemd_unit_verifies() {
         "/systemd/mirrorcap.service"
     ))
     .unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/mirrorcap run"));
-    let unit = unit.replace("/usr/local/bin/mirrorcap", bin());
+    assert!(unit.contains("ExecStart=/usr/bin/mirrorcap run"));
+    let unit = unit.replace("/usr/bin/mirrorcap", bin());
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("mirrorcap.service");
     std::fs::write(&path, unit).unwrap();
