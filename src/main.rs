@@ -359,6 +359,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     duration: None,
                 };
                 return run_stream(&opts, fifo.to_str().context("--fifo: not UTF-8")?);
+            } else {
+                anyhow::bail!(
+                    "extcap: nothing asked: expected --extcap-interfaces, --extcap-dlts, --extcap-config or --capture (Wireshark passes them; see README \"Watch live\")"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -442,12 +446,27 @@ fn run_stream(
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, stop_stream as *const () as libc::sighandler_t) };
     }
-    let mut out: Box<dyn std::io::Write> = if write == "-" {
-        Box::new(std::io::stdout().lock())
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let file;
+    let (mut out, fd): (Box<dyn std::io::Write>, _) = if write == "-" {
+        (Box::new(stdout.lock()), stdout.as_fd())
     } else {
-        Box::new(std::fs::File::create(write).with_context(|| format!("cannot create {write}"))?)
+        file = std::fs::File::create(write).with_context(|| format!("cannot create {write}"))?;
+        (Box::new(&file), file.as_fd())
     };
-    let o = stream(opts, &mut out, &STREAM_STOP)?;
+    let o = match stream(opts, &mut out, Some(fd), &STREAM_STOP) {
+        // Which output: `-w` may name a file on a full disk.
+        Err(mirrorcap::stream::client::ClientError::Output(e)) => anyhow::bail!(
+            "writing the capture stream to {}: {e}",
+            if write == "-" {
+                "standard output"
+            } else {
+                write
+            }
+        ),
+        o => o?,
+    };
     let why = match o.end {
         End::Count => "count reached",
         End::Duration => "duration reached",

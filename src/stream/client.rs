@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -86,10 +87,15 @@ pub enum ClientError {
     Output(io::Error),
 }
 
-/// Subscribes and writes the stream to `out` until it ends.
+/// Subscribes and writes the stream to `out` until it ends. `out_fd`,
+/// when given, is `out`'s descriptor: polled while no message comes, so
+/// that a pipe or FIFO whose reader has gone ends the stream at once
+/// rather than at the next frame (which a quiet selection may never get,
+/// while it holds one of the daemon's `max_subscribers`).
 pub fn stream(
     opts: &StreamOptions,
     out: &mut dyn Write,
+    out_fd: Option<BorrowedFd<'_>>,
     stop: &AtomicBool,
 ) -> Result<StreamOutcome, ClientError> {
     let path = &opts.socket;
@@ -145,6 +151,10 @@ pub fn stream(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
+                if out_fd.is_some_and(output_gone) {
+                    outcome.end = End::ReaderGone;
+                    break;
+                }
                 continue;
             }
             Err(e) => return Err(io_err(e)),
@@ -152,6 +162,8 @@ pub fn stream(
         have += n;
         let mut at = 0;
         let mut done = false;
+        // Frames of this read: counted as written once they are.
+        let mut frames = 0;
         while let Some((m, len)) =
             message::next(&buf[at..have]).map_err(|source| ClientError::Message {
                 path: path.clone(),
@@ -168,8 +180,8 @@ pub fn stream(
                     data,
                 } => {
                     w.frame(id, ts_ns, wire_len, data);
-                    outcome.frames += 1;
-                    if opts.count.is_some_and(|c| outcome.frames >= c) {
+                    frames += 1;
+                    if opts.count.is_some_and(|c| outcome.frames + frames >= c) {
                         outcome.end = End::Count;
                         done = true;
                         break;
@@ -189,11 +201,25 @@ pub fn stream(
             outcome.end = End::ReaderGone;
             break;
         }
+        outcome.frames += frames;
         if done {
             break;
         }
     }
     Ok(outcome)
+}
+
+/// Whether `fd` is a pipe, FIFO or socket whose reader has gone (poll's
+/// POLLERR or POLLHUP; a file or a terminal in use says neither).
+fn output_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// The daemon's live sessions (a `list` request).
@@ -246,21 +272,33 @@ fn request(conn: &UnixStream, path: &Path, req: &Request) -> Result<Reply, Clien
     };
     let line = serde_json::to_string(req).unwrap_or_default() + "\n";
     let mut w = conn;
-    w.write_all(line.as_bytes()).map_err(io_err)?;
+    // A daemon that refuses a connection at once (too many being served)
+    // answers and closes, maybe before the request is written: its answer
+    // is read all the same, and says why.
+    let sent = w.write_all(line.as_bytes());
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io_err)?;
     // One byte at a time: what follows the line is the stream's, not ours.
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     let mut r = conn;
+    let mut read = Ok(());
     while answer.len() < 64 * 1024 {
-        match r.read(&mut byte).map_err(io_err)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => answer.push(byte[0]),
+        match r.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => answer.push(byte[0]),
+            Err(e) => {
+                read = Err(e);
+                break;
+            }
         }
     }
     let text = String::from_utf8_lossy(&answer).into_owned();
+    if let Ok(r @ Reply::Refused { .. }) = serde_json::from_str(&text) {
+        return Ok(r);
+    }
+    sent.and(read).map_err(io_err)?;
     serde_json::from_str::<Reply>(&text).map_err(|_| ClientError::Answer {
         path: path.to_path_buf(),
         answer: text,

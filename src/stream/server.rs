@@ -321,6 +321,15 @@ fn wait_readable(fd: &impl AsRawFd, ms: i32) {
 
 /// One subscriber's connection, from its request to its end.
 fn serve_subscriber(conn: UnixStream, hub: &Hub, gate: &Gate) {
+    // Capture first: this thread (filtering and writing for one reader)
+    // runs only on CPU time nothing else wants (SCHED_IDLE); a reader it
+    // cannot keep up with loses its own frames, counted. At the normal
+    // policy, 32 subscribers with a filter that matched nothing, at 200k
+    // datagrams a second on two cores, cost capture 33 to 46% of them
+    // (kernel_overflow); idle, 12 to 15% (nice 19: 21 to 24%).
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
     let _ = conn.set_nonblocking(false);
     // A reply to a reader that does not read must not hold the thread.
     let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
@@ -426,7 +435,8 @@ fn read_request(conn: &UnixStream) -> Result<String, RequestProblem> {
             }
         }
         line.extend_from_slice(&byte[..take]);
-        if line.len() > MAX_REQUEST {
+        // The limit is the request's, without its newline.
+        if line.len() - usize::from(end.is_some()) > MAX_REQUEST {
             return Err(RequestProblem::TooLong);
         }
         if end.is_some() {
