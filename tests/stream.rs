@@ -665,6 +665,8 @@ fn control_socket_refuses_bad_requests_with_the_reason() {
         (&c).write_all(bytes).unwrap();
         answer(&c)
     };
+    let typo = send_raw(b"{\"vni\":[7]}\n");
+    assert!(typo.contains("unknown field `vni`"), "{typo}");
     let not_text = send_raw(b"{\"vnis\":[7]}\xff\xfe\n");
     assert!(not_text.contains("not UTF-8"), "{not_text}");
     let long = send_raw(&[b' '; 9000]);
@@ -723,7 +725,7 @@ fn control_socket_refuses_bad_requests_with_the_reason() {
             .parse()
             .unwrap()
     };
-    assert_eq!(refused("request"), 7, "{metrics}");
+    assert_eq!(refused("request"), 8, "{metrics}");
     assert_eq!(refused("connections"), 1, "{metrics}");
     assert!(
         d.stderr_now()

@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::geneve::EndpointId;
 
-/// What a subscriber asks for. Empty lists mean any.
+/// What a subscriber asks for. Empty lists mean any. An unknown field is
+/// refused: a typo (`vni` for `vnis`) would otherwise ask for everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     #[serde(default)]
     pub vnis: Vec<u32>,

@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -179,40 +179,34 @@ impl Drop for ControlServer {
     }
 }
 
-/// Binds the socket at `path` with its mode and group already set: bound
-/// under a temporary name beside it, given mode 0660 and `gid`, then
-/// renamed over `path` (which replaces a stale socket in one step), so no
-/// one can connect while it is still open to all. A path too long for a
-/// temporary name beside it is bound in place and set at once.
+/// Binds the socket at `path` with its mode and group already set, so no
+/// one can connect while it is still open to all: bound in a private
+/// directory made beside it (mode 0700: no one else can swap the socket
+/// for a symlink there before it is given mode 0660 and `gid`), then moved
+/// into place without replacing anything, so of two daemons starting at
+/// once the second fails (`InUse`) instead of taking the first's path. A
+/// stale socket (nothing answers on it) is removed first. A path too long
+/// for the private directory's name is bound in place and set at once.
 fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, ControlError> {
-    match std::fs::symlink_metadata(path) {
+    let stale = match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(ControlError::NotSocket(path.to_path_buf()));
         }
         Ok(_) if UnixStream::connect(path).is_ok() => {
             return Err(ControlError::InUse(path.to_path_buf()));
         }
-        _ => {}
-    }
+        Ok(_) => true,
+        Err(_) => false,
+    };
     let bind_err = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
     };
-    let temp = path.with_file_name(format!(".{:x}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let (listener, at) = match UnixListener::bind(&temp) {
-        Ok(l) => (l, temp.as_path()),
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-            let _ = std::fs::remove_file(path);
-            (UnixListener::bind(path).map_err(bind_err)?, path)
-        }
-        Err(e) => return Err(bind_err(e)),
-    };
-    let set = || -> Result<(), ControlError> {
+    let set_mode = |at: &Path| -> Result<(), ControlError> {
         std::fs::set_permissions(at, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(bind_err)?;
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(at, None, Some(gid)).map_err(|source| {
+            std::os::unix::fs::lchown(at, None, Some(gid)).map_err(|source| {
                 ControlError::Group {
                     group: gid.to_string(),
                     path: path.to_path_buf(),
@@ -220,15 +214,74 @@ fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, ControlError> {
                 }
             })?;
         }
-        if at != path {
-            std::fs::rename(at, path).map_err(bind_err)?;
-        }
         Ok(())
     };
-    set().inspect_err(|_| {
-        let _ = std::fs::remove_file(at);
-    })?;
+    let private = path.with_file_name(format!(".{:x}.control", std::process::id()));
+    // Left by an earlier process with this pid (never follows a symlink).
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(bind_err)?;
+    let temp = private.join("s");
+    let listener = match UnixListener::bind(&temp) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&private);
+            if e.kind() != io::ErrorKind::InvalidInput {
+                return Err(bind_err(e));
+            }
+            if stale {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path).map_err(bind_err)?;
+            set_mode(path).inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })?;
+            return Ok(l);
+        }
+    };
+    let placed = set_mode(&temp).and_then(|()| {
+        if stale {
+            let _ = std::fs::remove_file(path);
+        }
+        rename_no_replace(&temp, path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                ControlError::InUse(path.to_path_buf())
+            } else {
+                bind_err(e)
+            }
+        })
+    });
+    let _ = std::fs::remove_file(&temp);
+    let _ = std::fs::remove_dir(&private);
+    placed?;
     Ok(listener)
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` when `to` exists.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths valid for the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Counts and logs (at most once per 10 s) the connections turned away.
@@ -634,4 +687,47 @@ fn reader_gone(conn: &UnixStream) -> bool {
             io::Error::last_os_error().kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_sets_the_mode_before_placing_and_never_takes_a_live_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.sock");
+        let first = bind(&path, None).unwrap();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, SOCKET_MODE);
+        // Only the socket is left: the private directory is gone.
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c.sock"]);
+        assert!(matches!(bind(&path, None), Err(ControlError::InUse(_))));
+        // Stale (nothing answers): replaced.
+        drop(first);
+        let _second = bind(&path, None).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        // Something else bound it between the check and the move: refused,
+        // not replaced.
+        let other = tmp.path().join("d.sock");
+        let _third = UnixListener::bind(&other).unwrap();
+        let from = tmp.path().join("x.sock");
+        let _x = UnixListener::bind(&from).unwrap();
+        let e = rename_no_replace(&from, &other).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        // A plain file is not a socket.
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(matches!(
+            bind(&plain, None),
+            Err(ControlError::NotSocket(_))
+        ));
+    }
 }
