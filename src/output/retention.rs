@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::output::outdir::{self, OutDirError};
+use crate::output::upload::Uploads;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::events::RetentionNotDeleted;
 
@@ -67,6 +68,9 @@ pub struct Retention<K = SessionTag> {
     /// Where a failed deletion is counted (`mirrorcap_errors_total{kind=
     /// "retention"}`) as it is logged; set by the writer that owns it.
     counters: Option<Arc<Counters>>,
+    /// `[output.s3]`: uploaded files go first; a file deleted before its
+    /// upload is counted as abandoned there.
+    uploads: Option<Arc<Uploads>>,
 }
 
 impl<K> Default for Retention<K> {
@@ -80,6 +84,7 @@ impl<K> Default for Retention<K> {
             max_total_bytes: None,
             not_deleted: 0,
             counters: None,
+            uploads: None,
         }
     }
 }
@@ -109,6 +114,30 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
     /// Deletions that failed so far (logged each time).
     pub fn not_deleted(&self) -> u64 {
         self.not_deleted
+    }
+
+    /// `[output.s3]`: files are uploaded; retention deletes uploaded ones
+    /// first and tells `u` of the others it deletes.
+    pub fn set_uploads(&mut self, u: Arc<Uploads>) {
+        self.uploads = Some(u);
+    }
+
+    /// Forgets the files the uploader deleted after their upload.
+    fn forget_uploaded(&mut self) {
+        let Some(u) = &self.uploads else { return };
+        let gone = u.take_removed();
+        if gone.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<PathBuf> = gone.into_iter().collect();
+        let mut i = 0;
+        while i < self.files.len() {
+            if gone.contains(&self.files[i].path) {
+                self.forget_at(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     pub fn set_limits(&mut self, max_files: Option<u32>, max_total_bytes: Option<u64>) {
@@ -146,6 +175,7 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
     /// the number of files deleted (not those that were already gone or
     /// could not be deleted: they leave the books all the same).
     pub fn add(&mut self, path: PathBuf, bytes: u64, session: K, open_bytes: u64) -> u64 {
+        self.forget_uploaded();
         self.closed_bytes += bytes;
         self.files.push_back(ClosedFile {
             path,
@@ -171,52 +201,66 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         let Some(max) = self.max_total_bytes else {
             return 0;
         };
+        self.forget_uploaded();
         let mut deleted = 0;
         while self.closed_bytes + open_bytes > max && !self.files.is_empty() {
-            deleted += u64::from(self.delete_at(0));
+            // Uploaded files (kept by `keep_local`) first, oldest first.
+            let i = self
+                .uploads
+                .as_ref()
+                .and_then(|u| self.files.iter().position(|f| u.is_uploaded(&f.path)))
+                .unwrap_or(0);
+            deleted += u64::from(self.delete_at(i));
         }
         deleted
     }
 
     /// Forgets the closed file at `i` and deletes it; whether it was.
     fn delete_at(&mut self, i: usize) -> bool {
-        let Some(f) = self.files.remove(i) else {
+        let Some(f) = self.forget_at(i) else {
             return false;
         };
-        {
-            self.closed_bytes -= f.bytes;
-            if let Some(tag) = f.session
-                && let Some(n) = self.per_session.get_mut(&tag)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_session.remove(&tag);
-                }
+        if let Some(u) = &self.uploads {
+            u.deleted_by_retention(&f.path);
+        }
+        let r = match &self.root {
+            Some(root) => outdir::unlink_under(root, &f.path),
+            None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
+                path: f.path.clone(),
+                what: "delete",
+                source,
+            }),
+        };
+        match r {
+            Ok(()) => {
+                tracing::debug!(path = %f.path.display(), "retention: deleted");
+                true
             }
-            let r = match &self.root {
-                Some(root) => outdir::unlink_under(root, &f.path),
-                None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
-                    path: f.path.clone(),
-                    what: "delete",
-                    source,
-                }),
-            };
-            match r {
-                Ok(()) => {
-                    tracing::debug!(path = %f.path.display(), "retention: deleted");
-                    true
+            Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => false,
+            Err(e) => {
+                self.not_deleted += 1;
+                match &self.counters {
+                    Some(c) => RetentionNotDeleted { error: &e }.emit(c),
+                    None => tracing::warn!("retention: not deleted: {e}"),
                 }
-                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => false,
-                Err(e) => {
-                    self.not_deleted += 1;
-                    match &self.counters {
-                        Some(c) => RetentionNotDeleted { error: &e }.emit(c),
-                        None => tracing::warn!("retention: not deleted: {e}"),
-                    }
-                    false
-                }
+                false
             }
         }
+    }
+
+    /// Takes the closed file at `i` off the books (not from the disk).
+    fn forget_at(&mut self, i: usize) -> Option<ClosedFile<K>> {
+        let f = self.files.remove(i)?;
+        self.closed_bytes -= f.bytes;
+        if let Some(tag) = f.session
+            && let Some(n) = self.per_session.get_mut(&tag)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_session.remove(&tag);
+            }
+        }
+        Some(f)
     }
 }
 

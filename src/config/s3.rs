@@ -1,0 +1,259 @@
+//! `[output.s3]` and `host_id`: closed capture and flow files uploaded to
+//! S3 (or any S3-compatible store). In: the raw table; out: an
+//! [`S3Config`] or the positioned error naming the key, the value and what
+//! is accepted. What needs the network (the region from instance
+//! metadata, `{host}` from the instance ID) is resolved when the daemon
+//! starts, not here.
+
+use std::time::Duration;
+
+use super::ConfigError;
+use super::context::Ctx;
+use super::raw::{RawS3, Spanned};
+use super::sizes::{SizeValue, parse_duration, parse_size};
+use crate::output::upload::key::KeyTemplate;
+
+/// `upload_jobs` default and most accepted.
+pub const DEFAULT_UPLOAD_JOBS: usize = 4;
+pub const MAX_UPLOAD_JOBS: usize = 64;
+/// Files above this size go up in parts (`multipart_threshold`).
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
+/// The size of each part (`part_size`); S3 takes 5 MiB to 5 GiB, and at
+/// most 10,000 parts (so 8 MiB parts carry files up to 78 GiB).
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+pub const MAX_PART_SIZE: u64 = 256 << 20;
+/// `/healthz` turns 503 when a file has waited this long (`unhealthy_after`).
+pub const DEFAULT_UNHEALTHY_AFTER: Duration = Duration::from_secs(300);
+/// At stop, the longest wait for pending uploads (`stop_wait`): within
+/// the unit's `TimeoutStopSec` (20 s) with time to spare.
+pub const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// S3's storage classes (`x-amz-storage-class`).
+pub const STORAGE_CLASSES: [&str; 10] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "EXPRESS_ONEZONE",
+];
+
+/// `[output.s3]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty = the bucket's root.
+    pub prefix: String,
+    /// `None`: `AWS_REGION`, `AWS_DEFAULT_REGION`, then the instance's
+    /// region from instance metadata, at start.
+    pub region: Option<String>,
+    /// Another S3-compatible endpoint (`http://` allowed, as it is
+    /// written explicitly); `None` = AWS's.
+    pub endpoint: Option<String>,
+    pub key_template: KeyTemplate,
+    /// Keep the local file after its upload (retention deletes it later,
+    /// before any file not uploaded yet).
+    pub keep_local: bool,
+    pub storage_class: Option<String>,
+    /// Uploads at once.
+    pub upload_jobs: usize,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub unhealthy_after: Duration,
+    pub stop_wait: Duration,
+    /// The instance metadata endpoint (`{host}`, region, instance role);
+    /// `None` = `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else EC2's.
+    pub metadata_endpoint: Option<String>,
+}
+
+/// `host_id`: ASCII letters, digits, `.`, `_`, `-`; 1 to 64 bytes.
+pub(super) fn host_id(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<Option<String>, ConfigError> {
+    let Some(s) = v else { return Ok(None) };
+    let h = s.get_ref();
+    if h.is_empty()
+        || h.len() > 64
+        || !h
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(cx.err(
+            s.span(),
+            format!("{h:?}: expected 1 to 64 ASCII letters, digits, `.`, `_` or `-` (it goes into S3 keys as {{host}})"),
+        ));
+    }
+    Ok(Some(h.clone()))
+}
+
+/// Validates `[output.s3]`, key by key.
+pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Config>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let span = raw.span();
+    let r = raw.into_inner();
+    let bucket = bucket(cx, r.bucket.as_ref(), span)?;
+    let prefix = match &r.prefix {
+        None => String::new(),
+        Some(p) => {
+            let v = p.get_ref().trim_matches('/');
+            if v.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                && !v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '=' | '/'))
+            {
+                return Err(cx.err(
+                    p.span(),
+                    format!("{:?}: expected ASCII letters, digits, `.`, `_`, `-`, `=` and `/` between non-empty components", p.get_ref()),
+                ));
+            }
+            v.to_owned()
+        }
+    };
+    let region = match &r.region {
+        None => None,
+        Some(s) => {
+            let v = s.get_ref();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(cx.err(
+                    s.span(),
+                    format!("{v:?} is not a region name: expected e.g. \"eu-west-1\""),
+                ));
+            }
+            Some(v.clone())
+        }
+    };
+    let endpoint = url(cx, r.endpoint.as_ref(), "an S3 endpoint", true)?;
+    let metadata_endpoint = url(cx, r.metadata_endpoint.as_ref(), "a metadata endpoint", false)?;
+    let key_template = match &r.key_template {
+        None => KeyTemplate::default(),
+        Some(s) => KeyTemplate::parse(s.get_ref())
+            .map_err(|why| cx.err(s.span(), format!("{:?}: {why}", s.get_ref())))?,
+    };
+    let storage_class = match &r.storage_class {
+        None => None,
+        Some(s) => {
+            let v = s.get_ref();
+            if !STORAGE_CLASSES.contains(&v.as_str()) {
+                return Err(cx.err(
+                    s.span(),
+                    format!("{v:?} is not an S3 storage class: expected one of {}", STORAGE_CLASSES.join(", ")),
+                ));
+            }
+            Some(v.clone())
+        }
+    };
+    let upload_jobs = match &r.upload_jobs {
+        None => DEFAULT_UPLOAD_JOBS,
+        Some(s) => {
+            let v = *s.get_ref() as usize;
+            if !(1..=MAX_UPLOAD_JOBS).contains(&v) {
+                return Err(cx.err(
+                    s.span(),
+                    format!("{v} is out of range: expected 1 to {MAX_UPLOAD_JOBS} uploads at once"),
+                ));
+            }
+            v
+        }
+    };
+    let size = |v: &Option<Spanned<SizeValue>>, default: u64, what: &str| -> Result<u64, ConfigError> {
+        let Some(s) = v else { return Ok(default) };
+        let n = parse_size(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) {
+            return Err(cx.err(
+                s.span(),
+                format!("{n} bytes is out of range for {what}: expected 5MiB to 256MiB (S3 refuses parts under 5 MiB)"),
+            ));
+        }
+        Ok(n)
+    };
+    let multipart_threshold = size(&r.multipart_threshold, DEFAULT_MULTIPART_THRESHOLD, "the multipart threshold")?;
+    let part_size = size(&r.part_size, DEFAULT_PART_SIZE, "a part")?;
+    let duration = |v: &Option<Spanned<String>>, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s.get_ref()).map_err(|m| cx.err(s.span(), m)),
+        }
+    };
+    Ok(Some(S3Config {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        key_template,
+        keep_local: r.keep_local.unwrap_or(false),
+        storage_class,
+        upload_jobs,
+        multipart_threshold,
+        part_size,
+        unhealthy_after: duration(&r.unhealthy_after, DEFAULT_UNHEALTHY_AFTER)?,
+        stop_wait: duration(&r.stop_wait, DEFAULT_STOP_WAIT)?,
+        metadata_endpoint,
+    }))
+}
+
+/// `bucket`: required; S3's naming rules (3 to 63 lowercase letters,
+/// digits, `.` and `-`, starting and ending with a letter or digit).
+fn bucket(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+    table: std::ops::Range<usize>,
+) -> Result<String, ConfigError> {
+    let Some(s) = v else {
+        return Err(cx.at(
+            cx.line(table),
+            "`output.s3`: ".into(),
+            "`bucket` is missing: name the S3 bucket to upload to".into(),
+        ));
+    };
+    let b = s.get_ref();
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-');
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&b.len())
+        || !b.chars().all(ok_char)
+        || !ends_ok(b.chars().next())
+        || !ends_ok(b.chars().last())
+    {
+        return Err(cx.err(
+            s.span(),
+            format!("{b:?} is not an S3 bucket name: expected 3 to 63 lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit"),
+        ));
+    }
+    Ok(b.clone())
+}
+
+/// An `http://` or `https://` URL with a host (`http` only when
+/// `http_ok`... both are accepted: it is written explicitly).
+fn url(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+    what: &str,
+    https_ok: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(s) = v else { return Ok(None) };
+    let u = s.get_ref();
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://").filter(|_| https_ok));
+    let schemes = if https_ok {
+        "http://HOST[:PORT] or https://HOST[:PORT]"
+    } else {
+        "http://HOST[:PORT]"
+    };
+    match rest {
+        Some(r) if !r.is_empty() && !r.trim_end_matches('/').contains('/') && !r.contains(' ') => {
+            Ok(Some(u.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(cx.err(
+            s.span(),
+            format!("{u:?} is not {what}: expected {schemes}"),
+        )),
+    }
+}
