@@ -297,4 +297,52 @@ mod tests {
         assert!(!kept.exists());
         assert!(stuck.exists());
     }
+
+    /// Issue 16, item 2: with `[output.s3]` and `keep_local`, retention
+    /// deletes files already uploaded first, even when a file still
+    /// waiting for its upload is older; a file it must delete before its
+    /// upload is counted as abandoned (and its journal entry goes).
+    #[test]
+    fn retention_deletes_uploaded_files_first_and_counts_abandoned() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let u = Arc::new(Uploads::for_test(tmp.path(), true, counters.clone()));
+        let mut r: Retention<u32> = Retention::new(None, Some(300))
+            .under(tmp.path().to_path_buf())
+            .counted_in(counters.clone());
+        r.set_uploads(u.clone());
+        let file = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::write(&p, [0u8; 100]).unwrap();
+            p
+        };
+        let entry = |p: &PathBuf| {
+            let e = u.record(p, &format!("k/{}", p.display())).unwrap();
+            u.closed(e, 100);
+        };
+        // a: old and not uploaded; b, c: uploaded (kept locally).
+        let (a, b, c) = (file("a.pcap"), file("b.pcap"), file("c.pcap"));
+        for p in [&a, &b, &c] {
+            entry(p);
+            r.add(p.clone(), 100, 1, 0);
+        }
+        u.confirm(&b);
+        u.confirm(&c);
+        assert_eq!(counters.uploads.pending.load(Relaxed), 1);
+        let d = file("d.pcap");
+        assert_eq!(r.add(d.clone(), 100, 1, 0), 1);
+        assert!(a.exists() && !b.exists() && c.exists());
+        let e = file("e.pcap");
+        r.add(e, 100, 1, 0);
+        assert!(a.exists() && !c.exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 0);
+        // Nothing uploaded is left: the oldest, not uploaded, goes and is
+        // counted; its journal entry with it.
+        r.add(file("f.pcap"), 100, 1, 0);
+        assert!(!a.exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
+        assert_eq!(counters.uploads.pending.load(Relaxed), 0);
+        assert!(u.journal.list().0.is_empty());
+    }
 }

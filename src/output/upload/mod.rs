@@ -111,7 +111,7 @@ struct Pending {
 /// What the writers, retention and the uploader share.
 #[derive(Debug)]
 pub struct Uploads {
-    journal: Journal,
+    pub(crate) journal: Journal,
     keys: KeyTemplate,
     cx: KeyContext,
     keep_local: bool,
@@ -127,11 +127,37 @@ struct State {
     pending: HashMap<PathBuf, Pending>,
     /// Files uploaded and kept (`keep_local`): retention deletes them first.
     uploaded: HashSet<PathBuf>,
-    /// Files uploaded and deleted by the uploader, for retention to forget.
+    /// Capture files uploaded and deleted by the uploader, for the
+    /// capture writer's retention to forget.
     removed: Vec<PathBuf>,
 }
 
 impl Uploads {
+    /// For tests: uploads under `root` with no uploader behind them.
+    #[cfg(test)]
+    pub(crate) fn for_test(root: &Path, keep_local: bool, counters: Arc<Counters>) -> Uploads {
+        counters.uploads.enabled.store(true, Relaxed);
+        Uploads {
+            journal: Journal::open(root).expect("journal"),
+            keys: KeyTemplate::default(),
+            cx: KeyContext {
+                prefix: String::new(),
+                host: "test".into(),
+            },
+            keep_local,
+            counters,
+            offer: tokio::sync::mpsc::channel(1).0,
+            state: Mutex::new(State::default()),
+            log: Mutex::new(LogLimiter::new(Duration::from_secs(10))),
+        }
+    }
+
+    /// For tests: `path` was uploaded (as the uploader does on S3's OK).
+    #[cfg(test)]
+    pub(crate) fn confirm(&self, path: &Path) {
+        self.done(path);
+    }
+
     /// The key of a capture file of this run.
     pub fn key_for(&self, f: &PathFields) -> String {
         self.keys.render(&self.cx, f)
@@ -146,7 +172,7 @@ impl Uploads {
         self.record(final_path, &self.key_for(f))
     }
 
-    fn record(&self, path: &Path, key: &str) -> Option<Entry> {
+    pub(crate) fn record(&self, path: &Path, key: &str) -> Option<Entry> {
         match self.journal.add(path, key) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -269,7 +295,15 @@ impl Uploads {
                     tracing::error!(path = %path.display(), error = %e, "uploaded to S3, but cannot delete the local file");
                     u.failures.fetch_add(1, Relaxed);
                 }
-                _ => s.removed.push(path.to_path_buf()),
+                // Only capture files: the capture writer's retention
+                // takes this list (the flow writer's counts no bytes).
+                _ if path
+                    .extension()
+                    .is_some_and(|x| x == "pcap" || x == "pcapng") =>
+                {
+                    s.removed.push(path.to_path_buf())
+                }
+                _ => {}
             }
         }
         if let Err(e) = self.journal.remove(&p.entry.id) {
