@@ -38,7 +38,12 @@ fn private_network() {
         "needs root: each S3 test runs in a network namespace of its own"
     );
     let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
     let st = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
@@ -48,7 +53,13 @@ fn private_network() {
     let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let links = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(links.lines().count(), 1, "{links}");
-    assert!(TcpStream::connect_timeout(&"169.254.169.254:80".parse().unwrap(), Duration::from_millis(300)).is_err());
+    assert!(
+        TcpStream::connect_timeout(
+            &"169.254.169.254:80".parse().unwrap(),
+            Duration::from_millis(300)
+        )
+        .is_err()
+    );
 }
 
 fn free_port() -> u16 {
@@ -75,7 +86,10 @@ impl Moto {
             .expect("moto_server is needed: pip install 'moto[server]' (scripts/test does)");
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "moto_server did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto {
@@ -173,17 +187,26 @@ fn imds_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
             }
             let head = String::from_utf8_lossy(&head).to_lowercase();
             let first = head.lines().next().unwrap_or("").to_string();
-            let has_token = head.contains(&format!("x-aws-ec2-metadata-token: {}", TOKEN.to_lowercase()));
+            let has_token = head.contains(&format!(
+                "x-aws-ec2-metadata-token: {}",
+                TOKEN.to_lowercase()
+            ));
             let (status, body) = if first.starts_with("put /latest/api/token ")
                 && head.contains("x-aws-ec2-metadata-token-ttl-seconds:")
             {
                 ("200 OK", TOKEN)
             } else if first.starts_with("get /latest/meta-data/instance-id ") {
-                if has_token { ("200 OK", INSTANCE_ID) } else { ("401 Unauthorized", "") }
+                if has_token {
+                    ("200 OK", INSTANCE_ID)
+                } else {
+                    ("401 Unauthorized", "")
+                }
             } else {
                 ("404 Not Found", "")
             };
-            log.lock().unwrap().push(format!("{first} token={has_token} -> {status}"));
+            log.lock()
+                .unwrap()
+                .push(format!("{first} token={has_token} -> {status}"));
             let _ = write!(
                 c,
                 "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -228,7 +251,12 @@ fn proxy(upstream: u16) -> Proxy {
         up: Arc::new(AtomicBool::new(true)),
         conns: Arc::new(Mutex::new(Vec::new())),
     };
-    let (fw, rt, up, conns) = (p.forwarded.clone(), p.rate.clone(), p.up.clone(), p.conns.clone());
+    let (fw, rt, up, conns) = (
+        p.forwarded.clone(),
+        p.rate.clone(),
+        p.up.clone(),
+        p.conns.clone(),
+    );
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(c) = c else { continue };
@@ -276,7 +304,12 @@ fn start_daemon(tmp: &Path, name: &str, imds: &str, config: &str) -> (Daemon, Pa
     let cfg = tmp.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).unwrap();
     let d = Daemon::start_with_env(
-        &["--dir", dir.to_str().unwrap(), "--config", cfg.to_str().unwrap()],
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         &[
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -304,16 +337,26 @@ fn get(d: &Daemon, path: &str) -> (u16, String) {
                 let rest = &l[l.find("http://").unwrap() + 7..];
                 break rest.split('/').next().unwrap().to_string();
             }
-            assert!(t.elapsed() < Duration::from_secs(5), "no metrics line: {err}");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "no metrics line: {err}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
     let mut s = TcpStream::connect(&addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -370,7 +413,9 @@ fn send(
         for a in to {
             socks[i].send_to(&dgram, a).unwrap();
         }
-        want.entry((vni, src.to_string())).or_default().push(md5_hex(&frame));
+        want.entry((vni, src.to_string()))
+            .or_default()
+            .push(md5_hex(&frame));
         if seq % per_ms == per_ms - 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -398,7 +443,11 @@ fn expected_key(dir: &Path, file: &Path, prefix: &str, host: &str) -> String {
     let (vni, source) = session_of(dir, file);
     let name = file.file_name().unwrap().to_str().unwrap();
     let start = &name[..16]; // 20261130T174512Z
-    let p = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let p = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
     format!(
         "{p}vni={vni}/source={source}/year={}/month={}/day={}/hour={}/{host}-{name}",
         &start[0..4],
@@ -438,7 +487,12 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
         tmp.path(),
         "kept",
         &imds,
-        &config(&moto.endpoint(), "", out, "prefix = \"kept\"\nkeep_local = true"),
+        &config(
+            &moto.endpoint(),
+            "",
+            out,
+            "prefix = \"kept\"\nkeep_local = true",
+        ),
     );
     let (moved, moved_dir) = start_daemon(
         tmp.path(),
@@ -451,7 +505,12 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
             "prefix = \"moved/\"\nstorage_class = \"STANDARD_IA\"",
         ),
     );
-    let sessions = [("127.0.0.2", 7), ("127.0.0.2", 9), ("127.0.0.3", 7), ("127.0.0.3", 5_569_041)];
+    let sessions = [
+        ("127.0.0.2", 7),
+        ("127.0.0.2", 9),
+        ("127.0.0.3", 7),
+        ("127.0.0.3", 5_569_041),
+    ];
     let want = send(&[kept.addr, moved.addr], &sessions, 3000, 200, 20, None);
     std::thread::sleep(Duration::from_millis(500));
     for d in [kept, moved] {
@@ -462,8 +521,12 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
     }
     let seen = seen.lock().unwrap().clone();
     assert!(seen.len() >= 4, "{seen:?}");
-    assert!(seen[0].starts_with("put /latest/api/token") && seen[1].starts_with("get /latest/meta-data/instance-id ")
-            && seen[1].ends_with("token=true -> 200 OK"), "{seen:?}");
+    assert!(
+        seen[0].starts_with("put /latest/api/token")
+            && seen[1].starts_with("get /latest/meta-data/instance-id ")
+            && seen[1].ends_with("token=true -> 200 OK"),
+        "{seen:?}"
+    );
 
     let objects = bucket_objects(&moto.endpoint(), tmp.path());
     let local = captures(&kept_dir);
@@ -471,15 +534,27 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
     let mut kept_keys = BTreeSet::new();
     for f in &local {
         let key = expected_key(&kept_dir, f, "kept", INSTANCE_ID);
-        let obj = objects.get(&key).unwrap_or_else(|| panic!("{key} not in {:?}", objects.keys()));
-        assert!(obj == &std::fs::read(f).unwrap(), "{key}: not byte-identical to {f:?}");
+        let obj = objects
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} not in {:?}", objects.keys()));
+        assert!(
+            obj == &std::fs::read(f).unwrap(),
+            "{key}: not byte-identical to {f:?}"
+        );
         kept_keys.insert(key);
     }
     assert!(journal(&kept_dir).is_empty());
     // The other daemon: nothing left locally (no capture, no flow file,
     // no journal entry), every frame in the bucket, its flow file too.
-    assert!(output_files(&moved_dir).is_empty(), "{:?}", output_files(&moved_dir));
-    let flow_keys: Vec<&String> = objects.keys().filter(|k| k.starts_with("moved/flows/")).collect();
+    assert!(
+        output_files(&moved_dir).is_empty(),
+        "{:?}",
+        output_files(&moved_dir)
+    );
+    let flow_keys: Vec<&String> = objects
+        .keys()
+        .filter(|k| k.starts_with("moved/flows/"))
+        .collect();
     assert_eq!(flow_keys.len(), 1, "{:?}", objects.keys());
     assert!(
         flow_keys[0].starts_with("moved/flows/year=")
@@ -551,7 +626,14 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
     let addr = d.addr;
     let sender = std::thread::spawn(move || {
         // About 900 datagrams/s for 36 s.
-        send(&[addr], &[("127.0.0.2", 21), ("127.0.0.3", 22)], u64::MAX, 300, 1, Some(Duration::from_secs(36)))
+        send(
+            &[addr],
+            &[("127.0.0.2", 21), ("127.0.0.3", 22)],
+            u64::MAX,
+            300,
+            1,
+            Some(Duration::from_secs(36)),
+        )
     });
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(get(&d, "/healthz").0, 200);
@@ -580,7 +662,11 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
     assert_eq!(code, 0, "{err}");
     let sent: usize = want.values().map(Vec::len).sum();
     assert_eq!(summary_count(&err, "frames written"), sent as u64, "{err}");
-    assert_eq!(summary_count(&err, "datagrams dropped by kernel"), 0, "{err}");
+    assert_eq!(
+        summary_count(&err, "datagrams dropped by kernel"),
+        0,
+        "{err}"
+    );
     assert!(err.contains("upload to S3 failed, will retry"), "{err}");
     assert!(failures > 0);
 
@@ -597,7 +683,9 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
         .iter()
         .map(|f| {
             let key = expected_key(&dir, f, "", INSTANCE_ID);
-            let obj = objects.get(&key).unwrap_or_else(|| panic!("{key} not uploaded"));
+            let obj = objects
+                .get(&key)
+                .unwrap_or_else(|| panic!("{key} not uploaded"));
             assert!(obj == &std::fs::read(f).unwrap(), "{key}: bytes differ");
             key
         })
@@ -639,11 +727,22 @@ fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
         if px.forwarded.load(Relaxed) > 6 << 20 && files.len() == 1 {
             break files[0].clone();
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "no upload under way: {}", d.stderr_now());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no upload under way: {}",
+            d.stderr_now()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(s3py(&moto.endpoint(), &["get", BUCKET, "-"]).is_empty(), "uploaded already");
-    assert_eq!(s3py(&moto.endpoint(), &["mpu", BUCKET]).len(), 1, "no multipart upload under way");
+    assert!(
+        s3py(&moto.endpoint(), &["get", BUCKET, "-"]).is_empty(),
+        "uploaded already"
+    );
+    assert_eq!(
+        s3py(&moto.endpoint(), &["mpu", BUCKET]).len(),
+        1,
+        "no multipart upload under way"
+    );
     d.kill();
     let closed_bytes = std::fs::read(&closed).unwrap();
     assert!(closed_bytes.len() > 12_000_000);
@@ -657,7 +756,10 @@ fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
     let objects = bucket_objects(&moto.endpoint(), tmp.path());
     assert_eq!(objects.len(), 2, "{:?}", objects.keys());
     let key = expected_key(&dir, &closed, "", INSTANCE_ID);
-    assert!(objects.get(&key) == Some(&closed_bytes), "{key} missing or different");
+    assert!(
+        objects.get(&key) == Some(&closed_bytes),
+        "{key} missing or different"
+    );
     assert_eq!(objects.values().filter(|b| **b == closed_bytes).count(), 1);
     let mut frames = Vec::new();
     for b in objects.values() {
@@ -693,7 +795,14 @@ fn s3_two_daemons_with_different_host_id_never_collide() {
     };
     let (a, dir_a) = start_daemon(tmp.path(), "a", &imds, &mk("target-a"));
     let (b, dir_b) = start_daemon(tmp.path(), "b", &imds, &mk("target-b"));
-    send(&[a.addr, b.addr], &[("127.0.0.2", 3), ("127.0.0.3", 3)], 2400, 100, 20, None);
+    send(
+        &[a.addr, b.addr],
+        &[("127.0.0.2", 3), ("127.0.0.3", 3)],
+        2400,
+        100,
+        20,
+        None,
+    );
     std::thread::sleep(Duration::from_millis(500));
     for d in [a, b] {
         let (code, _, err) = d.stop();
@@ -706,7 +815,10 @@ fn s3_two_daemons_with_different_host_id_never_collide() {
         assert_eq!(files.len(), 8, "{files:?}");
         for f in files {
             let key = expected_key(dir, &f, "fleet", host);
-            assert!(objects.get(&key) == Some(&std::fs::read(&f).unwrap()), "{key}");
+            assert!(
+                objects.get(&key) == Some(&std::fs::read(&f).unwrap()),
+                "{key}"
+            );
             assert!(want.insert(key), "two files, one key");
         }
     }
@@ -739,7 +851,11 @@ fn s3_retention_deletes_files_not_uploaded_counts_and_names_them() {
     let left = captures(&dir);
     assert!(abandoned >= 10, "{abandoned}");
     assert_eq!(pending as usize, left.len());
-    assert_eq!(journal(&dir).len(), left.len() + 1, "the pending files and the open one");
+    assert_eq!(
+        journal(&dir).len(),
+        left.len() + 1,
+        "the pending files and the open one"
+    );
     let err = d.stderr_now();
     let named: Vec<&str> = err
         .lines()
@@ -747,7 +863,13 @@ fn s3_retention_deletes_files_not_uploaded_counts_and_names_them() {
         .collect();
     assert_eq!(named.len() as u64, abandoned, "{err}");
     for l in named {
-        let path = l.split("path=").nth(1).unwrap().split_whitespace().next().unwrap();
+        let path = l
+            .split("path=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
         assert!(path.ends_with(".pcap") && !Path::new(path).exists(), "{l}");
     }
     d.kill();

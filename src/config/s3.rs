@@ -72,7 +72,10 @@ pub struct S3Config {
 }
 
 /// `host_id`: ASCII letters, digits, `.`, `_`, `-`; 1 to 64 bytes.
-pub(super) fn host_id(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<Option<String>, ConfigError> {
+pub(super) fn host_id(
+    cx: &Ctx,
+    v: Option<&Spanned<String>>,
+) -> Result<Option<String>, ConfigError> {
     let Some(s) = v else { return Ok(None) };
     let h = s.get_ref();
     if h.is_empty()
@@ -99,8 +102,7 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
         None => String::new(),
         Some(p) => {
             let v = p.get_ref().trim_matches('/');
-            if v.split('/').any(|c| c.is_empty() || c == "." || c == "..")
-                && !v.is_empty()
+            if v.split('/').any(|c| c.is_empty() || c == "." || c == "..") && !v.is_empty()
                 || !v
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '=' | '/'))
@@ -131,7 +133,12 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
         }
     };
     let endpoint = url(cx, r.endpoint.as_ref(), "an S3 endpoint", true)?;
-    let metadata_endpoint = url(cx, r.metadata_endpoint.as_ref(), "a metadata endpoint", false)?;
+    let metadata_endpoint = url(
+        cx,
+        r.metadata_endpoint.as_ref(),
+        "a metadata endpoint",
+        false,
+    )?;
     let key_template = match &r.key_template {
         None => KeyTemplate::default(),
         Some(s) => KeyTemplate::parse(s.get_ref())
@@ -144,7 +151,10 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
             if !STORAGE_CLASSES.contains(&v.as_str()) {
                 return Err(cx.err(
                     s.span(),
-                    format!("{v:?} is not an S3 storage class: expected one of {}", STORAGE_CLASSES.join(", ")),
+                    format!(
+                        "{v:?} is not an S3 storage class: expected one of {}",
+                        STORAGE_CLASSES.join(", ")
+                    ),
                 ));
             }
             Some(v.clone())
@@ -163,7 +173,10 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
             v
         }
     };
-    let size = |v: &Option<Spanned<SizeValue>>, default: u64, what: &str| -> Result<u64, ConfigError> {
+    let size = |v: &Option<Spanned<SizeValue>>,
+                default: u64,
+                what: &str|
+     -> Result<u64, ConfigError> {
         let Some(s) = v else { return Ok(default) };
         let n = parse_size(s.get_ref()).map_err(|m| cx.err(s.span(), m))?;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) {
@@ -174,14 +187,19 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
         }
         Ok(n)
     };
-    let multipart_threshold = size(&r.multipart_threshold, DEFAULT_MULTIPART_THRESHOLD, "the multipart threshold")?;
+    let multipart_threshold = size(
+        &r.multipart_threshold,
+        DEFAULT_MULTIPART_THRESHOLD,
+        "the multipart threshold",
+    )?;
     let part_size = size(&r.part_size, DEFAULT_PART_SIZE, "a part")?;
-    let duration = |v: &Option<Spanned<String>>, default: Duration| -> Result<Duration, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => parse_duration(s.get_ref()).map_err(|m| cx.err(s.span(), m)),
-        }
-    };
+    let duration =
+        |v: &Option<Spanned<String>>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s.get_ref()).map_err(|m| cx.err(s.span(), m)),
+            }
+        };
     Ok(Some(S3Config {
         bucket,
         prefix,
@@ -229,8 +247,9 @@ fn bucket(
     Ok(b.clone())
 }
 
-/// An `http://` or `https://` URL with a host (`http` only when
-/// `http_ok`... both are accepted: it is written explicitly).
+/// An `http://` URL with a host, or also `https://` when `https_ok`
+/// (plain HTTP is accepted because it is written explicitly; the AWS
+/// default endpoint is always HTTPS).
 fn url(
     cx: &Ctx,
     v: Option<&Spanned<String>>,
@@ -251,9 +270,114 @@ fn url(
         Some(r) if !r.is_empty() && !r.trim_end_matches('/').contains('/') && !r.contains(' ') => {
             Ok(Some(u.trim_end_matches('/').to_owned()))
         }
-        _ => Err(cx.err(
-            s.span(),
-            format!("{u:?} is not {what}: expected {schemes}"),
-        )),
+        _ => Err(cx.err(s.span(), format!("{u:?} is not {what}: expected {schemes}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    /// Issue 16, item 1: `[output.s3]` with only a bucket takes the
+    /// documented defaults; every key is read.
+    #[test]
+    fn output_s3_defaults_and_every_key() {
+        assert!(Config::default_config().s3.is_none());
+        let c = parse("[output.s3]\nbucket = \"my-caps\"\n").unwrap();
+        let s = c.s3.unwrap();
+        assert_eq!(s.bucket, "my-caps");
+        assert_eq!(s.prefix, "");
+        assert_eq!((s.region.as_deref(), s.endpoint.as_deref()), (None, None));
+        assert_eq!(s.key_template, KeyTemplate::default());
+        assert!(!s.keep_local);
+        assert_eq!(s.upload_jobs, DEFAULT_UPLOAD_JOBS);
+        assert_eq!((s.multipart_threshold, s.part_size), (16 << 20, 8 << 20));
+        assert_eq!(
+            (s.unhealthy_after, s.stop_wait),
+            (DEFAULT_UNHEALTHY_AFTER, DEFAULT_STOP_WAIT)
+        );
+        let c = parse(
+            "host_id = \"target-a\"\n[output]\nrotate_size = \"1GiB\"\n[output.s3]\nbucket = \"my.caps-1\"\nprefix = \"/mirror/prod/\"\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:9000/\"\nkey_template = \"{prefix}/{host}/{endpoint_dir}{vni}/{source}/{date}/{start}-{seq}.{ext}\"\nkeep_local = true\nstorage_class = \"GLACIER_IR\"\nupload_jobs = 8\nmultipart_threshold = \"64MiB\"\npart_size = \"16MiB\"\nunhealthy_after = \"10min\"\nstop_wait = \"5s\"\nmetadata_endpoint = \"http://127.0.0.1:1338\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.host_id.as_deref(), Some("target-a"));
+        let s = c.s3.unwrap();
+        assert_eq!(s.prefix, "mirror/prod");
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s.storage_class.as_deref(), Some("GLACIER_IR"));
+        assert_eq!((s.upload_jobs, s.part_size), (8, 16 << 20));
+        assert_eq!(s.stop_wait, Duration::from_secs(5));
+        assert!(s.keep_local);
+    }
+
+    /// Issue 16, item 1: each bad `[output.s3]` value is refused with the
+    /// line, the key, the value and what is accepted.
+    #[test]
+    fn output_s3_errors_name_line_key_value_and_what_is_accepted() {
+        let cases = [
+            (
+                "[output.s3]\nprefix = \"x\"\n",
+                "t.toml:1: `output.s3`: `bucket` is missing",
+            ),
+            (
+                "[output.s3]\nbucket = \"My_Bucket\"\n",
+                "t.toml:2: `output.s3.bucket`: \"My_Bucket\" is not an S3 bucket name: expected 3 to 63 lowercase",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nstorage_class = \"COLD\"\n",
+                "t.toml:3: `output.s3.storage_class`: \"COLD\" is not an S3 storage class: expected one of STANDARD,",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nendpoint = \"ftp://x\"\n",
+                "t.toml:3: `output.s3.endpoint`: \"ftp://x\" is not an S3 endpoint: expected http://HOST[:PORT] or https://HOST[:PORT]",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nupload_jobs = 0\n",
+                "t.toml:3: `output.s3.upload_jobs`: 0 is out of range: expected 1 to 64",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\npart_size = \"1MiB\"\n",
+                "t.toml:3: `output.s3.part_size`: 1048576 bytes is out of range for a part: expected 5MiB to 256MiB",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nregion = \"EU West\"\n",
+                "t.toml:3: `output.s3.region`: \"EU West\" is not a region name",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nkey_template = \"{vni}/{source}/{start}-{seq}.{ext}\"\n",
+                "t.toml:3: `output.s3.key_template`: \"{vni}/{source}/{start}-{seq}.{ext}\": must contain {host}",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nprefix = \"a//b\"\n",
+                "t.toml:3: `output.s3.prefix`: \"a//b\": expected",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nunhealthy_after = \"soon\"\n",
+                "t.toml:3: `output.s3.unhealthy_after`: \"soon\" is not a duration",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nmetadata_endpoint = \"https://x\"\n",
+                "t.toml:3: `output.s3.metadata_endpoint`: \"https://x\" is not a metadata endpoint: expected http://HOST[:PORT]",
+            ),
+            (
+                "[output.s3]\nbucket = \"b12\"\nacl = \"public\"\n",
+                "t.toml:3: `output.s3.acl`: unknown key `acl`",
+            ),
+            (
+                "host_id = \"a b\"\n",
+                "t.toml:1: `host_id`: \"a b\": expected 1 to 64 ASCII letters",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}\n got: {e}\nwant: {want}");
+        }
     }
 }

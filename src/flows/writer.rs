@@ -59,7 +59,12 @@ impl FlowShared {
     /// `[output.s3]`: closed flow files are uploaded too (under
     /// [`crate::output::upload::key::flow_key`]).
     pub fn set_uploads(&self, u: Arc<crate::output::upload::Uploads>) {
-        if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(w) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             let _ = w.uploads.set(u);
         }
     }

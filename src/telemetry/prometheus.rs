@@ -407,7 +407,11 @@ fn uploads(s: &mut Scrape, u: &crate::telemetry::counters::UploadCounters) {
     s.gauge(
         "mirrorcap_upload_oldest_pending_seconds",
         "How long the oldest file waiting to be uploaded has waited.",
-        if since == 0 { 0 } else { now.saturating_sub(since) },
+        if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        },
     );
 }
 

@@ -65,8 +65,10 @@ fn request(hostport: &str, method: &str, path: &str, header: &str) -> Result<Str
         .next()
         .ok_or_else(|| fail(&"no address"))?;
     let mut s = TcpStream::connect_timeout(&addr, IMDS_TIMEOUT).map_err(|e| fail(&e))?;
-    s.set_read_timeout(Some(IMDS_TIMEOUT)).map_err(|e| fail(&e))?;
-    s.set_write_timeout(Some(IMDS_TIMEOUT)).map_err(|e| fail(&e))?;
+    s.set_read_timeout(Some(IMDS_TIMEOUT))
+        .map_err(|e| fail(&e))?;
+    s.set_write_timeout(Some(IMDS_TIMEOUT))
+        .map_err(|e| fail(&e))?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
@@ -86,10 +88,15 @@ fn request(hostport: &str, method: &str, path: &str, header: &str) -> Result<Str
             head.lines().next().unwrap_or("")
         )));
     }
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    Ok(if chunked { dechunk(body) } else { body.to_owned() })
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    Ok(if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    })
 }
 
 /// The body of a chunked answer (small: a token or an ID).

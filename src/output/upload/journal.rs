@@ -160,8 +160,12 @@ mod tests {
     fn entries_survive_a_reopen_and_go_when_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let j = Journal::open(tmp.path()).unwrap();
-        let a = j.add(&tmp.path().join("7/10.0.0.1/a.pcap"), "k/a.pcap").unwrap();
-        let b = j.add(&tmp.path().join("7/10.0.0.1/b.pcap"), "k/b.pcap").unwrap();
+        let a = j
+            .add(&tmp.path().join("7/10.0.0.1/a.pcap"), "k/a.pcap")
+            .unwrap();
+        let b = j
+            .add(&tmp.path().join("7/10.0.0.1/b.pcap"), "k/b.pcap")
+            .unwrap();
         std::fs::write(j.dir().join("cut.json.tmp"), b"{").unwrap();
         let j2 = Journal::open(tmp.path()).unwrap();
         let (list, bad) = j2.list();

@@ -372,7 +372,9 @@ pub fn resolve_host(host_id: Option<&str>, metadata: &str, counters: &Counters) 
             let why = r.err().unwrap_or_else(|| "empty instance ID".into());
             let name = imds::key_safe(&imds::host_name());
             counters.uploads.host_fallbacks.fetch_add(1, Relaxed);
-            tracing::warn!("[output.s3]: no instance ID from instance metadata ({why}); {{host}} is the host name {name:?} (set host_id to choose)");
+            tracing::warn!(
+                "[output.s3]: no instance ID from instance metadata ({why}); {{host}} is the host name {name:?} (set host_id to choose)"
+            );
             name
         }
     }
@@ -441,7 +443,11 @@ fn build_store(cfg: &S3Config, region: &str, metadata: &str) -> Result<AmazonS3,
             object_store::ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout(Duration::from_secs(300))
-                .with_allow_http(cfg.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+                .with_allow_http(
+                    cfg.endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                ),
         );
     if let Some(e) = &cfg.endpoint {
         b = b
@@ -567,7 +573,10 @@ impl Uploads {
     fn resume(&self) {
         let (entries, bad) = self.journal.list();
         for (p, why) in bad {
-            self.failed(&format!("{}: unreadable upload journal entry, left alone: {why}", p.display()));
+            self.failed(&format!(
+                "{}: unreadable upload journal entry, left alone: {why}",
+                p.display()
+            ));
         }
         for e in entries {
             match std::fs::symlink_metadata(&e.path) {
@@ -656,7 +665,8 @@ async fn upload_until_done(job: Job, path: PathBuf, permits: Arc<tokio::sync::Se
             Ok(()) => return job.shared.done(&path),
             Err(Failure::Gone) => return job.shared.gone(&path),
             Err(Failure::Other(why)) => {
-                job.shared.failed(&format!("{} -> {key}: {why}", path.display()));
+                job.shared
+                    .failed(&format!("{} -> {key}: {why}", path.display()));
                 tokio::time::sleep(jitter(wait)).await;
                 wait = (wait * 2).min(MAX_RETRY);
             }
