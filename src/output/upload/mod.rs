@@ -50,6 +50,7 @@
 pub mod imds;
 pub mod journal;
 pub mod key;
+pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -61,12 +62,12 @@ use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use tokio::io::AsyncReadExt;
 
-use crate::config::S3Config;
 use crate::output::template::PathFields;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::log_limit::LogLimiter;
 use journal::{Entry, Journal, unix_now};
 use key::{KeyContext, KeyTemplate};
+pub use settings::S3Config;
 
 /// Closed files offered to the uploader at once before the writers stop
 /// offering (they are then found by the sweep).
