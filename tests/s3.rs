@@ -297,6 +297,13 @@ fn proxy(upstream: u16) -> Proxy {
     p
 }
 
+/// Each test's start: a private network, a temporary folder, moto with
+/// the bucket made, the IMDS stand-in (endpoint, requests seen).
+fn setup() -> (tempfile::TempDir, Moto, String, Arc<Mutex<Vec<String>>>) {
+    let (tmp, moto, imds, seen) = setup();
+    (tmp, moto, imds, seen)
+}
+
 /// `mirrorcap run` with `config` in `dir`, AWS keys in the environment
 /// and the IMDS stand-in as metadata endpoint.
 fn start_daemon(tmp: &Path, name: &str, imds: &str, config: &str) -> (Daemon, PathBuf) {
@@ -477,11 +484,7 @@ fn frames_of(bytes: &[u8], tmp: &Path) -> Vec<FrameRow> {
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn s3_live_upload_every_file_under_its_key_byte_identical() {
-    private_network();
-    let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto::start(free_port());
-    s3py(&moto.endpoint(), &["mb", BUCKET]);
-    let (imds, seen) = imds_stand_in();
+    let (tmp, moto, imds, seen) = setup();
     let out = "rotate_packets = 500";
     let (kept, kept_dir) = start_daemon(
         tmp.path(),
@@ -705,11 +708,7 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
-    private_network();
-    let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto::start(free_port());
-    s3py(&moto.endpoint(), &["mb", BUCKET]);
-    let (imds, _) = imds_stand_in();
+    let (tmp, moto, imds, _) = setup();
     let px = proxy(moto.port);
     px.rate.store(2_000_000, Relaxed);
     let cfg = config(
@@ -780,11 +779,7 @@ fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn s3_two_daemons_with_different_host_id_never_collide() {
-    private_network();
-    let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto::start(free_port());
-    s3py(&moto.endpoint(), &["mb", BUCKET]);
-    let (imds, _) = imds_stand_in();
+    let (tmp, moto, imds, _) = setup();
     let mk = |host: &str| {
         config(
             &moto.endpoint(),

@@ -297,7 +297,7 @@ mod tests {
     use super::*;
     use crate::capture::encode::OutputFormat;
 
-    fn parse(s: &str) -> Result<Config, String> {
+    pub(super) fn parse(s: &str) -> Result<Config, String> {
         Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
     }
 

@@ -219,14 +219,9 @@ fn url(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::config::Config;
-
-    fn parse(s: &str) -> Result<Config, String> {
-        Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
-    }
+    use crate::config::tests::parse;
 
     /// Issue 16, item 1: `[output.s3]` with only a bucket takes the
     /// documented defaults; every key is read.

@@ -8,7 +8,7 @@
 //! The calendar and the address spelling are the local template's
 //! ([`crate::output::template`]), so a file's key and its local path agree.
 
-use crate::output::template::{PathFields, UtcTime, source_for_path};
+use crate::output::template::{Part as LocalPart, PathFields, Piece, UtcTime, pieces};
 
 /// The default key layout: Hive-style partitions (`name=value`
 /// directories) so Athena, Spark and DuckDB prune by VNI, source and hour;
@@ -22,24 +22,18 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Every placeholder a key template may use.
 pub const KEY_PLACEHOLDERS: &str = "{prefix} {host} {endpoint_dir} {endpoint} {vni} {source} {year} {month} {day} {hour} {start} {date} {time} {seq} {ext}";
 
+/// A key template's part: one of the local template's, or one only keys
+/// have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
-    Lit(String),
+    Local(LocalPart),
     Prefix,
     Host,
     EndpointDir,
-    Endpoint,
-    Vni,
-    Source,
     Year,
     Month,
     Day,
     Hour,
-    Start,
-    Date,
-    Time,
-    Seq,
-    Ext,
 }
 
 /// A parsed `key_template`.
@@ -73,54 +67,36 @@ impl KeyTemplate {
     /// `. _ - = /`.
     pub fn parse(s: &str) -> Result<KeyTemplate, String> {
         let mut parts = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix('{') {
-                let end = after.find('}').ok_or("has a `{` without `}`")?;
-                parts.push(match &after[..end] {
-                    "prefix" => Part::Prefix,
-                    "host" => Part::Host,
-                    "endpoint_dir" => Part::EndpointDir,
-                    "endpoint" => Part::Endpoint,
-                    "vni" => Part::Vni,
-                    "source" => Part::Source,
-                    "year" => Part::Year,
-                    "month" => Part::Month,
-                    "day" => Part::Day,
-                    "hour" => Part::Hour,
-                    "start" => Part::Start,
-                    "date" => Part::Date,
-                    "time" => Part::Time,
-                    "seq" => Part::Seq,
-                    "ext" => Part::Ext,
-                    other => {
+        for piece in pieces(s)? {
+            parts.push(match piece {
+                Piece::Name("prefix") => Part::Prefix,
+                Piece::Name("host") => Part::Host,
+                Piece::Name("endpoint_dir") => Part::EndpointDir,
+                Piece::Name("year") => Part::Year,
+                Piece::Name("month") => Part::Month,
+                Piece::Name("day") => Part::Day,
+                Piece::Name("hour") => Part::Hour,
+                Piece::Name(n) => Part::Local(LocalPart::named(n).ok_or_else(|| {
+                    format!("has an unknown placeholder {{{n}}}; accepted: {KEY_PLACEHOLDERS}")
+                })?),
+                Piece::Lit(lit) => {
+                    if !lit.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '=')
+                    }) {
                         return Err(format!(
-                            "has an unknown placeholder {{{other}}}; accepted: {KEY_PLACEHOLDERS}"
+                            "may only hold ASCII letters, digits, `.`, `_`, `-`, `=`, `/` and the placeholders {KEY_PLACEHOLDERS}"
                         ));
                     }
-                });
-                rest = &after[end + 1..];
-            } else {
-                let end = rest.find('{').unwrap_or(rest.len());
-                let lit = &rest[..end];
-                if !lit
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '='))
-                {
-                    return Err(format!(
-                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `=`, `/` and the placeholders {KEY_PLACEHOLDERS}"
-                    ));
+                    Part::Local(LocalPart::Lit(lit.to_string()))
                 }
-                parts.push(Part::Lit(lit.to_string()));
-                rest = &rest[end..];
-            }
+            });
         }
         for (need, name) in [
             (Part::Host, "{host}"),
-            (Part::Vni, "{vni}"),
-            (Part::Source, "{source}"),
-            (Part::Start, "{start}"),
-            (Part::Seq, "{seq}"),
+            (Part::Local(LocalPart::Vni), "{vni}"),
+            (Part::Local(LocalPart::Source), "{source}"),
+            (Part::Local(LocalPart::Start), "{start}"),
+            (Part::Local(LocalPart::Seq), "{seq}"),
         ] {
             if !parts.contains(&need) {
                 return Err(format!(
@@ -128,7 +104,8 @@ impl KeyTemplate {
                 ));
             }
         }
-        if !parts.contains(&Part::EndpointDir) && !parts.contains(&Part::Endpoint) {
+        if !parts.contains(&Part::EndpointDir) && !parts.contains(&Part::Local(LocalPart::Endpoint))
+        {
             return Err(
                 "must contain {endpoint_dir} or {endpoint}, so that two Gateway Load Balancer endpoints' sessions never share a key".into(),
             );
@@ -151,32 +128,20 @@ impl KeyTemplate {
         let mut s = String::with_capacity(160);
         for p in &self.parts {
             let _ = match p {
-                Part::Lit(l) => write!(s, "{l}"),
+                Part::Local(l) => {
+                    l.write(&mut s, f, &t);
+                    Ok(())
+                }
                 Part::Prefix => write!(s, "{}", cx.prefix),
                 Part::Host => write!(s, "{}", cx.host),
                 Part::EndpointDir => match f.endpoint {
                     Some(e) => write!(s, "endpoint={e}/"),
                     None => Ok(()),
                 },
-                Part::Endpoint => match f.endpoint {
-                    Some(e) => write!(s, "{e}"),
-                    None => Ok(()),
-                },
-                Part::Vni => write!(s, "{}", f.vni),
-                Part::Source => write!(s, "{}", source_for_path(f.source)),
                 Part::Year => write!(s, "{:04}", t.year),
                 Part::Month => write!(s, "{:02}", t.month),
                 Part::Day => write!(s, "{:02}", t.day),
                 Part::Hour => write!(s, "{:02}", t.hour),
-                Part::Start => write!(
-                    s,
-                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                    t.year, t.month, t.day, t.hour, t.minute, t.second
-                ),
-                Part::Date => write!(s, "{:04}-{:02}-{:02}", t.year, t.month, t.day),
-                Part::Time => write!(s, "{:02}{:02}{:02}", t.hour, t.minute, t.second),
-                Part::Seq => write!(s, "{:06}", f.seq),
-                Part::Ext => write!(s, "{}", f.format.extension()),
             };
         }
         collapse(&s)
@@ -205,18 +170,7 @@ pub fn flow_key(cx: &KeyContext, slot_start: u64, file_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::encode::OutputFormat;
-
-    fn fields() -> PathFields {
-        PathFields {
-            vni: 5569041,
-            source: "172.31.0.238".parse().unwrap(),
-            start_ns: 1_764_040_800_123_456_789, // 2025-11-25T03:20:00Z
-            seq: 3,
-            format: OutputFormat::Pcap,
-            endpoint: None,
-        }
-    }
+    use crate::output::template::tests::sample_fields as fields;
 
     /// Issue 16, item 3: the default layout is Hive style, `endpoint=` first
     /// for GWLB sessions, `{host}` in the name; an empty prefix leaves no
