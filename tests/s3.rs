@@ -300,7 +300,11 @@ fn proxy(upstream: u16) -> Proxy {
 /// Each test's start: a private network, a temporary folder, moto with
 /// the bucket made, the IMDS stand-in (endpoint, requests seen).
 fn setup() -> (tempfile::TempDir, Moto, String, Arc<Mutex<Vec<String>>>) {
-    let (tmp, moto, imds, seen) = setup();
+    private_network();
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(free_port());
+    s3py(&moto.endpoint(), &["mb", BUCKET]);
+    let (imds, seen) = imds_stand_in();
     (tmp, moto, imds, seen)
 }
 
