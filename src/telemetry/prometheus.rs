@@ -390,6 +390,11 @@ fn uploads(s: &mut Scrape, u: &crate::telemetry::counters::UploadCounters) {
         "Files retention deleted before they were uploaded.",
         &u.abandoned,
     );
+    s.one(
+        "mirrorcap_upload_host_fallbacks",
+        "Starts where {host} fell back to the host name (no instance ID from instance metadata).",
+        &u.host_fallbacks,
+    );
     s.gauge(
         "mirrorcap_uploads_pending",
         "Closed files waiting to be uploaded.",

@@ -37,8 +37,8 @@
 //!
 //! `{host}`: `host_id` from the config, else the instance ID from instance
 //! metadata (IMDSv2, [`imds`]), else the host name (logged once and
-//! counted in `mirrorcap_upload_host_fallbacks`... shown as
-//! `host_fallbacks`). Asked only when `[output.s3]` is set.
+//! counted in `mirrorcap_upload_host_fallbacks_total`). Asked only when
+//! `[output.s3]` is set.
 //!
 //! Credentials: object_store's chain: the `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` environment variables,
