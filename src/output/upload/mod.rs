@@ -40,12 +40,12 @@
 //! counted in `mirrorcap_upload_host_fallbacks_total`). Asked only when
 //! `[output.s3]` is set.
 //!
-//! Credentials: object_store's chain: the `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` environment variables,
-//! web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`), the ECS
-//! container endpoint, then the instance role through IMDSv2. A profile
-//! from `~/.aws/credentials` (`AWS_PROFILE`, else `default`) is read here
-//! when no key is in the environment, as static keys.
+//! Credentials: the `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN` environment variables; else static keys of a
+//! profile in `~/.aws/credentials` (`AWS_PROFILE`, else `default`), read
+//! here as object_store reads no profile; else the rest of object_store's
+//! chain: web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`),
+//! the ECS container endpoint, then the instance role through IMDSv2.
 
 pub mod imds;
 pub mod journal;
