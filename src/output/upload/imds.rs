@@ -36,7 +36,11 @@ pub fn metadata_endpoint(configured: Option<&str>) -> String {
 
 /// Asks the metadata service at `endpoint` (`http://host[:port]`) for
 /// `meta-data/<what>` with an IMDSv2 token.
+/// `AWS_EC2_METADATA_DISABLED=true` (as the AWS SDKs read it) turns it off.
 pub fn get(endpoint: &str, what: &str) -> Result<String, String> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err("AWS_EC2_METADATA_DISABLED is true".into());
+    }
     let hostport = endpoint
         .strip_prefix("http://")
         .ok_or_else(|| format!("{endpoint}: only http:// metadata endpoints are supported"))?
@@ -59,7 +63,13 @@ pub fn get(endpoint: &str, what: &str) -> Result<String, String> {
 /// One request, `Connection: close`; the body of a 200 answer.
 fn request(hostport: &str, method: &str, path: &str, header: &str) -> Result<String, String> {
     let fail = |e: &dyn std::fmt::Display| format!("{method} http://{hostport}{path}: {e}");
-    let addr = hostport
+    // No port written (EC2's `http://169.254.169.254`): HTTP's 80.
+    let with_port = if hostport.ends_with(']') || !hostport.contains(':') {
+        format!("{hostport}:80")
+    } else {
+        hostport.to_owned()
+    };
+    let addr = with_port
         .to_socket_addrs()
         .map_err(|e| fail(&e))?
         .next()
@@ -138,4 +148,71 @@ pub fn key_safe(s: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Issue 16, item 3: IMDSv2 only (a token first, then the ID with the
+    /// token; a GET without it is refused), and a fallback to the host
+    /// name, counted, when nothing answers.
+    #[test]
+    fn instance_id_needs_the_token_and_falls_back_to_the_host_name() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ep = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for c in l.incoming().take(2) {
+                let mut c = c.unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let body = if head.starts_with("PUT /latest/api/token ")
+                    && head.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
+                {
+                    "tok"
+                } else if head.starts_with("GET /latest/meta-data/instance-id ")
+                    && head.contains("X-aws-ec2-metadata-token: tok\r\n")
+                {
+                    "i-0123"
+                } else {
+                    ""
+                };
+                let status = if body.is_empty() { "401 No" } else { "200 OK" };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        assert_eq!(get(&ep, "instance-id").unwrap(), "i-0123");
+        let counters = crate::telemetry::counters::Counters::default();
+        let closed = format!(
+            "http://127.0.0.1:{}",
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        );
+        let h = crate::output::upload::resolve_host(None, &closed, &counters);
+        assert_eq!(h, key_safe(&host_name()));
+        assert_eq!(
+            counters
+                .uploads
+                .host_fallbacks
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            crate::output::upload::resolve_host(Some("mine"), &closed, &counters),
+            "mine"
+        );
+        assert_eq!(key_safe("a b/c"), "a_b_c");
+    }
 }
