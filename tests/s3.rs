@@ -703,8 +703,9 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
 }
 
 /// Issue 16, item 2. SIGKILL while a file is going up in parts (the S3
-/// link throttled to 2 MB/s by a proxy; 5 MiB parts; the kill comes once a
-/// 6 MiB have gone and before the object exists), then a restart: the file
+/// link throttled to 2 MB/s by a proxy; 5 MiB parts; once 6 MiB have gone
+/// the daemon is frozen with SIGSTOP, the bucket is seen to hold no object
+/// and one multipart upload under way, then SIGKILL), then a restart: the file
 /// is in the bucket exactly once, under its key, byte-identical; so is
 /// the file that was still open at the kill (crash recovery gave it its
 /// final name, its journal entry was made when it was created); nothing
@@ -737,6 +738,9 @@ fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Frozen first, so the upload cannot finish while the bucket is
+    // looked at; SIGKILL then ends it where it stands.
+    d.signal(libc::SIGSTOP);
     assert!(
         s3py(&moto.endpoint(), &["get", BUCKET, "-"]).is_empty(),
         "uploaded already"
@@ -746,8 +750,8 @@ fn s3_sigkill_during_multipart_upload_then_restart_stores_the_file_once() {
         1,
         "no multipart upload under way"
     );
-    d.kill();
     let closed_bytes = std::fs::read(&closed).unwrap();
+    d.kill();
     assert!(closed_bytes.len() > 12_000_000);
     assert_eq!(journal(&dir).len(), 2, "the closed file and the open one");
 
