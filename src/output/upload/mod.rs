@@ -32,8 +32,9 @@
 //! Uploads run on a tokio runtime on the uploader's own thread, at most
 //! `upload_jobs` at once. A file above `multipart_threshold` goes up in
 //! `part_size` parts read from disk as they are sent (at most two parts
-//! in flight and one being read per upload), so memory stays within
-//! `upload_jobs` x 3 x `part_size` whatever the file sizes.
+//! in flight and one being read per upload), a smaller one in one `PUT`
+//! read whole, so memory stays within `upload_jobs` x the larger of
+//! `multipart_threshold` and 3 x `part_size`, whatever the file sizes.
 //!
 //! `{host}`: `host_id` from the config, else the instance ID from instance
 //! metadata (IMDSv2, [`imds`]), else the host name (logged once and
