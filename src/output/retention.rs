@@ -44,6 +44,8 @@ pub(crate) struct ClosedFile<K> {
     /// The group (session) that wrote it; `None` for files found on disk
     /// from an earlier run.
     session: Option<K>,
+    /// Uploaded to S3 and kept (`keep_local`): deleted before the others.
+    uploaded: bool,
 }
 
 /// Retention over closed files under the output directory, `max_files`
@@ -122,21 +124,26 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         self.uploads = Some(u);
     }
 
-    /// Forgets the files the uploader deleted after their upload.
-    fn forget_uploaded(&mut self) {
+    /// Marks the files uploaded and kept (deleted first from now on), and
+    /// forgets those the uploader deleted after their upload.
+    fn note_uploads(&mut self) {
         let Some(u) = &self.uploads else { return };
-        let gone = u.take_removed();
-        if gone.is_empty() {
+        let (kept, gone) = u.take_uploaded();
+        if kept.is_empty() && gone.is_empty() {
             return;
         }
+        let kept: std::collections::HashSet<PathBuf> = kept.into_iter().collect();
         let gone: std::collections::HashSet<PathBuf> = gone.into_iter().collect();
         let mut i = 0;
         while i < self.files.len() {
             if gone.contains(&self.files[i].path) {
                 self.forget_at(i);
-            } else {
-                i += 1;
+                continue;
             }
+            if kept.contains(&self.files[i].path) {
+                self.files[i].uploaded = true;
+            }
+            i += 1;
         }
     }
 
@@ -158,6 +165,7 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
                 path: f.path,
                 bytes: f.bytes,
                 session: None,
+                uploaded: false,
             });
         }
     }
@@ -175,13 +183,16 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
     /// the number of files deleted (not those that were already gone or
     /// could not be deleted: they leave the books all the same).
     pub fn add(&mut self, path: PathBuf, bytes: u64, session: K, open_bytes: u64) -> u64 {
-        self.forget_uploaded();
         self.closed_bytes += bytes;
         self.files.push_back(ClosedFile {
             path,
             bytes,
             session: Some(session),
+            uploaded: false,
         });
+        // After the push: this file's upload may have been confirmed
+        // already (the uploader runs on its own thread).
+        self.note_uploads();
         *self.per_session.entry(session).or_default() += 1;
         let mut deleted = 0;
         if let Some(max) = self.max_files {
@@ -201,15 +212,11 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         let Some(max) = self.max_total_bytes else {
             return 0;
         };
-        self.forget_uploaded();
+        self.note_uploads();
         let mut deleted = 0;
         while self.closed_bytes + open_bytes > max && !self.files.is_empty() {
             // Uploaded files (kept by `keep_local`) first, oldest first.
-            let i = self
-                .uploads
-                .as_ref()
-                .and_then(|u| self.files.iter().position(|f| u.is_uploaded(&f.path)))
-                .unwrap_or(0);
+            let i = self.files.iter().position(|f| f.uploaded).unwrap_or(0);
             deleted += u64::from(self.delete_at(i));
         }
         deleted

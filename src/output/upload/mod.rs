@@ -53,7 +53,7 @@ pub mod journal;
 pub mod key;
 pub mod settings;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -127,8 +127,9 @@ pub struct Uploads {
 struct State {
     /// Closed files not uploaded yet, by path.
     pending: HashMap<PathBuf, Pending>,
-    /// Files uploaded and kept (`keep_local`): retention deletes them first.
-    uploaded: HashSet<PathBuf>,
+    /// Capture files uploaded and kept (`keep_local`) since the capture
+    /// writer's retention last looked: it marks them, to delete them first.
+    kept: Vec<PathBuf>,
     /// Capture files uploaded and deleted by the uploader, for the
     /// capture writer's retention to forget.
     removed: Vec<PathBuf>,
@@ -226,23 +227,17 @@ impl Uploads {
         }
     }
 
-    /// For retention: whether `path` is uploaded and still local.
-    pub fn is_uploaded(&self, path: &Path) -> bool {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.uploaded.contains(path)
-    }
-
-    /// For retention: files the uploader deleted since the last call.
-    pub fn take_removed(&self) -> Vec<PathBuf> {
+    /// For retention: the capture files uploaded since the last call,
+    /// kept (`keep_local`) and deleted by the uploader.
+    pub fn take_uploaded(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut s.removed)
+        (std::mem::take(&mut s.kept), std::mem::take(&mut s.removed))
     }
 
     /// Retention deletes `path`: if it was not uploaded yet, that is
     /// counted (`upload_abandoned`), logged by name, and its entry goes.
     pub fn deleted_by_retention(&self, path: &Path) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.uploaded.remove(path);
         if let Some(p) = s.pending.remove(path) {
             self.counters.uploads.abandoned.fetch_add(1, Relaxed);
             let _ = self.journal.remove(&p.entry.id);
@@ -289,22 +284,22 @@ impl Uploads {
         u.uploaded.fetch_add(1, Relaxed);
         u.uploaded_bytes.fetch_add(p.bytes, Relaxed);
         *u.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Only capture files are reported: the capture writer's retention
+        // takes these lists (the flow writer's counts no bytes).
+        let capture = path
+            .extension()
+            .is_some_and(|x| x == "pcap" || x == "pcapng");
         if self.keep_local {
-            s.uploaded.insert(path.to_path_buf());
+            if capture {
+                s.kept.push(path.to_path_buf());
+            }
         } else {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::error!(path = %path.display(), error = %e, "uploaded to S3, but cannot delete the local file");
                     u.failures.fetch_add(1, Relaxed);
                 }
-                // Only capture files: the capture writer's retention
-                // takes this list (the flow writer's counts no bytes).
-                _ if path
-                    .extension()
-                    .is_some_and(|x| x == "pcap" || x == "pcapng") =>
-                {
-                    s.removed.push(path.to_path_buf())
-                }
+                _ if capture => s.removed.push(path.to_path_buf()),
                 _ => {}
             }
         }
