@@ -544,7 +544,7 @@ impl Uploader {
     /// journaled for the next start (an interrupted multipart upload is
     /// left incomplete in the bucket: a lifecycle rule
     /// `AbortIncompleteMultipartUpload` cleans those up).
-    pub fn finish(mut self) {
+    pub fn finish(self) {
         let until = std::time::Instant::now() + self.stop_wait;
         while self.shared.pending_count() > 0 && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
@@ -556,6 +556,15 @@ impl Uploader {
                 "stopping with files not uploaded to S3 yet; they are uploaded at the next start"
             );
         }
+        // `Drop` stops the thread.
+    }
+}
+
+impl Drop for Uploader {
+    /// Stops the uploader's thread (an upload under way is cut; its file
+    /// stays journaled). Without `finish` (the daemon failed to start
+    /// after the uploader did), nothing is waited for.
+    fn drop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
