@@ -79,6 +79,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error(transparent)]
+    Upload(#[from] crate::output::upload::UploadError),
+    #[error(transparent)]
     Health(#[from] HealthError),
     #[error(transparent)]
     Control(#[from] crate::stream::server::ControlError),
@@ -142,6 +144,9 @@ struct Workers {
     handles: Vec<JoinHandle<std::io::Result<Pipeline>>>,
     stop: Arc<AtomicBool>,
     reload: watch::Sender<Option<Arc<Config>>>,
+    /// `[output.s3]`: finished after the workers, so the files they
+    /// close at stop are uploaded (within `stop_wait`).
+    uploader: Option<crate::output::upload::Uploader>,
 }
 
 /// Runs the daemon on `cfg` until `control` says [`Control::Stop`] (or is
@@ -233,7 +238,12 @@ pub fn run(
     });
     workers.stop.store(true, Relaxed);
     Notifier::from_env().stopping();
-    let (sessions, rules) = finish_workers(workers.handles)?;
+    let uploader = workers.uploader;
+    let finished = finish_workers(workers.handles);
+    if let Some(u) = uploader {
+        u.finish();
+    }
+    let (sessions, rules) = finished?;
     // After the workers' last batch: subscribers get what was queued.
     drop(subscribers);
     host_backlog.update(&counters);
@@ -273,6 +283,21 @@ fn start_workers(
         encaps.resize(2 * count, Encap::geneve(cfg));
     }
     let mut first = Pipeline::new(cfg, counters.clone(), Backlog::Drop);
+    // After `Pipeline::new`: crash recovery has given the files of the
+    // last run their final names, so the journal's entries find them.
+    let uploader = match &cfg.s3 {
+        Some(s3) => {
+            let u = crate::output::upload::Uploader::start(
+                s3,
+                cfg.host_id.as_deref(),
+                &cfg.dir,
+                counters.clone(),
+            )?;
+            first.set_uploads(u.shared());
+            Some(u)
+        }
+        None => None,
+    };
     if let Some(hub) = hub {
         first = first.with_subscribers(hub);
     }
@@ -319,6 +344,7 @@ fn start_workers(
         handles,
         stop,
         reload,
+        uploader,
     })
 }
 

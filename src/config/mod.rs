@@ -31,6 +31,7 @@ mod filter;
 mod flows;
 mod output;
 mod raw;
+mod s3;
 mod sizes;
 mod stream;
 mod values;
@@ -38,6 +39,7 @@ mod values;
 pub use daemon::{listens_overlap, same_port_as_listen};
 pub use filter::SessionConfig;
 pub use output::{DEFAULT_IDLE_TIMEOUT, MAX_SNAPLEN, MIN_SNAPLEN, NAME_MAX, OutputConfig};
+pub use s3::S3Config;
 pub use sizes::{parse_duration, parse_size_str};
 pub use stream::{ControlSocket, StreamConfig};
 
@@ -132,6 +134,11 @@ pub struct Config {
     /// `[flows]`: VPC Flow Logs records.
     pub flows: Arc<crate::flows::FlowConfig>,
     pub output: OutputConfig,
+    /// `[output.s3]`: closed files uploaded to S3; off when `None`.
+    pub s3: Option<Arc<S3Config>>,
+    /// `host_id`: `{host}` in S3 keys, instead of the instance ID (or
+    /// the host name off EC2).
+    pub host_id: Option<String>,
     /// `[filter]`: rules and expression for every session without its own.
     pub filter: Option<Arc<MirrorFilter>>,
     /// `[[session]]` entries.
@@ -173,7 +180,7 @@ impl Config {
     /// with several faults always reports the same first one.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = context::Ctx { text, path };
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| cx.toml(&e))?;
+        let mut raw: raw::RawConfig = toml::from_str(text).map_err(|e| cx.toml(&e))?;
         Ok(Config {
             listen: daemon::listen(&cx, raw.listen.as_ref())?,
             geneve_listen: daemon::geneve_listen(
@@ -223,6 +230,8 @@ impl Config {
                 raw.stream_queue.as_ref(),
             )?,
             flows: Arc::new(flows::flows(&cx, raw.flows)?),
+            host_id: s3::host_id(&cx, raw.host_id.as_ref())?,
+            s3: s3::s3(&cx, raw.output.s3.take())?.map(Arc::new),
             output: output::output(&cx, raw.output)?,
             filter: filter::default_filter(&cx, raw.filter)?,
             sessions: filter::sessions(&cx, raw.session)?,
@@ -245,6 +254,8 @@ impl Config {
         );
         keep(&mut changed, "dir", &mut new.dir, &self.dir);
         keep(&mut changed, "workers", &mut new.workers, &self.workers);
+        keep(&mut changed, "[output.s3]", &mut new.s3, &self.s3);
+        keep(&mut changed, "host_id", &mut new.host_id, &self.host_id);
         keep(
             &mut changed,
             "control_socket, control_group, max_subscribers, stream_queue",
@@ -286,7 +297,7 @@ mod tests {
     use super::*;
     use crate::capture::encode::OutputFormat;
 
-    fn parse(s: &str) -> Result<Config, String> {
+    pub(super) fn parse(s: &str) -> Result<Config, String> {
         Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
     }
 

@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) on_rotate: Vec<String>,
     pub(super) on_rotate_jobs: Option<Spanned<u32>>,
+    pub(super) host_id: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) control_group: Option<Spanned<String>>,
     pub(super) max_subscribers: Option<Spanned<u32>>,
@@ -147,6 +148,26 @@ pub(super) struct RawOutput {
     pub(super) max_total_bytes: Option<Spanned<SizeValue>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) fsync: Option<bool>,
+    pub(super) s3: Option<Spanned<RawS3>>,
+}
+
+/// `[output.s3]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawS3 {
+    pub(super) bucket: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) endpoint: Option<Spanned<String>>,
+    pub(super) key_template: Option<Spanned<String>>,
+    pub(super) keep_local: Option<bool>,
+    pub(super) storage_class: Option<Spanned<String>>,
+    pub(super) upload_jobs: Option<Spanned<u32>>,
+    pub(super) multipart_threshold: Option<Spanned<SizeValue>>,
+    pub(super) part_size: Option<Spanned<SizeValue>>,
+    pub(super) unhealthy_after: Option<Spanned<String>>,
+    pub(super) stop_wait: Option<Spanned<String>>,
+    pub(super) metadata_endpoint: Option<Spanned<String>>,
 }
 
 pub(super) type Spanned<T> = toml::Spanned<T>;

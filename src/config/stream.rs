@@ -14,7 +14,7 @@ use super::sizes::{SizeValue, parse_size};
 /// Default `max_subscribers`.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 8;
 /// Most `max_subscribers` (a session keeps one bit per subscriber).
-pub use crate::stream::tap::MAX_SUBSCRIBERS;
+pub use crate::stream::hub::MAX_SUBSCRIBERS;
 /// Default `stream_queue`: bytes queued per subscriber (about a quarter
 /// of a second of 128-byte frames at 200k a second).
 pub const DEFAULT_STREAM_QUEUE: usize = 8 << 20;

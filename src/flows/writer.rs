@@ -56,6 +56,19 @@ impl FlowShared {
         FlowTable::new(cfg, tx, counters)
     }
 
+    /// `[output.s3]`: closed flow files are uploaded too (under
+    /// [`crate::output::upload::key::flow_key`]).
+    pub fn set_uploads(&self, u: Arc<crate::output::upload::Uploads>) {
+        if let Some(w) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = w.uploads.set(u);
+        }
+    }
+
     /// Called by each pipeline after its table wrote its last records.
     pub fn done(&self) {
         if self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
@@ -85,6 +98,8 @@ pub struct FlowWriter {
     thread: Option<std::thread::JoinHandle<()>>,
     /// To count the thread's panic as a flow write error.
     counters: Arc<Counters>,
+    /// `[output.s3]`, set once after the start.
+    uploads: Arc<std::sync::OnceLock<Arc<crate::output::upload::Uploads>>>,
 }
 
 impl FlowWriter {
@@ -97,6 +112,8 @@ impl FlowWriter {
         let (tx, rx) = mpsc::channel::<FlowBatch>();
         let root = dir.to_path_buf();
         let thread_counters = counters.clone();
+        let uploads = Arc::new(std::sync::OnceLock::new());
+        let thread_uploads = uploads.clone();
         let thread = std::thread::Builder::new()
             .name("mirrorcap-flows".into())
             .spawn(move || {
@@ -111,6 +128,8 @@ impl FlowWriter {
                     seq: 0,
                     gz_buf: Vec::new(),
                     errors: LogLimiter::new(std::time::Duration::from_secs(10)),
+                    uploads: thread_uploads,
+                    retention_knows_uploads: false,
                 }
                 .run(rx)
             })
@@ -119,6 +138,7 @@ impl FlowWriter {
             tx: Some(tx),
             thread: Some(thread),
             counters,
+            uploads,
         }
     }
 
@@ -213,6 +233,9 @@ struct FlowFiles {
     /// A batch compressed as one gzip member, reused.
     gz_buf: Vec<u8>,
     errors: LogLimiter,
+    /// `[output.s3]`: closed flow files are handed over here.
+    uploads: Arc<std::sync::OnceLock<Arc<crate::output::upload::Uploads>>>,
+    retention_knows_uploads: bool,
 }
 
 impl FlowFiles {
@@ -332,6 +355,12 @@ impl FlowFiles {
                 // A file retention cannot delete is logged and counted
                 // there (`mirrorcap_errors_total{kind="retention"}`).
                 Ok(Some((path, bytes))) => {
+                    if let Some(u) = self.uploads.get() {
+                        if !std::mem::replace(&mut self.retention_knows_uploads, true) {
+                            self.retention.set_uploads(u.clone());
+                        }
+                        u.closed_flow_file(&path, f.slot * self.cfg.file_interval_s, bytes);
+                    }
                     self.retention.add(path, bytes, (), 0);
                 }
                 Ok(None) => {}

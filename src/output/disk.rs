@@ -17,6 +17,8 @@ use crate::output::files::{WriterError, create_file, rename_part, write_whole};
 use crate::output::hook::RotateHook;
 use crate::output::retention::{Retention, session_tag};
 use crate::output::template::{OutputTemplate, PathFields};
+use crate::output::upload::Uploads;
+use crate::output::upload::journal::Entry;
 use crate::pipeline::DropReason;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::log_limit::LogLimiter;
@@ -73,6 +75,8 @@ pub(crate) enum Command {
     /// failed); it can get its final name.
     Synced(DiskFile, Option<io::Error>),
     SetHook(RotateHook),
+    /// `[output.s3]`: closed files are journaled and handed to the uploader.
+    SetUploads(Arc<Uploads>),
     /// Closing time: the writer thread answers on the channel, then ends.
     Finish(mpsc::Sender<()>),
 }
@@ -87,6 +91,8 @@ pub(crate) struct DiskFile {
     pub(crate) good_len: u64,
     /// The session's counters: its files are counted here when renamed.
     pub(crate) session: Arc<crate::telemetry::counters::SessionStats>,
+    /// Its upload journal entry (`[output.s3]`), made when it is created.
+    pub(crate) upload: Option<Entry>,
     /// (vni, source as text) for the `on_rotate` placeholders.
     pub(crate) vni_source: Option<(u32, String)>,
     pub(crate) header: Vec<u8>,
@@ -136,6 +142,8 @@ pub(crate) struct Disk {
     pub(crate) files: foldhash::HashMap<FileId, DiskFile>,
     pub(crate) retention: Retention,
     pub(crate) hook: RotateHook,
+    /// `[output.s3]`: where closed files go after their rename.
+    pub(crate) uploads: Option<Arc<Uploads>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) free: mpsc::Sender<Vec<u8>>,
     pub(crate) error_log: LogLimiter,
@@ -184,6 +192,10 @@ impl Disk {
                     self.hook.running = running;
                 }
                 Command::SetFsync(on) => self.fsync = on,
+                Command::SetUploads(u) => {
+                    self.retention.set_uploads(u.clone());
+                    self.uploads = Some(u);
+                }
                 Command::Synced(c, err) => self.sync_done(c, err),
                 Command::SetRetention(files, bytes) => {
                     self.retention.set_limits(files, bytes);
@@ -273,6 +285,7 @@ impl Disk {
                 | Command::FlushFiles
                 | Command::SetRetention(..)
                 | Command::SetFsync(_)
+                | Command::SetUploads(_)
                 | Command::SetHook(_) => {}
             }
         }
@@ -328,7 +341,7 @@ impl Disk {
         }
         if self.counters.open_files.load(Relaxed) < EAGER_CREATE_LIMIT {
             self.make_room(f.header.len() as u64);
-            if let Err(e) = Self::create(&mut f, &self.counters) {
+            if let Err(e) = Self::create(&mut f, &self.counters, self.uploads.as_deref()) {
                 self.fail(&e, 0);
             }
         }
@@ -338,7 +351,11 @@ impl Disk {
     /// Creates the file and writes its header, unless it exists already or
     /// the last failed attempt was less than a second ago (so a broken
     /// output costs one attempt per second, not one per chunk).
-    fn create(f: &mut DiskFile, counters: &Counters) -> Result<(), WriterError> {
+    fn create(
+        f: &mut DiskFile,
+        counters: &Counters,
+        uploads: Option<&Uploads>,
+    ) -> Result<(), WriterError> {
         let Some(Retry {
             dir,
             template,
@@ -356,6 +373,7 @@ impl Disk {
         let (file, part, final_path) = create_file(dir, template, fields).inspect_err(|e| {
             *why = e.drop_reason();
         })?;
+        f.upload = uploads.and_then(|u| u.created(&final_path, fields));
         f.part = part;
         f.final_path = final_path;
         f.file = Some(file);
@@ -433,7 +451,7 @@ impl Disk {
             return;
         };
         if f.file.is_none()
-            && let Err(e) = Self::create(f, &self.counters)
+            && let Err(e) = Self::create(f, &self.counters, self.uploads.as_deref())
         {
             self.fail(&e, frames);
             return;
@@ -588,6 +606,9 @@ impl Disk {
             if let Err(e) = crate::output::outdir::unlink_under(&self.root, &c.part) {
                 tracing::debug!(error = %e, "empty capture file not deleted");
             }
+            if let (Some(u), Some(e)) = (&self.uploads, &c.upload) {
+                u.discard(e);
+            }
             return;
         }
         match rename_part(&self.root, &c.part, &c.final_path) {
@@ -596,6 +617,9 @@ impl Disk {
                 c.session.files.fetch_add(1, Relaxed);
                 self.hook
                     .queue_for(&c.final_path, c.vni_source.as_ref(), &self.counters);
+                if let (Some(u), Some(e)) = (&self.uploads, c.upload) {
+                    u.closed(e, c.good_len);
+                }
                 let open = self.open_bytes();
                 let n = self
                     .retention

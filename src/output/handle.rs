@@ -111,6 +111,7 @@ impl Output {
             files: Default::default(),
             retention,
             hook,
+            uploads: None,
             counters,
             free: free_tx.clone(),
             error_log: LogLimiter::new(std::time::Duration::from_secs(10)),
@@ -215,6 +216,7 @@ impl Output {
             final_path: PathBuf::new(),
             good_len: 0,
             session,
+            upload: None,
             vni_source: Some((fields.vni, fields.source.to_string())),
             header,
             buf: Vec::new(),
@@ -464,6 +466,11 @@ impl Output {
             .commands
             .send(Command::SetRetention(max_files, max_total_bytes));
         let _ = self.commands.send(Command::SetHook(hook));
+    }
+
+    /// `[output.s3]`: closed files are journaled and handed to `u`.
+    pub fn set_uploads(&mut self, u: Arc<crate::output::upload::Uploads>) {
+        let _ = self.commands.send(Command::SetUploads(u));
     }
 
     /// Whether the writer syncs each file before renaming it.

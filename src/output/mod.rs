@@ -64,3 +64,4 @@ pub mod part;
 pub mod recovery;
 pub mod retention;
 pub mod template;
+pub mod upload;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::output::outdir::{self, OutDirError};
+use crate::output::upload::Uploads;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::events::RetentionNotDeleted;
 
@@ -43,6 +44,8 @@ pub(crate) struct ClosedFile<K> {
     /// The group (session) that wrote it; `None` for files found on disk
     /// from an earlier run.
     session: Option<K>,
+    /// Uploaded to S3 and kept (`keep_local`): deleted before the others.
+    uploaded: bool,
 }
 
 /// Retention over closed files under the output directory, `max_files`
@@ -67,6 +70,9 @@ pub struct Retention<K = SessionTag> {
     /// Where a failed deletion is counted (`mirrorcap_errors_total{kind=
     /// "retention"}`) as it is logged; set by the writer that owns it.
     counters: Option<Arc<Counters>>,
+    /// `[output.s3]`: uploaded files go first; a file deleted before its
+    /// upload is counted as abandoned there.
+    uploads: Option<Arc<Uploads>>,
 }
 
 impl<K> Default for Retention<K> {
@@ -80,6 +86,7 @@ impl<K> Default for Retention<K> {
             max_total_bytes: None,
             not_deleted: 0,
             counters: None,
+            uploads: None,
         }
     }
 }
@@ -111,6 +118,35 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         self.not_deleted
     }
 
+    /// `[output.s3]`: files are uploaded; retention deletes uploaded ones
+    /// first and tells `u` of the others it deletes.
+    pub fn set_uploads(&mut self, u: Arc<Uploads>) {
+        self.uploads = Some(u);
+    }
+
+    /// Marks the files uploaded and kept (deleted first from now on), and
+    /// forgets those the uploader deleted after their upload.
+    fn note_uploads(&mut self) {
+        let Some(u) = &self.uploads else { return };
+        let (kept, gone) = u.take_uploaded();
+        if kept.is_empty() && gone.is_empty() {
+            return;
+        }
+        let kept: std::collections::HashSet<PathBuf> = kept.into_iter().collect();
+        let gone: std::collections::HashSet<PathBuf> = gone.into_iter().collect();
+        let mut i = 0;
+        while i < self.files.len() {
+            if gone.contains(&self.files[i].path) {
+                self.forget_at(i);
+                continue;
+            }
+            if kept.contains(&self.files[i].path) {
+                self.files[i].uploaded = true;
+            }
+            i += 1;
+        }
+    }
+
     pub fn set_limits(&mut self, max_files: Option<u32>, max_total_bytes: Option<u64>) {
         self.max_files = max_files;
         self.max_total_bytes = max_total_bytes;
@@ -129,6 +165,7 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
                 path: f.path,
                 bytes: f.bytes,
                 session: None,
+                uploaded: false,
             });
         }
     }
@@ -151,7 +188,11 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
             path,
             bytes,
             session: Some(session),
+            uploaded: false,
         });
+        // After the push: this file's upload may have been confirmed
+        // already (the uploader runs on its own thread).
+        self.note_uploads();
         *self.per_session.entry(session).or_default() += 1;
         let mut deleted = 0;
         if let Some(max) = self.max_files {
@@ -171,52 +212,62 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         let Some(max) = self.max_total_bytes else {
             return 0;
         };
+        self.note_uploads();
         let mut deleted = 0;
         while self.closed_bytes + open_bytes > max && !self.files.is_empty() {
-            deleted += u64::from(self.delete_at(0));
+            // Uploaded files (kept by `keep_local`) first, oldest first.
+            let i = self.files.iter().position(|f| f.uploaded).unwrap_or(0);
+            deleted += u64::from(self.delete_at(i));
         }
         deleted
     }
 
     /// Forgets the closed file at `i` and deletes it; whether it was.
     fn delete_at(&mut self, i: usize) -> bool {
-        let Some(f) = self.files.remove(i) else {
+        let Some(f) = self.forget_at(i) else {
             return false;
         };
-        {
-            self.closed_bytes -= f.bytes;
-            if let Some(tag) = f.session
-                && let Some(n) = self.per_session.get_mut(&tag)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_session.remove(&tag);
-                }
+        if let Some(u) = &self.uploads {
+            u.deleted_by_retention(&f.path);
+        }
+        let r = match &self.root {
+            Some(root) => outdir::unlink_under(root, &f.path),
+            None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
+                path: f.path.clone(),
+                what: "delete",
+                source,
+            }),
+        };
+        match r {
+            Ok(()) => {
+                tracing::debug!(path = %f.path.display(), "retention: deleted");
+                true
             }
-            let r = match &self.root {
-                Some(root) => outdir::unlink_under(root, &f.path),
-                None => fs::remove_file(&f.path).map_err(|source| OutDirError::Io {
-                    path: f.path.clone(),
-                    what: "delete",
-                    source,
-                }),
-            };
-            match r {
-                Ok(()) => {
-                    tracing::debug!(path = %f.path.display(), "retention: deleted");
-                    true
+            Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => false,
+            Err(e) => {
+                self.not_deleted += 1;
+                match &self.counters {
+                    Some(c) => RetentionNotDeleted { error: &e }.emit(c),
+                    None => tracing::warn!("retention: not deleted: {e}"),
                 }
-                Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => false,
-                Err(e) => {
-                    self.not_deleted += 1;
-                    match &self.counters {
-                        Some(c) => RetentionNotDeleted { error: &e }.emit(c),
-                        None => tracing::warn!("retention: not deleted: {e}"),
-                    }
-                    false
-                }
+                false
             }
         }
+    }
+
+    /// Takes the closed file at `i` off the books (not from the disk).
+    fn forget_at(&mut self, i: usize) -> Option<ClosedFile<K>> {
+        let f = self.files.remove(i)?;
+        self.closed_bytes -= f.bytes;
+        if let Some(tag) = f.session
+            && let Some(n) = self.per_session.get_mut(&tag)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_session.remove(&tag);
+            }
+        }
+        Some(f)
     }
 }
 
@@ -252,5 +303,53 @@ mod tests {
         assert_eq!(r.add(last, 1, (), 0), 1, "c.pcap deleted");
         assert!(!kept.exists());
         assert!(stuck.exists());
+    }
+
+    /// Issue 16, item 2: with `[output.s3]` and `keep_local`, retention
+    /// deletes files already uploaded first, even when a file still
+    /// waiting for its upload is older; a file it must delete before its
+    /// upload is counted as abandoned (and its journal entry goes).
+    #[test]
+    fn retention_deletes_uploaded_files_first_and_counts_abandoned() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let u = Arc::new(Uploads::for_test(tmp.path(), true, counters.clone()));
+        let mut r: Retention<u32> = Retention::new(None, Some(300))
+            .under(tmp.path().to_path_buf())
+            .counted_in(counters.clone());
+        r.set_uploads(u.clone());
+        let file = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::write(&p, [0u8; 100]).unwrap();
+            p
+        };
+        let entry = |p: &PathBuf| {
+            let e = u.record(p, &format!("k/{}", p.display())).unwrap();
+            u.closed(e, 100);
+        };
+        // a: old and not uploaded; b, c: uploaded (kept locally).
+        let (a, b, c) = (file("a.pcap"), file("b.pcap"), file("c.pcap"));
+        for p in [&a, &b, &c] {
+            entry(p);
+            r.add(p.clone(), 100, 1, 0);
+        }
+        u.confirm(&b);
+        u.confirm(&c);
+        assert_eq!(counters.uploads.pending.load(Relaxed), 1);
+        let d = file("d.pcap");
+        assert_eq!(r.add(d.clone(), 100, 1, 0), 1);
+        assert!(a.exists() && !b.exists() && c.exists());
+        let e = file("e.pcap");
+        r.add(e, 100, 1, 0);
+        assert!(a.exists() && !c.exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 0);
+        // Nothing uploaded is left: the oldest, not uploaded, goes and is
+        // counted; its journal entry with it.
+        r.add(file("f.pcap"), 100, 1, 0);
+        assert!(!a.exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
+        assert_eq!(counters.uploads.pending.load(Relaxed), 0);
+        assert!(u.journal.list().0.is_empty());
     }
 }

@@ -45,6 +45,71 @@ pub(crate) enum Part {
     Ext,
 }
 
+/// A template cut into literal text and `{name}` placeholders (shared
+/// with the S3 key template, [`crate::output::upload::key`]).
+pub(crate) enum Piece<'a> {
+    Lit(&'a str),
+    Name(&'a str),
+}
+
+/// Cuts `s` into [`Piece`]s; fails on a `{` without `}`.
+pub(crate) fn pieces(s: &str) -> Result<Vec<Piece<'_>>, &'static str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('{') {
+            let end = after.find('}').ok_or("has a `{` without `}`")?;
+            out.push(Piece::Name(&after[..end]));
+            rest = &after[end + 1..];
+        } else {
+            let end = rest.find('{').unwrap_or(rest.len());
+            out.push(Piece::Lit(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    Ok(out)
+}
+
+impl Part {
+    /// The placeholder `{name}`, if it is one of the local template's.
+    pub(crate) fn named(name: &str) -> Option<Part> {
+        Some(match name {
+            "vni" => Part::Vni,
+            "source" => Part::Source,
+            "endpoint" => Part::Endpoint,
+            "start" => Part::Start,
+            "date" => Part::Date,
+            "time" => Part::Time,
+            "seq" => Part::Seq,
+            "ext" => Part::Ext,
+            _ => return None,
+        })
+    }
+
+    /// Appends this part's text for `f` (`t`: `f`'s start, in UTC).
+    pub(crate) fn write(&self, s: &mut String, f: &PathFields, t: &UtcTime) {
+        use std::fmt::Write as _;
+        let _ = match self {
+            Part::Lit(l) => write!(s, "{l}"),
+            Part::Vni => write!(s, "{}", f.vni),
+            Part::Source => write!(s, "{}", source_for_path(f.source)),
+            Part::Endpoint => match f.endpoint {
+                Some(e) => write!(s, "{e}"),
+                None => Ok(()),
+            },
+            Part::Start => write!(
+                s,
+                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year, t.month, t.day, t.hour, t.minute, t.second
+            ),
+            Part::Date => write!(s, "{:04}-{:02}-{:02}", t.year, t.month, t.day),
+            Part::Time => write!(s, "{:02}{:02}{:02}", t.hour, t.minute, t.second),
+            Part::Seq => write!(s, "{:06}", f.seq),
+            Part::Ext => write!(s, "{}", f.format.extension()),
+        };
+    }
+}
+
 pub const DEFAULT_TEMPLATE: &str = "{endpoint}/{vni}/{source}/{start}-{seq}.{ext}";
 
 impl Default for OutputTemplate {
@@ -81,36 +146,21 @@ impl OutputTemplate {
             }
         }
         let mut parts = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix('{') {
-                let end = after.find('}').ok_or("has a `{` without `}`")?;
-                parts.push(match &after[..end] {
-                    "vni" => Part::Vni,
-                    "source" => Part::Source,
-                    "endpoint" => Part::Endpoint,
-                    "start" => Part::Start,
-                    "date" => Part::Date,
-                    "time" => Part::Time,
-                    "seq" => Part::Seq,
-                    "ext" => Part::Ext,
-                    _ => return Err("has an unknown placeholder; accepted: {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}"),
-                });
-                rest = &after[end + 1..];
-            } else {
-                let end = rest.find('{').unwrap_or(rest.len());
-                let lit = &rest[..end];
-                if !lit
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
-                {
-                    return Err(
-                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}",
-                    );
+        for piece in pieces(s)? {
+            parts.push(match piece {
+                Piece::Name(n) => Part::named(n).ok_or("has an unknown placeholder; accepted: {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}")?,
+                Piece::Lit(lit) => {
+                    if !lit
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+                    {
+                        return Err(
+                            "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}",
+                        );
+                    }
+                    Part::Lit(lit.to_string())
                 }
-                parts.push(Part::Lit(lit.to_string()));
-                rest = &rest[end..];
-            }
+            });
         }
         for need in [Part::Vni, Part::Source, Part::Seq] {
             if !parts.contains(&need) {
@@ -138,24 +188,7 @@ impl OutputTemplate {
             let _ = write!(s, "{e}/");
         }
         for p in &self.parts {
-            let _ = match p {
-                Part::Lit(l) => write!(s, "{l}"),
-                Part::Vni => write!(s, "{}", f.vni),
-                Part::Source => write!(s, "{}", source_for_path(f.source)),
-                Part::Endpoint => match f.endpoint {
-                    Some(e) => write!(s, "{e}"),
-                    None => Ok(()),
-                },
-                Part::Start => write!(
-                    s,
-                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                    t.year, t.month, t.day, t.hour, t.minute, t.second
-                ),
-                Part::Date => write!(s, "{:04}-{:02}-{:02}", t.year, t.month, t.day),
-                Part::Time => write!(s, "{:02}{:02}{:02}", t.hour, t.minute, t.second),
-                Part::Seq => write!(s, "{:06}", f.seq),
-                Part::Ext => write!(s, "{}", f.format.extension()),
-            };
+            p.write(&mut s, f, &t);
         }
         if f.endpoint.is_none() && self.parts.contains(&Part::Endpoint) {
             return s.split('/').filter(|c| !c.is_empty()).collect();
@@ -203,19 +236,25 @@ impl UtcTime {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    #[test]
-    fn template_renders_ipv4_and_ipv6() {
-        let t = OutputTemplate::default();
-        let mut f = PathFields {
+
+    /// A session's fields, for template tests (also the S3 key's).
+    pub(crate) fn sample_fields() -> PathFields {
+        PathFields {
             vni: 5569041,
             source: "172.31.0.238".parse().unwrap(),
             start_ns: 1_764_040_800_123_456_789, // 2025-11-25T03:20:00Z
             seq: 3,
             format: OutputFormat::Pcap,
             endpoint: None,
-        };
+        }
+    }
+
+    #[test]
+    fn template_renders_ipv4_and_ipv6() {
+        let t = OutputTemplate::default();
+        let mut f = sample_fields();
         assert_eq!(
             t.render(&f),
             PathBuf::from("5569041/172.31.0.238/20251125T032000Z-000003.pcap")

@@ -151,6 +151,16 @@ impl Pipeline {
         }
     }
 
+    /// `[output.s3]`: closed capture and flow files are journaled and
+    /// handed to the uploader (call once, on the first pipeline: its
+    /// siblings share its writers).
+    pub fn set_uploads(&mut self, u: Arc<crate::output::upload::Uploads>) {
+        if let Some((_, shared)) = &self.flows {
+            shared.set_uploads(u.clone());
+        }
+        self.sessions.set_uploads(u);
+    }
+
     /// Hands the frames of the sessions live subscribers want to `hub`
     /// (after every filter, as they are written), per batch.
     pub fn with_subscribers(mut self, hub: Arc<crate::stream::Hub>) -> Pipeline {

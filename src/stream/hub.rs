@@ -168,6 +168,9 @@ impl Subscriber {
     }
 }
 
+/// Most subscribers a session's bit masks (in the tap) can name.
+pub const MAX_SUBSCRIBERS: usize = 64;
+
 /// Every subscriber in force, shared by the workers and the server.
 pub struct Hub {
     subscribers: Mutex<Arc<[Arc<Subscriber>]>>,
@@ -192,12 +195,12 @@ pub enum SubscribeError {
 
 impl Hub {
     /// A hub for at most `max` subscribers; `max` may not pass
-    /// [`super::tap::MAX_SUBSCRIBERS`] (the config refuses more).
+    /// [`MAX_SUBSCRIBERS`] (the config refuses more).
     pub fn new(max: usize, queue_bytes: usize, counters: Arc<Counters>) -> Arc<Hub> {
         assert!(
-            max <= super::tap::MAX_SUBSCRIBERS,
+            max <= MAX_SUBSCRIBERS,
             "max_subscribers {max} > {}",
-            super::tap::MAX_SUBSCRIBERS
+            MAX_SUBSCRIBERS
         );
         Arc::new(Hub {
             subscribers: Mutex::new(Arc::from(Vec::new())),

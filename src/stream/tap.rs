@@ -18,12 +18,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::hub::{Hub, Subscriber};
+use super::hub::{Hub, MAX_SUBSCRIBERS, Subscriber};
 use super::message::{FRAME_FIXED, HEADER_LEN, StreamSession, frame_header};
 use crate::wire::geneve::EndpointId;
-
-/// Most subscribers a session's bit masks can name.
-pub const MAX_SUBSCRIBERS: usize = 64;
 
 /// What a session wants of the tap, worked out once per subscriber change.
 #[derive(Clone, Copy, Debug, Default)]

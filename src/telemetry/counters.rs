@@ -184,6 +184,9 @@ pub struct Counters {
     /// and the flow records lost with them (`[flows]`).
     pub flow_write_errors: AtomicU64,
     pub flow_records_lost: AtomicU64,
+    /// `[output.s3]`: uploads of closed files (see
+    /// [`UploadCounters`]); their metrics are shown only when it is set.
+    pub uploads: UploadCounters,
     drops: [AtomicU64; N_REASONS],
     /// Errors logged by the internal events, by [`ErrorKind`].
     errors: [AtomicU64; ErrorKind::ALL.len()],
@@ -203,6 +206,62 @@ pub struct Counters {
     /// panic, or its channel closed before the end): health stays 503 and
     /// `run` stops with an error.
     writer_dead: std::sync::OnceLock<String>,
+}
+
+/// Uploads to S3 (`[output.s3]`), kept by the uploader: what is waiting,
+/// what went, what failed and what retention had to delete before it
+/// went. Off (and absent from `/metrics`) unless `enabled`.
+#[derive(Default, Debug)]
+pub struct UploadCounters {
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Files uploaded (confirmed by S3) and their bytes.
+    pub uploaded: AtomicU64,
+    pub uploaded_bytes: AtomicU64,
+    /// Upload attempts that failed (each is retried with backoff).
+    pub failures: AtomicU64,
+    /// Files retention deleted before they were uploaded (logged by name).
+    pub abandoned: AtomicU64,
+    /// Closed files waiting to be uploaded, and their bytes (gauges).
+    pub pending: AtomicU64,
+    pub pending_bytes: AtomicU64,
+    /// Unix time (s) the oldest pending file was closed; 0 = none.
+    pub oldest_pending: AtomicU64,
+    /// `[output.s3] unhealthy_after` in seconds: `/healthz` turns 503 when
+    /// the oldest pending file has waited longer.
+    pub unhealthy_after_s: AtomicU64,
+    /// `{host}` fell back to the host name (metadata service unreachable).
+    pub host_fallbacks: AtomicU64,
+    /// The last upload error (`None` after a success).
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl UploadCounters {
+    /// `Some(why)` when an upload has been pending longer than
+    /// `unhealthy_after`.
+    pub fn unhealthy(&self) -> Option<String> {
+        if !self.enabled.load(Relaxed) {
+            return None;
+        }
+        let since = self.oldest_pending.load(Relaxed);
+        let after = self.unhealthy_after_s.load(Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if since == 0 || now.saturating_sub(since) <= after {
+            return None;
+        }
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "no attempt finished yet".into());
+        Some(format!(
+            "{} file(s) not uploaded to S3, the oldest for {} s (over unhealthy_after = {after} s); last error: {last}",
+            self.pending.load(Relaxed),
+            now.saturating_sub(since)
+        ))
+    }
 }
 
 /// One session's counters, shared with the metrics endpoint and the

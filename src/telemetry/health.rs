@@ -4,7 +4,10 @@
 //!
 //! Healthy means capture files can be written: `/healthz` answers `200 ok`,
 //! or `503` with the writer's last error (disk full, permission, …) until a
-//! write succeeds again. An NLB health-checks a UDP target group over TCP,
+//! write succeeds again. With `[output.s3]`, `/healthz` also answers `503`
+//! while a closed file has waited longer than `unhealthy_after` to be
+//! uploaded (the TCP health port does not close for it: capture works,
+//! and an outage of S3 would otherwise take every target out at once). An NLB health-checks a UDP target group over TCP,
 //! by default on the traffic port, and counts a completed handshake as
 //! healthy; so the TCP health port is listening only while healthy: when
 //! output fails it is closed (connections are refused) and the target leaves
@@ -214,12 +217,17 @@ fn respond(req: &Request<Incoming>, c: &Counters) -> Response<Full<Bytes>> {
             let (ctype, body) = render_for(accept, c);
             (StatusCode::OK, ctype, body)
         }
-        (&Method::GET, "/healthz") => match c.unhealthy() {
-            None => (StatusCode::OK, TEXT, "ok\n".to_string()),
-            Some(why) => (
+        (&Method::GET, "/healthz") => match (c.unhealthy(), c.uploads.unhealthy()) {
+            (None, None) => (StatusCode::OK, TEXT, "ok\n".to_string()),
+            (Some(why), _) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
                 format!("unhealthy: capture files cannot be written: {why}\n"),
+            ),
+            (None, Some(why)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("unhealthy: {why}\n"),
             ),
         },
         (&Method::GET, _) => (

@@ -365,6 +365,7 @@ fn files(s: &mut Scrape, c: &Counters) {
         "on_rotate commands that failed or were not run.",
         &c.hook_failures,
     );
+    uploads(s, &c.uploads);
     s.one(
         "mirrorcap_flow_write_errors",
         "Flow files that could not be created, written, synced or renamed.",
@@ -374,6 +375,61 @@ fn files(s: &mut Scrape, c: &Counters) {
         "mirrorcap_flow_records_lost",
         "Flow records lost because their file could not be written.",
         &c.flow_records_lost,
+    );
+}
+
+/// `[output.s3]` uploads, only when it is set.
+fn uploads(s: &mut Scrape, u: &crate::telemetry::counters::UploadCounters) {
+    if !u.enabled.load(Relaxed) {
+        return;
+    }
+    s.one(
+        "mirrorcap_uploads",
+        "Closed files uploaded to S3 (confirmed).",
+        &u.uploaded,
+    );
+    s.one(
+        "mirrorcap_upload_bytes",
+        "Bytes of the files uploaded to S3.",
+        &u.uploaded_bytes,
+    );
+    s.one(
+        "mirrorcap_upload_failures",
+        "Upload attempts that failed (each retried with backoff).",
+        &u.failures,
+    );
+    s.one(
+        "mirrorcap_upload_abandoned",
+        "Files retention deleted before they were uploaded.",
+        &u.abandoned,
+    );
+    s.one(
+        "mirrorcap_upload_host_fallbacks",
+        "Starts where {host} fell back to the host name (no instance ID from instance metadata).",
+        &u.host_fallbacks,
+    );
+    s.gauge(
+        "mirrorcap_uploads_pending",
+        "Closed files waiting to be uploaded.",
+        u.pending.load(Relaxed),
+    );
+    s.gauge(
+        "mirrorcap_upload_bytes_pending",
+        "Bytes of the closed files waiting to be uploaded.",
+        u.pending_bytes.load(Relaxed),
+    );
+    let since = u.oldest_pending.load(Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    s.gauge(
+        "mirrorcap_upload_oldest_pending_seconds",
+        "How long the oldest file waiting to be uploaded has waited.",
+        if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        },
     );
 }
 

@@ -130,6 +130,11 @@ impl SessionTable {
         t
     }
 
+    /// `[output.s3]`: the writer hands closed files to `u`.
+    pub fn set_uploads(&mut self, u: Arc<crate::output::upload::Uploads>) {
+        self.output.set_uploads(u);
+    }
+
     pub fn new(output: Output, counters: Arc<Counters>) -> SessionTable {
         SessionTable {
             index: Default::default(),
