@@ -5,6 +5,7 @@
 //! line, logging and exit codes, so tests can drive the daemon in process.
 
 pub mod daemon;
+pub mod extract;
 pub mod replay;
 
 pub use daemon::{Bound, Control, DaemonError, DaemonOutcome, Overrides, ReloadSource};

@@ -63,4 +63,5 @@ pub mod outdir;
 pub mod part;
 pub mod recovery;
 pub mod retention;
+pub mod store;
 pub mod template;
