@@ -508,8 +508,12 @@ fn extract_time(s: &str) -> Result<u64, String> {
 
 /// `extract`'s `--endpoint`.
 fn extract_endpoint(s: &str) -> Result<mirrorcap::wire::geneve::EndpointId, String> {
-    s.parse()
-        .map_err(|()| format!("{s:?}: expected {}", mirrorcap::wire::geneve::ENDPOINT_EXPECTED))
+    s.parse().map_err(|()| {
+        format!(
+            "{s:?}: expected {}",
+            mirrorcap::wire::geneve::ENDPOINT_EXPECTED
+        )
+    })
 }
 
 /// `mirrorcap extract`: exit 0, or 1 when an input could not be listed,

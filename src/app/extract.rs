@@ -279,7 +279,8 @@ impl<'w> Output<'w> {
             self.pending.clear();
         }
         let caplen = data.len() as u32;
-        let h = RecordHeader::on_interface(self.format, interface, ts_ns, caplen, orig_len.max(caplen));
+        let h =
+            RecordHeader::on_interface(self.format, interface, ts_ns, caplen, orig_len.max(caplen));
         self.out.write_all(h.header())?;
         self.out.write_all(data)?;
         let (tail, n) = h.tail();
@@ -315,7 +316,10 @@ mod tests {
     fn times_rfc3339_and_relative() {
         let now = 1_764_511_200_000_000_000; // 2025-11-30T14:00:00Z
         assert_eq!(parse_time("2025-11-30T14:00:00Z", 0), Ok(now));
-        assert_eq!(parse_time("2025-11-30T15:00:00.5+01:00", 0), Ok(now + 500_000_000));
+        assert_eq!(
+            parse_time("2025-11-30T15:00:00.5+01:00", 0),
+            Ok(now + 500_000_000)
+        );
         assert_eq!(parse_time("-15min", now), Ok(now - 900_000_000_000));
         assert_eq!(parse_time("-2h", now), Ok(now - 7_200_000_000_000));
         assert_eq!(parse_time("now", now), Ok(now));

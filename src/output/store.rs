@@ -47,7 +47,8 @@ impl Selection {
     pub fn keeps(&self, s: &SessionKey) -> bool {
         (self.vnis.is_empty() || self.vnis.contains(&s.vni))
             && (self.sources.is_empty() || self.sources.contains(&s.source))
-            && (self.endpoints.is_empty() || s.endpoint.is_some_and(|e| self.endpoints.contains(&e)))
+            && (self.endpoints.is_empty()
+                || s.endpoint.is_some_and(|e| self.endpoints.contains(&e)))
     }
 }
 
@@ -121,7 +122,13 @@ impl LocalStore {
         }
     }
 
-    fn walk(&self, dir: &Path, sel: &Selection, out: &mut Vec<StoreFile>, problem: &mut dyn FnMut(String)) {
+    fn walk(
+        &self,
+        dir: &Path,
+        sel: &Selection,
+        out: &mut Vec<StoreFile>,
+        problem: &mut dyn FnMut(String),
+    ) {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => return problem(format!("{}: cannot list: {e}", dir.display())),
@@ -136,7 +143,8 @@ impl LocalStore {
             match e.file_type() {
                 Ok(t) if t.is_dir() => self.walk(&path, sel, out, problem),
                 Ok(t) if t.is_file() => {
-                    let Some(rel) = path.strip_prefix(&self.root).ok().and_then(Path::to_str) else {
+                    let Some(rel) = path.strip_prefix(&self.root).ok().and_then(Path::to_str)
+                    else {
                         continue;
                     };
                     let (rel, part) = match rel.strip_suffix(".part") {
@@ -210,7 +218,9 @@ pub fn choose(mut files: Vec<StoreFile>, from_ns: u64, to_ns: u64) -> Vec<StoreF
     let mut keep = vec![false; files.len()];
     for i in 0..files.len() {
         let f = &files[i];
-        let next = files.get(i + 1).filter(|n| n.session == f.session && !f.part);
+        let next = files
+            .get(i + 1)
+            .filter(|n| n.session == f.session && !f.part);
         let starts_before_end = f.start_ns.is_none_or(|s| s < to_ns);
         let end = next.and_then(|n| {
             let s = n.start_ns?;
@@ -251,10 +261,16 @@ mod tests {
         let files: Vec<_> = (0..10).map(|i| file(i, 100 * u64::from(i))).collect();
         let s = 1_000_000_000;
         let names = |v: Vec<StoreFile>| v.into_iter().map(|f| f.seq).collect::<Vec<_>>();
-        assert_eq!(names(choose(files.clone(), 150 * s, 350 * s)), vec![1, 2, 3]);
+        assert_eq!(
+            names(choose(files.clone(), 150 * s, 350 * s)),
+            vec![1, 2, 3]
+        );
         // A window starting within the second after file 2's start can
         // still hold the end of file 1 (names are rounded down).
-        assert_eq!(names(choose(files.clone(), 200 * s + 5, 201 * s)), vec![1, 2]);
+        assert_eq!(
+            names(choose(files.clone(), 200 * s + 5, 201 * s)),
+            vec![1, 2]
+        );
         assert_eq!(names(choose(files.clone(), 201 * s, 202 * s)), vec![2]);
         assert_eq!(names(choose(files.clone(), 5000 * s, 6000 * s)), vec![9]);
         assert_eq!(names(choose(files.clone(), 0, 1)), vec![0]);

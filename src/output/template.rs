@@ -258,8 +258,9 @@ impl<'a> Found<'a> {
         let [vni, source, endpoint, start, date, time, seq, ext] = self.slots;
         let num = |s: &str, at: std::ops::Range<usize>| s.get(at)?.parse::<i16>().ok();
         let second = |y: i16, mo: i16, d: i16, h: i16, mi: i16, s: i16| {
-            let dt = jiff::civil::DateTime::new(y, mo as i8, d as i8, h as i8, mi as i8, s as i8, 0)
-                .ok()?;
+            let dt =
+                jiff::civil::DateTime::new(y, mo as i8, d as i8, h as i8, mi as i8, s as i8, 0)
+                    .ok()?;
             let ts = jiff::tz::Offset::UTC.to_timestamp(dt).ok()?;
             u64::try_from(ts.as_second()).ok()
         };
@@ -583,7 +584,12 @@ mod tests {
                     .unwrap_or_else(|| panic!("{t}: {rel:?} not parsed"));
                 assert_eq!(tpl.render(&p.fields), rel, "{t}");
                 assert_eq!(
-                    (p.fields.vni, p.fields.source, p.fields.seq, p.fields.endpoint),
+                    (
+                        p.fields.vni,
+                        p.fields.source,
+                        p.fields.seq,
+                        p.fields.endpoint
+                    ),
                     (fields.vni, fields.source, fields.seq, fields.endpoint),
                     "{t}"
                 );
@@ -594,7 +600,11 @@ mod tests {
                     _ => assert_eq!(res, None, "{t}"),
                 }
             }
-            for other in ["x.txt", "5569041/10.0.0.1/notatime-000001.pcap", "a/b/c/d/e.pcap"] {
+            for other in [
+                "x.txt",
+                "5569041/10.0.0.1/notatime-000001.pcap",
+                "a/b/c/d/e.pcap",
+            ] {
                 assert!(parser.parse(other).is_none(), "{t}: {other} parsed");
             }
         }
