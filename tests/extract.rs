@@ -28,10 +28,13 @@ fn records(path: &Path) -> Vec<(u64, Vec<u8>, u32)> {
     v
 }
 
+/// A TCP connection: its two (address, port) ends, lower first.
+type Conn = (Vec<u8>, Vec<u8>);
+
 /// The target a load balancer would send a frame to: a hash of its inner
 /// 5-tuple as it is (not ordered), so the two directions of a connection
 /// may go to different targets. Frames that are not TCP/UDP go to 0.
-fn target_of(frame: &[u8]) -> (usize, Option<(Vec<u8>, Vec<u8>)>) {
+fn target_of(frame: &[u8]) -> (usize, Option<Conn>) {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let Ok(p) = SlicedPacket::from_ethernet(frame) else {
         return (0, None);
