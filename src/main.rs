@@ -106,15 +106,8 @@ enum Command {
         /// Only sessions through this Gateway Load Balancer endpoint, `vpce-…` (repeatable).
         #[arg(long)]
         endpoint: Vec<String>,
-        /// Only frames this libpcap expression matches, as tcpdump takes it.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Output format: pcap interleaves sessions; pcapng gives each its own interface.
-        #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
-        format: String,
-        /// Where to write; `-` is standard output.
-        #[arg(short = 'w', default_value = "-")]
-        write: String,
+        #[command(flatten)]
+        out: CaptureOut,
         /// Stop after this many frames.
         #[arg(short = 'c')]
         count: Option<u64>,
@@ -190,15 +183,8 @@ enum Command {
         /// Only sessions through this Gateway Load Balancer endpoint, `vpce-…` (repeatable).
         #[arg(long, value_parser = extract_endpoint)]
         endpoint: Vec<mirrorcap::wire::geneve::EndpointId>,
-        /// Only frames this libpcap expression matches, as tcpdump takes it.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Output format: pcap (ns) interleaves sessions; pcapng gives each its own interface.
-        #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
-        format: String,
-        /// Where to write; `-` is standard output.
-        #[arg(short = 'w', default_value = "-")]
-        write: String,
+        #[command(flatten)]
+        out: CaptureOut,
         /// Print files considered, chosen and opened, bytes and records read on stderr.
         #[arg(long)]
         stats: bool,
@@ -210,6 +196,31 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+/// The capture `stream` and `extract` write: which frames, in which
+/// format, where.
+#[derive(clap::Args)]
+struct CaptureOut {
+    /// Only frames this libpcap expression matches, as tcpdump takes it.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Output format: pcap (ns) interleaves sessions; pcapng gives each its own interface.
+    #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
+    format: String,
+    /// Where to write; `-` is standard output.
+    #[arg(short = 'w', default_value = "-")]
+    write: String,
+}
+
+impl CaptureOut {
+    fn format(&self) -> mirrorcap::capture::encode::OutputFormat {
+        if self.format == "pcapng" {
+            mirrorcap::capture::encode::OutputFormat::Pcapng
+        } else {
+            mirrorcap::capture::encode::OutputFormat::Pcap
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -308,9 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vni,
             source,
             endpoint,
-            filter,
-            format,
-            write,
+            out,
             count,
             duration,
         } => {
@@ -324,18 +333,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     vnis: vni,
                     sources: source,
                     endpoints: endpoint,
-                    filter,
+                    filter: out.filter.clone(),
                     list: false,
                 },
-                format: if format == "pcapng" {
-                    mirrorcap::capture::encode::OutputFormat::Pcapng
-                } else {
-                    mirrorcap::capture::encode::OutputFormat::Pcap
-                },
+                format: out.format(),
                 count,
                 duration,
             };
-            run_stream(&opts, &write)
+            run_stream(&opts, &out.write)
         }
         Command::Extcap {
             extcap_interfaces,
@@ -409,9 +414,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vni,
             source,
             endpoint,
-            filter,
-            format,
-            write,
+            out,
             stats,
             mut inputs,
         } => {
@@ -427,14 +430,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     from_ns: from.unwrap_or(0),
                     to_ns: to.unwrap_or(u64::MAX),
                 },
-                filter,
-                format: if format == "pcapng" {
-                    mirrorcap::capture::encode::OutputFormat::Pcapng
-                } else {
-                    mirrorcap::capture::encode::OutputFormat::Pcap
-                },
+                filter: out.filter.clone(),
+                format: out.format(),
             };
-            run_extract(&cfg, &inputs, &opts, &write, stats)
+            run_extract(&cfg, &inputs, &opts, &out.write, stats)
         }
         Command::CheckConfig { file } => {
             Config::load(&file)?;

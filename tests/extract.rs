@@ -91,17 +91,7 @@ fn replay_into(tmp: &Path, dir: &Path, vni: u32, recs: &[(u64, Vec<u8>, u32)], o
     write_pcap(&eth, 1, recs);
     let vx = eth.with_extension("vxlan.pcap");
     wrap_ethernet_capture(&eth, &vx, vni, SOURCE.parse::<IpAddr>().unwrap());
-    let cfg = tmp.join("c.toml");
-    std::fs::write(&cfg, format!("[output]\n{output}\n")).unwrap();
-    let (code, _, err) = mirrorcap(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--dir",
-        dir.to_str().unwrap(),
-        vx.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    replay_into_dir(&format!("[output]\n{output}\n"), &vx, dir);
 }
 
 /// Two targets' directories: session (7, SOURCE) holds the wikipedia
