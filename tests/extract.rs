@@ -268,6 +268,10 @@ fn extract_interleaves_both_directions_of_split_connections() {
     let source = testdata(WIKIPEDIA);
     assert_eq!(tshark_frames(&out), tshark_frames(&source));
     let base = tcp_flags(&source);
+    eprintln!(
+        "tcp.analysis flags: source {base}, extract {}",
+        tcp_flags(&out)
+    );
     assert!(tcp_flags(&out) <= base, "{} > {base}", tcp_flags(&out));
     // The same files one target after the other (`mergecap -a`): tshark
     // flags the split connections.
@@ -282,6 +286,7 @@ fn extract_interleaves_both_directions_of_split_connections() {
         cat.display(),
         files.join(" ")
     ));
+    eprintln!("tcp.analysis flags: concatenated {}", tcp_flags(&cat));
     assert!(tcp_flags(&cat) > base, "concatenated: {}", tcp_flags(&cat));
     let names = tshark(&[
         "-r",
@@ -486,6 +491,7 @@ fn extract_stats_opens_only_the_files_a_window_touches() {
         &out,
     );
     assert_eq!(code, 0, "{err}");
+    eprint!("{err}");
     assert!(
         err.contains("200 files considered, 3 chosen by time, 3 opened"),
         "{err}"
