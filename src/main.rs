@@ -418,6 +418,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
             mut inputs,
         } => {
+            if let (Some(f), Some(t)) = (from, to)
+                && t < f
+            {
+                anyhow::bail!("--to is before --from: the window [from, to) would be empty");
+            }
             let cfg = load(config.as_ref())?;
             if inputs.is_empty() {
                 inputs.push(cfg.dir.clone());

@@ -6,7 +6,7 @@
 //! pcap (ns, Ethernet) or pcapng (one interface per session) stream, and
 //! [`ExtractStats`]. The files worth opening are chosen by name
 //! ([`choose`]); then a k-way merge by timestamp over one cursor per
-//! (store, session) — a session's files are read one after the other, so
+//! (store, writer, session) — a session's files are read one after the other, so
 //! at most one file per cursor is open and memory is one record per
 //! cursor, whatever the files' size. Ties keep input order (store, then
 //! session, then file). Each record is kept when `from <= ts < to` and
@@ -129,6 +129,8 @@ impl Cursor<'_> {
                 Ok(None) => Some(Ok(())),
                 // A file still being written ends inside its last record.
                 Err(CaptureError::Truncated { .. }) if f.part => Some(Ok(())),
+                // An I/O error names no offset of its own.
+                Err(e @ CaptureError::Io { .. }) => Some(Err(format!("{e} (at byte {at})"))),
                 Err(e) => Some(Err(e.to_string())),
             };
             if let Some(end) = done {
@@ -168,8 +170,9 @@ pub fn run(
         let mut chosen = chosen.into_iter().peekable();
         while let Some(first) = chosen.next() {
             let session = first.session;
+            let writer = first.writer.clone();
             let mut files = vec![first];
-            while let Some(f) = chosen.next_if(|f| f.session == session) {
+            while let Some(f) = chosen.next_if(|f| f.session == session && f.writer == writer) {
                 files.push(f);
             }
             cursors.push(Cursor {

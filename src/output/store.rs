@@ -57,6 +57,11 @@ impl Selection {
 pub struct StoreFile {
     /// Where it is (a path; an object key for S3), also its name in messages.
     pub name: String,
+    /// Which writer (a mirrorcap host) wrote it: the files of one writer
+    /// and session follow one another in time, and are read one after the
+    /// other. A local directory is one writer (empty); an S3 prefix holds
+    /// several, named in the object keys.
+    pub writer: String,
     pub session: SessionKey,
     /// The start its name gives, rounded down to `start_resolution_s`
     /// (`None`: the name holds no time; the file is always opened).
@@ -164,6 +169,7 @@ impl LocalStore {
                     }
                     out.push(StoreFile {
                         name: path.display().to_string(),
+                        writer: String::new(),
                         session,
                         start_ns: p.start_resolution_s.map(|_| p.fields.start_ns),
                         start_resolution_s: p.start_resolution_s.unwrap_or(0),
@@ -205,22 +211,32 @@ impl Store for LocalStore {
     }
 }
 
-/// The files that can hold a record of `[from_ns, to_ns)`, each session's
-/// in order (start, then seq), sessions in order. A file holds records
+/// The files that can hold a record of `[from_ns, to_ns)`, each writer's
+/// and session's in order (start, then seq), sessions in order. A file
+/// listed both as `<name>.part` and `<name>` (renamed while listed) is
+/// kept once, complete. A file holds records
 /// from its start (its name's, rounded down) to no later than the next
 /// file's first record, which is before the next name's start plus its
 /// rounding; the last file of a session (or a `.part`, or a name without a
 /// time) has no known end, and is read until a record at or past `to_ns`.
 pub fn choose(mut files: Vec<StoreFile>, from_ns: u64, to_ns: u64) -> Vec<StoreFile> {
-    files.sort_by(|a, b| {
-        (a.session, a.start_ns, a.seq, a.part).cmp(&(b.session, b.start_ns, b.seq, b.part))
+    let order = |f: &StoreFile| (f.session, f.writer.clone(), f.start_ns, f.seq, f.part);
+    files.sort_by_key(order);
+    files.dedup_by(|later, earlier| {
+        later.part
+            && (
+                earlier.session,
+                &earlier.writer,
+                earlier.start_ns,
+                earlier.seq,
+            ) == (later.session, &later.writer, later.start_ns, later.seq)
     });
     let mut keep = vec![false; files.len()];
     for i in 0..files.len() {
         let f = &files[i];
         let next = files
             .get(i + 1)
-            .filter(|n| n.session == f.session && !f.part);
+            .filter(|n| n.session == f.session && n.writer == f.writer && !f.part);
         let starts_before_end = f.start_ns.is_none_or(|s| s < to_ns);
         let end = next.and_then(|n| {
             let s = n.start_ns?;
@@ -241,6 +257,7 @@ mod tests {
     fn file(seq: u32, start_s: u64) -> StoreFile {
         StoreFile {
             name: format!("f{seq}"),
+            writer: String::new(),
             session: SessionKey {
                 vni: 1,
                 source: "10.0.0.1".parse().unwrap(),
@@ -274,6 +291,14 @@ mod tests {
         assert_eq!(names(choose(files.clone(), 201 * s, 202 * s)), vec![2]);
         assert_eq!(names(choose(files.clone(), 5000 * s, 6000 * s)), vec![9]);
         assert_eq!(names(choose(files.clone(), 0, 1)), vec![0]);
+        // Renamed while listed: once, complete.
+        let mut both = files.clone();
+        both.push(StoreFile {
+            part: true,
+            ..files[9].clone()
+        });
+        let last = choose(both, 5000 * s, 6000 * s);
+        assert_eq!((last.len(), last[0].part), (1, false));
         let mut untimed = files.clone();
         untimed[4].start_ns = None;
         assert!(names(choose(untimed, 0, 1)).contains(&4));
