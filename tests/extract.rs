@@ -324,7 +324,8 @@ fn extract_interleaves_both_directions_of_split_connections() {
 
 /// Issue 17 item 3, window edges: a record exactly at `--from` is in, one
 /// exactly at `--to` is out (as `editcap -A` inclusive, `-B` exclusive),
-/// also where the edges fall on file boundaries.
+/// also where the edges fall on file boundaries. The files are laid out by
+/// a template of the config's own, which extract reads with `--config`.
 #[test]
 fn extract_window_from_inclusive_to_exclusive() {
     let tmp = tempfile::tempdir().unwrap();
@@ -337,11 +338,25 @@ fn extract_window_from_inclusive_to_exclusive() {
         .map(|(i, ts)| (*ts, inner_frame(i as u64, 60), 60))
         .collect();
     let dir = tmp.path().join("d");
-    replay_into(tmp.path(), &dir, 7, &recs, "rotate_packets = 2");
+    replay_into(
+        tmp.path(),
+        &dir,
+        7,
+        &recs,
+        "rotate_packets = 2\ntemplate = \"{date}/vni-{vni}_{source}_{time}_{seq}.{ext}\"",
+    );
     assert_eq!(output_files(&dir).len(), 3);
+    // The config replay used (`replay_into_dir` writes it beside the dir).
+    let config = dir.with_extension("toml");
     let out = tmp.path().join("x.pcap");
+    // With the default template, none of these paths is a capture file.
+    let (code, err) = extract(&["--stats", dir.to_str().unwrap()], &out);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(" 0 files considered"), "{err}");
     let (code, err) = extract(
         &[
+            "--config",
+            config.to_str().unwrap(),
             "--from",
             &rfc3339(t),
             "--to",
