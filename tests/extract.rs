@@ -398,7 +398,8 @@ fn pcap_records(b: &[u8]) -> Vec<(usize, usize)> {
 }
 
 /// Issue 17 item 4: a `.part` (cut inside its last record: still being
-/// written) is read to its last whole record and not reported; a truncated
+/// written) is read to its last whole record and not reported, nor are
+/// `.part` files with no whole file header yet; a truncated
 /// file and one with a corrupt record are reported by name and byte
 /// offset, everything else is extracted, and the exit code is 1.
 #[test]
@@ -428,6 +429,14 @@ fn extract_reads_part_reports_truncated_and_corrupt_files() {
     let part = PathBuf::from(format!("{}.part", last.display()));
     std::fs::write(&part, &b[..recs.last().unwrap().0 + 20]).unwrap();
     std::fs::remove_file(last).unwrap();
+    // A `.part` just created, and one with half a file header.
+    let session_dir = last.parent().unwrap();
+    std::fs::write(session_dir.join("20991231T000000Z-000098.pcap.part"), b"").unwrap();
+    std::fs::write(
+        session_dir.join("20991231T000000Z-000099.pcap.part"),
+        &b[..10],
+    )
+    .unwrap();
 
     let out = tmp.path().join("x.pcap");
     let (code, err) = extract(&["--stats", dir.to_str().unwrap()], &out);

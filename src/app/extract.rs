@@ -99,6 +99,9 @@ impl Cursor<'_> {
                         stats.files_opened += 1;
                         self.file = Some((f, r));
                     }
+                    // A `.part` just created: its header not whole yet.
+                    Err(CaptureError::Truncated { .. }) if f.part => {}
+                    Err(CaptureError::NotACapture { magic, .. }) if f.part && magic.len() < 4 => {}
                     Err(e) => {
                         stats.inputs_failed += 1;
                         on_error(&e.to_string());
