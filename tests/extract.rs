@@ -531,8 +531,9 @@ fn extract_stats_opens_only_the_files_a_window_touches() {
         .unwrap()
         .parse()
         .unwrap();
+    // File 52 is read only up to its first record past the window.
     assert!(
-        read <= sizes && read > sizes / 2,
+        read < sizes && read > sizes / 2,
         "{read} bytes read of {sizes}"
     );
     // 9 records of file 50, 10 of 51, 5 of 52.
