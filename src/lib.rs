@@ -19,7 +19,7 @@
 //!
 //! 0. `app/` the commands as calls: `app::daemon::run(config, reload
 //!    source, control, on_ready) -> DaemonOutcome` (the exit summary) and
-//!    `app::replay::run`. `main.rs` sits above it: command line, logging,
+//!    `app::replay::run`, `app::extract::run`. `main.rs` sits above it: command line, logging,
 //!    signals turned into `app::Control` messages, exit codes.
 //! 1. `ingest/` the feeds: live socket and loop, replay.
 //! 2. `pipeline/` `Pipeline::push` and the session table.
@@ -28,7 +28,7 @@
 //! 4. `flows/` flow records, table, files and the `flows` report;
 //!    `stream/` live subscribers: the control socket, the per-worker tap,
 //!    the `stream` client (flows and stream do not import each other).
-//! 5. `output/` capture files on disk.
+//! 5. `output/` capture files on disk (and read back: `output::store`).
 //! 6. `filter/` VNI lists, AWS rules, libpcap expressions.
 //! 7. `capture/` pcap/pcapng read and encode; `wire/` pure parsers (outer
 //!    layers, VXLAN, inner decode).

@@ -106,15 +106,8 @@ enum Command {
         /// Only sessions through this Gateway Load Balancer endpoint, `vpce-…` (repeatable).
         #[arg(long)]
         endpoint: Vec<String>,
-        /// Only frames this libpcap expression matches, as tcpdump takes it.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Output format: pcap interleaves sessions; pcapng gives each its own interface.
-        #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
-        format: String,
-        /// Where to write; `-` is standard output.
-        #[arg(short = 'w', default_value = "-")]
-        write: String,
+        #[command(flatten)]
+        out: CaptureOut,
         /// Stop after this many frames.
         #[arg(short = 'c')]
         count: Option<u64>,
@@ -165,11 +158,69 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// One time-ordered capture of some sessions over a time window, merged
+    /// from the files of every INPUT (the output directories of several
+    /// mirror targets), e.g. `mirrorcap extract --from -15min --source 10.0.1.5
+    /// --filter 'tcp port 443' dir-a dir-b | wireshark -k -i -`.
+    Extract {
+        /// The daemon's config file: its `output.template` says where session,
+        /// start and sequence number are in a path (default: the default template).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Window start, inclusive: RFC 3339 (2026-11-30T14:02:00Z), `now`, or a
+        /// time ago (-15min, -2h).
+        #[arg(long, value_parser = extract_time, allow_hyphen_values = true)]
+        from: Option<u64>,
+        /// Window end, exclusive (same forms as --from).
+        #[arg(long, value_parser = extract_time, allow_hyphen_values = true)]
+        to: Option<u64>,
+        /// Only sessions of this VNI (repeatable).
+        #[arg(long)]
+        vni: Vec<u32>,
+        /// Only sessions of this mirrored ENI address (repeatable).
+        #[arg(long)]
+        source: Vec<std::net::IpAddr>,
+        /// Only sessions through this Gateway Load Balancer endpoint, `vpce-…` (repeatable).
+        #[arg(long, value_parser = extract_endpoint)]
+        endpoint: Vec<mirrorcap::wire::geneve::EndpointId>,
+        #[command(flatten)]
+        out: CaptureOut,
+        /// Print files considered, chosen and opened, bytes and records read on stderr.
+        #[arg(long)]
+        stats: bool,
+        /// Output directories to read (default: the config's `dir`).
+        inputs: Vec<PathBuf>,
+    },
     /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+/// The capture `stream` and `extract` write: which frames, in which
+/// format, where.
+#[derive(clap::Args)]
+struct CaptureOut {
+    /// Only frames this libpcap expression matches, as tcpdump takes it.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Output format: pcap (ns) interleaves sessions; pcapng gives each its own interface.
+    #[arg(long, default_value = "pcap", value_parser = ["pcap", "pcapng"])]
+    format: String,
+    /// Where to write; `-` is standard output.
+    #[arg(short = 'w', default_value = "-")]
+    write: String,
+}
+
+impl CaptureOut {
+    fn format(&self) -> mirrorcap::capture::encode::OutputFormat {
+        if self.format == "pcapng" {
+            mirrorcap::capture::encode::OutputFormat::Pcapng
+        } else {
+            mirrorcap::capture::encode::OutputFormat::Pcap
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -268,9 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vni,
             source,
             endpoint,
-            filter,
-            format,
-            write,
+            out,
             count,
             duration,
         } => {
@@ -284,18 +333,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     vnis: vni,
                     sources: source,
                     endpoints: endpoint,
-                    filter,
+                    filter: out.filter.clone(),
                     list: false,
                 },
-                format: if format == "pcapng" {
-                    mirrorcap::capture::encode::OutputFormat::Pcapng
-                } else {
-                    mirrorcap::capture::encode::OutputFormat::Pcap
-                },
+                format: out.format(),
                 count,
                 duration,
             };
-            run_stream(&opts, &write)
+            run_stream(&opts, &out.write)
         }
         Command::Extcap {
             extcap_interfaces,
@@ -366,6 +411,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Extract {
+            config,
+            from,
+            to,
+            vni,
+            source,
+            endpoint,
+            out,
+            stats,
+            mut inputs,
+        } => {
+            if let (Some(f), Some(t)) = (from, to)
+                && t < f
+            {
+                anyhow::bail!("--to is before --from: the window [from, to) would be empty");
+            }
+            let cfg = load(config.as_ref())?;
+            if inputs.is_empty() {
+                inputs.push(cfg.dir.clone());
+            }
+            let opts = mirrorcap::app::extract::ExtractOptions {
+                selection: mirrorcap::output::store::Selection {
+                    vnis: vni,
+                    sources: source,
+                    endpoints: endpoint,
+                    from_ns: from.unwrap_or(0),
+                    to_ns: to.unwrap_or(u64::MAX),
+                },
+                filter: out.filter.clone(),
+                format: out.format(),
+            };
+            run_extract(&cfg, &inputs, &opts, &out.write, stats)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -425,6 +503,67 @@ fn default_socket(config: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
         ControlSocket::Path(p) => p,
         ControlSocket::Auto if systemd.exists() => systemd,
         ControlSocket::Auto => socket.resolve(&dir),
+    })
+}
+
+/// `extract`'s `--from`/`--to`.
+fn extract_time(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mirrorcap::app::extract::parse_time(s, now)
+}
+
+/// `extract`'s `--endpoint`.
+fn extract_endpoint(s: &str) -> Result<mirrorcap::wire::geneve::EndpointId, String> {
+    s.parse().map_err(|()| {
+        format!(
+            "{s:?}: expected {}",
+            mirrorcap::wire::geneve::ENDPOINT_EXPECTED
+        )
+    })
+}
+
+/// `mirrorcap extract`: exit 0, or 1 when an input could not be listed,
+/// opened or read to its end (reported as it happens; the rest is
+/// extracted). A reader that goes away (EPIPE) ends it quietly, exit 0.
+fn run_extract(
+    cfg: &Config,
+    inputs: &[PathBuf],
+    opts: &mirrorcap::app::extract::ExtractOptions,
+    write: &str,
+    print_stats: bool,
+) -> anyhow::Result<ExitCode> {
+    use mirrorcap::output::store::{LocalStore, Store};
+    let stores: Vec<Box<dyn Store>> = inputs
+        .iter()
+        .map(|d| Box::new(LocalStore::new(d, &cfg.output.template)) as Box<dyn Store>)
+        .collect();
+    let out: Box<dyn std::io::Write> = if write == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(write).with_context(|| format!("cannot create {write}"))?)
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let stats = mirrorcap::app::extract::run(&stores, opts, &mut out, |e| {
+        let _ = writeln!(std::io::stderr(), "mirrorcap: {e}");
+    })?;
+    if print_stats {
+        let _ = writeln!(
+            std::io::stderr(),
+            "mirrorcap extract: {} files considered, {} chosen by time, {} opened, {} bytes read, {} records read, {} written",
+            stats.files_considered,
+            stats.files_chosen,
+            stats.files_opened,
+            stats.bytes_read,
+            stats.records_read,
+            stats.records_written
+        );
+    }
+    Ok(if stats.inputs_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INPUT)
     })
 }
 

@@ -51,8 +51,9 @@
 //! [`files`] (create, write, cut back, rename, and their errors),
 //! [`part`] (`.part`-and-rename, shared with the flow writer),
 //! [`retention`] (also the flow files'), [`recovery`] (crash recovery at
-//! start), [`hook`] (`on_rotate`), and [`outdir`] (paths under the output
-//! directory reached without following links).
+//! start), [`hook`] (`on_rotate`), [`outdir`] (paths under the output
+//! directory reached without following links), and [`store`] (the files
+//! read back by session and time, for `extract`).
 
 pub mod chunk;
 pub mod disk;
@@ -63,5 +64,6 @@ pub mod outdir;
 pub mod part;
 pub mod recovery;
 pub mod retention;
+pub mod store;
 pub mod template;
 pub mod upload;

@@ -145,23 +145,7 @@ impl OutputTemplate {
                 );
             }
         }
-        let mut parts = Vec::new();
-        for piece in pieces(s)? {
-            parts.push(match piece {
-                Piece::Name(n) => Part::named(n).ok_or("has an unknown placeholder; accepted: {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}")?,
-                Piece::Lit(lit) => {
-                    if !lit
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
-                    {
-                        return Err(
-                            "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}",
-                        );
-                    }
-                    Part::Lit(lit.to_string())
-                }
-            });
-        }
+        let parts = parts_of(s)?;
         for need in [Part::Vni, Part::Source, Part::Seq] {
             if !parts.contains(&need) {
                 return Err(
@@ -195,6 +179,236 @@ impl OutputTemplate {
         }
         PathBuf::from(s)
     }
+}
+
+/// A path under the output directory read back: the [`PathFields`] the
+/// template was filled with (the reverse of [`OutputTemplate::render`]).
+#[derive(Clone, Debug)]
+pub struct ParsedPath {
+    /// `start_ns` is the start's whole second (a name holds no more), 0
+    /// when the template has no time in it.
+    pub fields: PathFields,
+    /// How precisely the name gives the start: `Some(1)` (seconds, from
+    /// `{start}` or `{date}` with `{time}`), `Some(86400)` (`{date}` only),
+    /// `None` (no time in the name).
+    pub start_resolution_s: Option<u64>,
+}
+
+/// Reads paths back with a template: [`OutputTemplate::path_parser`].
+/// Holds the template and the part lists a path can follow: as written
+/// (a GENEVE-borne session) and with `{endpoint}` left out (direct
+/// traffic), or with `<endpoint>/` put first when the template has no
+/// `{endpoint}`.
+#[derive(Clone, Debug)]
+pub struct PathParser {
+    template: OutputTemplate,
+    shapes: Vec<Vec<Part>>,
+}
+
+impl OutputTemplate {
+    /// A parser for the paths this template renders.
+    pub fn path_parser(&self) -> PathParser {
+        let mut shapes = vec![self.parts.clone()];
+        if self.parts.contains(&Part::Endpoint) {
+            let direct: String = self
+                .parts
+                .iter()
+                .filter(|p| **p != Part::Endpoint)
+                .map(Part::text)
+                .collect::<String>()
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Ok(p) = parts_of(&direct) {
+                shapes.push(p);
+            }
+        } else {
+            let mut p = vec![Part::Endpoint, Part::Lit("/".into())];
+            p.extend(self.parts.iter().cloned());
+            shapes.push(p);
+        }
+        PathParser {
+            template: self.clone(),
+            shapes,
+        }
+    }
+}
+
+impl PathParser {
+    /// The fields `rel` (a path relative to the output directory, `/`
+    /// separated, without `.part`) was rendered from; `None` when the
+    /// template does not render it (another file, another layout).
+    pub fn parse(&self, rel: &str) -> Option<ParsedPath> {
+        self.shapes.iter().find_map(|shape| {
+            let mut found = Found::default();
+            if !match_parts(shape, rel, &mut found) {
+                return None;
+            }
+            let parsed = found.into_parsed()?;
+            // Only what renders back to the same path is this template's.
+            (self.template.render(&parsed.fields) == std::path::Path::new(rel)).then_some(parsed)
+        })
+    }
+}
+
+impl Part {
+    /// The part as template text.
+    fn text(&self) -> &str {
+        match self {
+            Part::Lit(l) => l,
+            Part::Vni => "{vni}",
+            Part::Source => "{source}",
+            Part::Endpoint => "{endpoint}",
+            Part::Start => "{start}",
+            Part::Date => "{date}",
+            Part::Time => "{time}",
+            Part::Seq => "{seq}",
+            Part::Ext => "{ext}",
+        }
+    }
+
+    /// Whether `c` can be in the text this placeholder renders.
+    fn allows(&self, c: char) -> bool {
+        match self {
+            Part::Lit(_) => false,
+            Part::Vni | Part::Seq | Part::Time => c.is_ascii_digit(),
+            Part::Source => c.is_ascii_hexdigit() || c == '.' || c == '_',
+            Part::Endpoint => c.is_ascii_alphanumeric() || c == '-',
+            Part::Start => c.is_ascii_digit() || c == 'T' || c == 'Z',
+            Part::Date => c.is_ascii_digit() || c == '-',
+            Part::Ext => c.is_ascii_lowercase(),
+        }
+    }
+}
+
+/// Placeholder texts found in a path, one slot per placeholder.
+#[derive(Default)]
+struct Found<'a> {
+    slots: [Option<&'a str>; 8],
+}
+
+impl<'a> Found<'a> {
+    fn slot(p: &Part) -> usize {
+        match p {
+            Part::Vni => 0,
+            Part::Source => 1,
+            Part::Endpoint => 2,
+            Part::Start => 3,
+            Part::Date => 4,
+            Part::Time => 5,
+            Part::Seq => 6,
+            Part::Ext | Part::Lit(_) => 7,
+        }
+    }
+
+    fn into_parsed(self) -> Option<ParsedPath> {
+        let [vni, source, endpoint, start, date, time, seq, ext] = self.slots;
+        let num = |s: &str, at: std::ops::Range<usize>| s.get(at)?.parse::<i16>().ok();
+        let second = |y: i16, mo: i16, d: i16, h: i16, mi: i16, s: i16| {
+            let dt =
+                jiff::civil::DateTime::new(y, mo as i8, d as i8, h as i8, mi as i8, s as i8, 0)
+                    .ok()?;
+            let ts = jiff::tz::Offset::UTC.to_timestamp(dt).ok()?;
+            u64::try_from(ts.as_second()).ok()
+        };
+        let (start_s, start_resolution_s) = match (start, date, time) {
+            (Some(s), _, _) if s.len() == 16 => (
+                second(
+                    num(s, 0..4)?,
+                    num(s, 4..6)?,
+                    num(s, 6..8)?,
+                    num(s, 9..11)?,
+                    num(s, 11..13)?,
+                    num(s, 13..15)?,
+                )?,
+                Some(1),
+            ),
+            (Some(_), _, _) => return None,
+            (None, Some(d), t) => {
+                let (y, mo, dd) = (num(d, 0..4)?, num(d, 5..7)?, num(d, 8..10)?);
+                match t {
+                    Some(t) => (
+                        second(y, mo, dd, num(t, 0..2)?, num(t, 2..4)?, num(t, 4..6)?)?,
+                        Some(1),
+                    ),
+                    None => (second(y, mo, dd, 0, 0, 0)?, Some(86_400)),
+                }
+            }
+            (None, None, _) => (0, None),
+        };
+        let format = match ext? {
+            "pcap" => OutputFormat::Pcap,
+            "pcapng" => OutputFormat::Pcapng,
+            _ => return None,
+        };
+        Some(ParsedPath {
+            fields: PathFields {
+                vni: vni?.parse().ok()?,
+                source: source?.replace('_', ":").parse().ok()?,
+                start_ns: start_s.checked_mul(1_000_000_000)?,
+                seq: seq?.parse().ok()?,
+                format,
+                endpoint: match endpoint {
+                    None | Some("") => None,
+                    Some(e) => Some(e.parse().ok()?),
+                },
+            },
+            start_resolution_s,
+        })
+    }
+}
+
+/// Matches `s` against `parts`, filling `found`; a placeholder seen twice
+/// must have the same text both times. Backtracks over the placeholders'
+/// lengths (paths are short).
+fn match_parts<'a>(parts: &[Part], s: &'a str, found: &mut Found<'a>) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return s.is_empty();
+    };
+    if let Part::Lit(l) = first {
+        return s
+            .strip_prefix(l.as_str())
+            .is_some_and(|t| match_parts(rest, t, found));
+    }
+    let slot = Found::slot(first);
+    let max = s.find(|c| !first.allows(c)).unwrap_or(s.len());
+    for n in (1..=max).rev() {
+        let v = &s[..n];
+        let before = found.slots[slot];
+        if before.is_some_and(|b| b != v) {
+            continue;
+        }
+        found.slots[slot] = Some(v);
+        if match_parts(rest, &s[n..], found) {
+            return true;
+        }
+        found.slots[slot] = before;
+    }
+    false
+}
+
+/// The placeholders and literal runs of a template string (not yet checked
+/// as a whole: see [`OutputTemplate::parse`]).
+fn parts_of(s: &str) -> Result<Vec<Part>, &'static str> {
+    let mut parts = Vec::new();
+    for piece in pieces(s)? {
+        parts.push(match piece {
+            Piece::Name(n) => Part::named(n).ok_or("has an unknown placeholder; accepted: {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}")?,
+            Piece::Lit(lit) => {
+                if !lit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+                {
+                    return Err(
+                        "may only hold ASCII letters, digits, `.`, `_`, `-`, `/` and placeholders {vni} {source} {endpoint} {start} {date} {time} {seq} {ext}",
+                    );
+                }
+                Part::Lit(lit.to_string())
+            }
+        });
+    }
+    Ok(parts)
 }
 
 /// An address as a path component: IPv4 dotted, IPv6 with `_` for `:`.
@@ -374,5 +588,64 @@ pub(crate) mod tests {
                 second: 59
             }
         );
+    }
+    /// Issue 17: paths are read back with the same template that wrote
+    /// them (default, custom, GENEVE, IPv6), and nothing else is taken.
+    #[test]
+    fn paths_parse_back_to_their_fields() {
+        let f = PathFields {
+            vni: 5569041,
+            source: "2604:1380:4091:ce00::b".parse().unwrap(),
+            start_ns: 1_764_040_801_000_000_000,
+            seq: 12,
+            format: OutputFormat::Pcapng,
+            endpoint: None,
+        };
+        let geneve = PathFields {
+            endpoint: Some(crate::wire::geneve::EndpointId(0x0123_4567_89ab_cdef)),
+            source: "10.0.1.5".parse().unwrap(),
+            format: OutputFormat::Pcap,
+            ..f.clone()
+        };
+        for t in [
+            DEFAULT_TEMPLATE,
+            "{vni}/{source}/{start}-{seq}.{ext}",
+            "{date}/vni-{vni}_{source}_{time}_{seq}.{ext}",
+            "{vni}/{endpoint}/{source}/x{endpoint}-{date}-{seq}.{ext}",
+            "s/{source}/{vni}/{seq}.{ext}",
+        ] {
+            let tpl = OutputTemplate::parse(t).unwrap();
+            let parser = tpl.path_parser();
+            for fields in [&f, &geneve] {
+                let rel = tpl.render(fields);
+                let p = parser
+                    .parse(rel.to_str().unwrap())
+                    .unwrap_or_else(|| panic!("{t}: {rel:?} not parsed"));
+                assert_eq!(tpl.render(&p.fields), rel, "{t}");
+                assert_eq!(
+                    (
+                        p.fields.vni,
+                        p.fields.source,
+                        p.fields.seq,
+                        p.fields.endpoint
+                    ),
+                    (fields.vni, fields.source, fields.seq, fields.endpoint),
+                    "{t}"
+                );
+                let res = p.start_resolution_s;
+                match res {
+                    Some(1) => assert_eq!(p.fields.start_ns, fields.start_ns, "{t}"),
+                    Some(86_400) => assert_eq!(p.fields.start_ns, 1_764_028_800_000_000_000),
+                    _ => assert_eq!(res, None, "{t}"),
+                }
+            }
+            for other in [
+                "x.txt",
+                "5569041/10.0.0.1/notatime-000001.pcap",
+                "a/b/c/d/e.pcap",
+            ] {
+                assert!(parser.parse(other).is_none(), "{t}: {other} parsed");
+            }
+        }
     }
 }

@@ -553,9 +553,17 @@ pub fn wrap_ethernet_capture(input: &Path, out: &Path, vni: u32, src: IpAddr) {
 /// the output dir and stderr.
 pub fn replay_to_dir(config: &str, input: &Path) -> (tempfile::TempDir, PathBuf, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, config).unwrap();
     let dir = tmp.path().join("out");
+    let err = replay_into_dir(config, input, &dir);
+    (tmp, dir, err)
+}
+
+/// `mirrorcap replay --config CFG --dir DIR INPUT` with the config text
+/// given (written beside `dir`), asserting success; returns stderr. `dir`
+/// may hold files of earlier replays.
+pub fn replay_into_dir(config: &str, input: &Path, dir: &Path) -> String {
+    let cfg = dir.with_extension("toml");
+    std::fs::write(&cfg, config).unwrap();
     let (code, _, err) = mirrorcap(&[
         "replay",
         "--config",
@@ -565,7 +573,7 @@ pub fn replay_to_dir(config: &str, input: &Path) -> (tempfile::TempDir, PathBuf,
         input.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{config}\n{err}");
-    (tmp, dir, err)
+    err
 }
 
 /// Like [`replay_to_dir`]; returns the output frames of every session,
