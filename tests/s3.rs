@@ -565,7 +565,9 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
     assert_eq!(flow_keys.len(), 1, "{:?}", objects.keys());
     assert!(
         flow_keys[0].starts_with("moved/flows/year=")
-            && flow_keys[0].contains(&format!("/{INSTANCE_ID}-mirrorcap_flows_"))
+            && flow_keys[0].contains(&format!("/{INSTANCE_ID}-"))
+            && flow_keys[0].contains("Z-")
+            && flow_keys[0].contains("-mirrorcap_flows_")
             && flow_keys[0].ends_with(".log"),
         "{}",
         flow_keys[0]

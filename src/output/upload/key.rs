@@ -56,6 +56,27 @@ pub struct KeyContext {
     pub prefix: String,
     /// `{host}`: `host_id`, else the instance ID, else the host name.
     pub host: String,
+    /// This run of the daemon (its start, UTC, and process ID:
+    /// `20261130T194500Z-1234`), in flow file keys: a flow file's name
+    /// restarts at `-000000` with each run, so without it a restart
+    /// within the same time slot would overwrite the last run's object.
+    pub run: String,
+}
+
+/// [`KeyContext::run`] for a daemon started now.
+pub fn run_id() -> String {
+    let now = crate::output::upload::journal::unix_now();
+    let t = UtcTime::from_unix(now);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        std::process::id()
+    )
 }
 
 impl KeyTemplate {
@@ -156,14 +177,14 @@ fn collapse(s: &str) -> String {
         .join("/")
 }
 
-/// The key of a flow file: `PREFIX/flows/year=YYYY/month=MM/day=DD/hour=HH/<host>-<file name>`,
+/// The key of a flow file: `PREFIX/flows/year=YYYY/month=MM/day=DD/hour=HH/<host>-<run>-<file name>`,
 /// the hour of its first time slot (`slot_start` in Unix seconds), so flow
 /// files are pruned by date and hour as the captures are.
 pub fn flow_key(cx: &KeyContext, slot_start: u64, file_name: &str) -> String {
     let t = UtcTime::from_unix(slot_start);
     collapse(&format!(
-        "{}/flows/year={:04}/month={:02}/day={:02}/hour={:02}/{}-{file_name}",
-        cx.prefix, t.year, t.month, t.day, t.hour, cx.host
+        "{}/flows/year={:04}/month={:02}/day={:02}/hour={:02}/{}-{}-{file_name}",
+        cx.prefix, t.year, t.month, t.day, t.hour, cx.host, cx.run
     ))
 }
 
@@ -181,6 +202,7 @@ mod tests {
         let mut cx = KeyContext {
             prefix: String::new(),
             host: "i-0123456789abcdef0".into(),
+            run: "20251125T030000Z-42".into(),
         };
         let mut f = fields();
         assert_eq!(
@@ -196,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             flow_key(&cx, 1_764_040_800, "mirrorcap_flows_x-000000.log"),
-            "caps/prod/flows/year=2025/month=11/day=25/hour=03/i-0123456789abcdef0-mirrorcap_flows_x-000000.log"
+            "caps/prod/flows/year=2025/month=11/day=25/hour=03/i-0123456789abcdef0-20251125T030000Z-42-mirrorcap_flows_x-000000.log"
         );
     }
 

@@ -146,6 +146,7 @@ impl Uploads {
             cx: KeyContext {
                 prefix: String::new(),
                 host: "test".into(),
+                run: "run".into(),
             },
             keep_local,
             counters,
@@ -169,8 +170,9 @@ impl Uploads {
     /// A capture file was created at `.part`, to be named `final_path`:
     /// its journal entry, written now so a SIGKILL while it is written
     /// still uploads it after the restart (recovery gives it its final
-    /// name). `None` (logged, counted) when the entry cannot be written:
-    /// the file is then uploaded only if this run closes it.
+    /// name). `None` (logged, counted in `upload_failures`) when the entry
+    /// cannot be written: that file is then not uploaded (known gap: the
+    /// next step is to record it again at its close).
     pub fn created(&self, final_path: &Path, f: &PathFields) -> Option<Entry> {
         self.record(final_path, &self.key_for(f))
     }
@@ -289,6 +291,13 @@ impl Uploads {
         let capture = path
             .extension()
             .is_some_and(|x| x == "pcap" || x == "pcapng");
+        // The entry first: a stop between the two then leaves a local copy
+        // of a stored object (retention's to delete), never an entry whose
+        // file is gone (which the next start would report as abandoned).
+        if let Err(e) = self.journal.remove(&p.entry.id) {
+            tracing::error!(entry = %p.entry.id, error = %e, "uploaded to S3, but cannot remove its journal entry (it will be uploaded again, to the same key, at the next start)");
+            u.failures.fetch_add(1, Relaxed);
+        }
         if self.keep_local {
             if capture {
                 s.kept.push(path.to_path_buf());
@@ -302,10 +311,6 @@ impl Uploads {
                 _ if capture => s.removed.push(path.to_path_buf()),
                 _ => {}
             }
-        }
-        if let Err(e) = self.journal.remove(&p.entry.id) {
-            tracing::error!(entry = %p.entry.id, error = %e, "uploaded to S3, but cannot remove its journal entry (it will be uploaded again, to the same key, at the next start)");
-            u.failures.fetch_add(1, Relaxed);
         }
         self.publish(&s);
     }
@@ -494,6 +499,7 @@ impl Uploader {
             cx: KeyContext {
                 prefix: cfg.prefix.clone(),
                 host: host.clone(),
+                run: key::run_id(),
             },
             keep_local: cfg.keep_local,
             counters,
@@ -703,6 +709,17 @@ enum Failure {
     Other(String),
 }
 
+/// S3 takes at most this many parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a file of `len` bytes: `part_size`, or larger (whole
+/// MiB) when `part_size` would need more than [`MAX_PARTS`] parts (a
+/// 100 GB file: 10 MiB), so no file is too big to upload.
+fn part_size_for(len: u64, part_size: usize) -> usize {
+    let needed = len.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    part_size.max(usize::try_from(needed).unwrap_or(usize::MAX))
+}
+
 /// One attempt: a `PUT` of the whole file, or a multipart upload of it
 /// read part by part.
 async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
@@ -740,10 +757,13 @@ async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
         .put_multipart_opts(&location, opts)
         .await
         .map_err(|e| other(&e))?;
-    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, job.part_size);
-    let mut buf = vec![0u8; job.part_size];
+    let part_size = part_size_for(len, job.part_size);
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
+    let mut buf = vec![0u8; part_size];
     loop {
         if let Err(e) = w.wait_for_capacity(2).await {
+            // Not left incomplete in the bucket (best effort).
+            let _ = w.abort().await;
             return Err(other(&e));
         }
         let mut filled = 0;
@@ -767,4 +787,24 @@ async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
     }
     w.finish().await.map_err(|e| other(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review of issue 16: a file needing more than S3's 10,000 parts at
+    /// `part_size` (a 90 GB hourly file at 8 MiB) was refused at part
+    /// 10,001 on every retry, for ever; its parts now grow to fit.
+    #[test]
+    fn part_size_grows_so_no_file_needs_more_than_10000_parts() {
+        let mib = 1usize << 20;
+        assert_eq!(part_size_for(16 << 20, 8 * mib), 8 * mib);
+        for len in [78u64 << 30, 90_000_000_000, 5 << 40] {
+            let p = part_size_for(len, 8 * mib);
+            assert!(len.div_ceil(p as u64) <= MAX_PARTS, "{len}: {p}");
+            assert_eq!(p % mib, 0);
+        }
+        assert_eq!(part_size_for(90_000_000_000, 8 * mib), 9 * mib);
+    }
 }
