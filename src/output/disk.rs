@@ -93,6 +93,9 @@ pub(crate) struct DiskFile {
     pub(crate) session: Arc<crate::telemetry::counters::SessionStats>,
     /// Its upload journal entry (`[output.s3]`), made when it is created.
     pub(crate) upload: Option<Entry>,
+    /// Its S3 key (`[output.s3]`): when the entry could not be written at
+    /// its creation (a full disk), it is written again at its close.
+    pub(crate) upload_key: Option<String>,
     /// (vni, source as text) for the `on_rotate` placeholders.
     pub(crate) vni_source: Option<(u32, String)>,
     pub(crate) header: Vec<u8>,
@@ -373,6 +376,7 @@ impl Disk {
         let (file, part, final_path) = create_file(dir, template, fields).inspect_err(|e| {
             *why = e.drop_reason();
         })?;
+        f.upload_key = uploads.map(|u| u.key_for(fields));
         f.upload = uploads.and_then(|u| u.created(&final_path, fields));
         f.part = part;
         f.final_path = final_path;
@@ -617,8 +621,17 @@ impl Disk {
                 c.session.files.fetch_add(1, Relaxed);
                 self.hook
                     .queue_for(&c.final_path, c.vni_source.as_ref(), &self.counters);
-                if let (Some(u), Some(e)) = (&self.uploads, c.upload) {
-                    u.closed(e, c.good_len);
+                if let Some(u) = &self.uploads {
+                    // An entry that could not be written at creation is
+                    // tried again now, so the file is not left behind.
+                    let entry = c.upload.or_else(|| {
+                        c.upload_key
+                            .as_deref()
+                            .and_then(|k| u.record(&c.final_path, k))
+                    });
+                    if let Some(e) = entry {
+                        u.closed(e, c.good_len);
+                    }
                 }
                 let open = self.open_bytes();
                 let n = self

@@ -217,6 +217,7 @@ impl Output {
             good_len: 0,
             session,
             upload: None,
+            upload_key: None,
             vni_source: Some((fields.vni, fields.source.to_string())),
             header,
             buf: Vec::new(),

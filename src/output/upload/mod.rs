@@ -171,8 +171,7 @@ impl Uploads {
     /// its journal entry, written now so a SIGKILL while it is written
     /// still uploads it after the restart (recovery gives it its final
     /// name). `None` (logged, counted in `upload_failures`) when the entry
-    /// cannot be written: that file is then not uploaded (known gap: the
-    /// next step is to record it again at its close).
+    /// cannot be written: it is written again when the file is closed.
     pub fn created(&self, final_path: &Path, f: &PathFields) -> Option<Entry> {
         self.record(final_path, &self.key_for(f))
     }
