@@ -376,8 +376,13 @@ impl Disk {
         let (file, part, final_path) = create_file(dir, template, fields).inspect_err(|e| {
             *why = e.drop_reason();
         })?;
+        // The key is rendered once: the entry now, and again at close if
+        // that failed.
         f.upload_key = uploads.map(|u| u.key_for(fields));
-        f.upload = uploads.and_then(|u| u.created(&final_path, fields));
+        f.upload = match (uploads, &f.upload_key) {
+            (Some(u), Some(k)) => u.created(&final_path, k),
+            _ => None,
+        };
         f.part = part;
         f.final_path = final_path;
         f.file = Some(file);

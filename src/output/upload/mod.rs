@@ -172,8 +172,8 @@ impl Uploads {
     /// still uploads it after the restart (recovery gives it its final
     /// name). `None` (logged, counted in `upload_failures`) when the entry
     /// cannot be written: it is written again when the file is closed.
-    pub fn created(&self, final_path: &Path, f: &PathFields) -> Option<Entry> {
-        self.record(final_path, &self.key_for(f))
+    pub fn created(&self, final_path: &Path, key: &str) -> Option<Entry> {
+        self.record(final_path, key)
     }
 
     pub(crate) fn record(&self, path: &Path, key: &str) -> Option<Entry> {
