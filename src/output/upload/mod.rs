@@ -237,8 +237,14 @@ impl Uploads {
 
     /// Retention deletes `path`: if it was not uploaded yet, that is
     /// counted (`upload_abandoned`), logged by name, and its entry goes.
+    /// A file being uploaded is left to its upload: the open file is still
+    /// read whole, so it is stored and counted as uploaded; if that attempt
+    /// fails, the next finds the file gone and counts it abandoned then.
     pub fn deleted_by_retention(&self, path: &Path) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.pending.get(path).is_some_and(|p| p.busy) {
+            return;
+        }
         if let Some(p) = s.pending.remove(path) {
             self.counters.uploads.abandoned.fetch_add(1, Relaxed);
             let _ = self.journal.remove(&p.entry.id);
@@ -805,5 +811,29 @@ mod tests {
             assert_eq!(p % mib, 0);
         }
         assert_eq!(part_size_for(90_000_000_000, 8 * mib), 9 * mib);
+    }
+
+    /// Review of issue 16: retention deleting a file whose upload is under
+    /// way counted it abandoned (and logged it as lost) though the upload
+    /// then stored it.
+    #[test]
+    fn retention_during_an_upload_leaves_it_to_the_upload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let u = Uploads::for_test(tmp.path(), false, counters.clone());
+        let (busy, idle) = (tmp.path().join("a.pcap"), tmp.path().join("b.pcap"));
+        for p in [&busy, &idle] {
+            std::fs::write(p, b"x").unwrap();
+            let e = u.record(p, "k").unwrap();
+            u.closed(e, 1);
+        }
+        assert!(u.claim(&busy).is_some());
+        u.deleted_by_retention(&busy);
+        u.deleted_by_retention(&idle);
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
+        u.confirm(&busy);
+        assert_eq!(counters.uploads.uploaded.load(Relaxed), 1);
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
+        assert_eq!(u.pending_count(), 0);
     }
 }
