@@ -159,8 +159,13 @@ fn s3py(endpoint: &str, args: &[&str]) -> Vec<String> {
 
 /// Every object of the bucket, downloaded: key -> bytes.
 fn bucket_objects(endpoint: &str, tmp: &Path) -> BTreeMap<String, Vec<u8>> {
+    bucket_objects_of(endpoint, BUCKET, tmp)
+}
+
+/// Every object of `bucket`, downloaded: key -> bytes.
+fn bucket_objects_of(endpoint: &str, bucket: &str, tmp: &Path) -> BTreeMap<String, Vec<u8>> {
     let out = tmp.join(format!("dl-{}", free_port()));
-    let keys = s3py(endpoint, &["get", BUCKET, out.to_str().unwrap()]);
+    let keys = s3py(endpoint, &["get", bucket, out.to_str().unwrap()]);
     keys.into_iter()
         .map(|k| {
             let b = std::fs::read(out.join(&k)).unwrap();
@@ -447,6 +452,33 @@ fn journal(dir: &Path) -> Vec<PathBuf> {
     output_files(&dir.join(".uploads"))
 }
 
+/// The frames (md5) of the capture objects under `prefix/vni=` in
+/// `objects`, per session, in key order (time order within a session).
+fn frames_under(
+    objects: &BTreeMap<String, Vec<u8>>,
+    prefix: &str,
+    tmp: &Path,
+) -> BTreeMap<(u32, String), Vec<String>> {
+    let mut got: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
+    let start = match prefix {
+        "" => "vni=".to_string(),
+        p => format!("{p}/vni="),
+    };
+    for (k, body) in objects.range(start.clone()..) {
+        let Some(rest) = k.strip_prefix(&start) else {
+            break;
+        };
+        // <vni>/source=<addr>/year=…/<host>-<start>-<seq>.pcap
+        let parts: Vec<&str> = rest.split('/').collect();
+        let vni: u32 = parts[0].parse().unwrap();
+        let source = parts[1].strip_prefix("source=").unwrap().to_string();
+        got.entry((vni, source))
+            .or_default()
+            .extend(frames_of(body, tmp).into_iter().map(|r| r.3));
+    }
+    got
+}
+
 /// The documented default key of the local file `file` (default local
 /// template `DIR/<vni>/<source>/<start>-<seq>.pcap`) for `host`:
 /// `PREFIX/vni=<vni>/source=<addr>/year=/month=/day=/hour=/<host>-<start>-<seq>.pcap`.
@@ -574,7 +606,6 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
     );
     let flow_text = String::from_utf8(objects[flow_keys[0]].clone()).unwrap();
     assert!(flow_text.lines().count() > 4, "{flow_text}");
-    let mut got: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
     let moved_keys: Vec<&String> = objects
         .keys()
         .filter(|k| k.starts_with("moved/vni="))
@@ -582,15 +613,10 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
     assert_eq!(moved_keys.len(), 8, "{:?}", objects.keys());
     for k in &moved_keys {
         // moved/vni=7/source=127.0.0.2/year=…/i-…-<start>-<seq>.pcap
-        let parts: Vec<&str> = k.split('/').collect();
-        let vni: u32 = parts[1].strip_prefix("vni=").unwrap().parse().unwrap();
-        let source = parts[2].strip_prefix("source=").unwrap().to_string();
-        assert!(parts[7].starts_with(&format!("{INSTANCE_ID}-")), "{k}");
-        got.entry((vni, source))
-            .or_default()
-            .extend(frames_of(&objects[*k], tmp.path()).into_iter().map(|r| r.3));
+        let name = k.rsplit('/').next().unwrap();
+        assert!(name.starts_with(&format!("{INSTANCE_ID}-")), "{k}");
     }
-    assert_eq!(got, want);
+    assert_eq!(frames_under(&objects, "moved", tmp.path()), want);
     // The same frames as the kept daemon's local files.
     let kept_frames: BTreeMap<(u32, String), Vec<String>> = output_by_session(&kept_dir)
         .into_iter()
@@ -632,11 +658,24 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
             "keep_local = true\nunhealthy_after = \"5s\"",
         ),
     );
-    let addr = d.addr;
+    // Review of issue 16: the same outage with `keep_local = false`:
+    // nothing is deleted before S3 confirmed it.
+    let (moved, moved_dir) = start_daemon(
+        tmp.path(),
+        "moved",
+        &imds,
+        &config(
+            &format!("http://{}", px.addr),
+            "",
+            "rotate_packets = 400",
+            "prefix = \"moved\"\nunhealthy_after = \"5s\"",
+        ),
+    );
+    let addrs = [d.addr, moved.addr];
     let sender = std::thread::spawn(move || {
         // About 900 datagrams/s for 36 s.
         send(
-            &[addr],
+            &addrs,
             &[("127.0.0.2", 21), ("127.0.0.3", 22)],
             u64::MAX,
             300,
@@ -654,6 +693,12 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
     std::thread::sleep(Duration::from_secs(12));
     assert!(metric(&d, "mirrorcap_uploads_pending") > 0);
     assert!(metric(&d, "mirrorcap_upload_bytes_pending") > 0);
+    let waiting = metric(&moved, "mirrorcap_uploads_pending") as usize;
+    assert!(waiting > 0);
+    assert!(
+        captures(&moved_dir).len() >= waiting,
+        "a file waiting for S3 was deleted"
+    );
     assert!(metric(&d, "mirrorcap_upload_failures_total") > 0);
     let (code, body) = get(&d, "/healthz");
     assert_eq!(code, 503, "{body}");
@@ -665,10 +710,13 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
     let want = sender.join().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     wait_uploaded(&d, 120);
+    wait_uploaded(&moved, 60);
     assert_eq!(get(&d, "/healthz").0, 200);
     let failures = metric(&d, "mirrorcap_upload_failures_total");
     let (code, _, err) = d.stop();
     assert_eq!(code, 0, "{err}");
+    let (code, _, moved_err) = moved.stop();
+    assert_eq!(code, 0, "{moved_err}");
     let sent: usize = want.values().map(Vec::len).sum();
     assert_eq!(summary_count(&err, "frames written"), sent as u64, "{err}");
     assert_eq!(
@@ -699,8 +747,15 @@ fn s3_outage_of_20s_loses_no_frame_and_uploads_after() {
             key
         })
         .collect();
-    assert_eq!(keys.len(), objects.len());
+    assert_eq!(
+        keys.len(),
+        objects.keys().filter(|k| !k.starts_with("moved/")).count()
+    );
     assert!(journal(&dir).is_empty());
+    // The daemon that keeps nothing: every frame is in the bucket, none
+    // is left locally.
+    assert_eq!(frames_under(&objects, "moved", tmp.path()), want);
+    assert!(captures(&moved_dir).is_empty() && journal(&moved_dir).is_empty());
     moto.stop();
 }
 
@@ -878,4 +933,130 @@ fn s3_retention_deletes_files_not_uploaded_counts_and_names_them() {
         assert!(path.ends_with(".pcap") && !Path::new(path).exists(), "{l}");
     }
     d.kill();
+}
+
+/// Review of issue 16: a restart within the second of the last run's
+/// last file. The first daemon writes one file of a session, uploads it
+/// and deletes it (`keep_local = false`) at SIGTERM; a second daemon on
+/// the same directory started at once gets a datagram of that session:
+/// its file must not take the first file's key (same `{start}` second,
+/// `{seq}` 0, the local name free again), which would overwrite it in the
+/// bucket. Both objects are there, each with its frame.
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
+fn s3_restart_within_the_same_second_never_reuses_a_key() {
+    let (tmp, moto, imds, _) = setup();
+    let cfg = config(&moto.endpoint(), "host_id = \"t1\"", "", "");
+    let mut want = Vec::new();
+    let mut starts = Vec::new();
+    // Just after a second begins, so both runs (about 300 ms each) fall
+    // within it unless the daemon waits.
+    let into_second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+    };
+    while into_second() > 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..2 {
+        let t = Instant::now();
+        let (d, _) = start_daemon(tmp.path(), "cap", &imds, &cfg);
+        let sent = send(&[d.addr], &[("127.0.0.2", 5)], 1, 200, 1, None);
+        want.extend(sent.into_values().flatten());
+        std::thread::sleep(Duration::from_millis(100));
+        let (code, _, err) = d.stop();
+        assert_eq!(code, 0, "{err}");
+        starts.push(t.elapsed());
+    }
+    let objects = bucket_objects(&moto.endpoint(), tmp.path());
+    assert_eq!(
+        objects.len(),
+        2,
+        "{:?} (runs took {starts:?})",
+        objects.keys()
+    );
+    let got: Vec<String> = frames_under(&objects, "", tmp.path())
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Review of issue 16: a second daemon on an output directory whose
+/// uploader runs is refused at start, naming the lock and what to do
+/// (both would upload each other's journaled files and reuse keys).
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
+fn s3_second_daemon_on_the_same_dir_is_refused() {
+    let (tmp, moto, imds, _) = setup();
+    let cfg = config(&moto.endpoint(), "host_id = \"t1\"", "", "");
+    let (d, dir) = start_daemon(tmp.path(), "cap", &imds, &cfg);
+    let out = std::process::Command::new(bin())
+        .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(tmp.path().join("cap.toml"))
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(".uploads: another mirrorcap"), "{err}");
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Review of issue 16: S3 refusing for a reason retries alone do not mend
+/// (here: no such bucket) turns `/healthz` to 503 at once, naming the
+/// bucket and the refusal, not after `unhealthy_after` (5 min by
+/// default); once the bucket exists the retries upload everything and
+/// health is 200 again.
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
+fn s3_a_missing_bucket_shows_in_healthz_at_once() {
+    let (tmp, moto, imds, _) = setup();
+    let cfg = config(
+        &moto.endpoint(),
+        "host_id = \"t1\"",
+        "rotate_packets = 10",
+        "",
+    )
+    .replace(
+        &format!("bucket = \"{BUCKET}\""),
+        "bucket = \"not-made-yet\"",
+    );
+    let (d, dir) = start_daemon(tmp.path(), "cap", &imds, &cfg);
+    let want = send(&[d.addr], &[("127.0.0.2", 5)], 100, 200, 10, None);
+    let t = Instant::now();
+    let body = loop {
+        let (code, body) = get(&d, "/healthz");
+        if code == 503 {
+            break body;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still healthy: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        body.contains("S3 refuses them")
+            && body.contains("s3://not-made-yet/")
+            && body.contains("NoSuchBucket"),
+        "{body}"
+    );
+    s3py(&moto.endpoint(), &["mb", "not-made-yet"]);
+    wait_uploaded(&d, 90);
+    assert_eq!(get(&d, "/healthz").0, 200);
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(captures(&dir).is_empty());
+    let objects = bucket_objects_of(&moto.endpoint(), "not-made-yet", tmp.path());
+    assert_eq!(frames_under(&objects, "", tmp.path()), want);
 }

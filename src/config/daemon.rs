@@ -273,18 +273,34 @@ pub(super) fn at_least_one(
     }
 }
 
-/// `on_rotate`: the command must be an absolute path (no shell, no PATH).
-/// The array has no span of its own, so the error names the first line
-/// that starts with `on_rotate`.
-pub(super) fn on_rotate(cx: &Ctx, argv: Vec<String>) -> Result<Vec<String>, ConfigError> {
+/// `on_rotate`: the command must be an absolute path (no shell, no PATH),
+/// and is refused with `[output.s3]` (`s3_on`): both would act on each
+/// closed file, the hook moving or reading a file the uploader reads and
+/// deletes. The array has no span of its own, so the error names the
+/// first line that starts with `on_rotate`.
+pub(super) fn on_rotate(
+    cx: &Ctx,
+    argv: Vec<String>,
+    s3_on: bool,
+) -> Result<Vec<String>, ConfigError> {
+    let line = || {
+        cx.text
+            .lines()
+            .position(|l| l.trim_start().starts_with("on_rotate"))
+            .map_or(1, |i| i + 1)
+    };
+    if !argv.is_empty() && s3_on {
+        return Err(cx.at(
+            line(),
+            "`on_rotate`: ".into(),
+            "cannot be used with [output.s3]: both act on each closed file (the command could move or read a file the uploader deletes); keep one (to act on uploaded files, use S3 event notifications)".into(),
+        ));
+    }
     if let Some(first) = argv.first()
         && !first.starts_with('/')
     {
         return Err(cx.at(
-            cx.text
-                .lines()
-                .position(|l| l.trim_start().starts_with("on_rotate"))
-                .map_or(1, |i| i + 1),
+            line(),
             "`on_rotate`: ".into(),
             format!(
                 "{first:?} is not an absolute path: the command runs without a shell or PATH lookup, e.g. [\"/usr/bin/aws\", \"s3\", \"mv\", \"{{path}}\", \"s3://bucket/{{vni}}/\"]"

@@ -221,7 +221,7 @@ impl Config {
                 .as_ref()
                 .map_or(DEFAULT_METRICS_MAX_SESSIONS, |v| *v.get_ref() as usize),
             on_rotate_jobs: daemon::at_least_one(&cx, raw.on_rotate_jobs.as_ref(), 2, "job")?,
-            on_rotate: daemon::on_rotate(&cx, raw.on_rotate)?,
+            on_rotate: daemon::on_rotate(&cx, raw.on_rotate, raw.output.s3.is_some())?,
             stream: stream::stream(
                 &cx,
                 raw.control_socket.as_ref(),

@@ -223,6 +223,22 @@ mod tests {
     use crate::config::Config;
     use crate::config::tests::parse;
 
+    /// Review of issue 16: `on_rotate` with `[output.s3]` is refused (the
+    /// hook could move a file the uploader reads, or read one it deletes),
+    /// naming the line.
+    #[test]
+    fn on_rotate_with_output_s3_is_refused() {
+        let e = parse(
+            "on_rotate = [\"/usr/bin/true\", \"{path}\"]\n[output.s3]\nbucket = \"my-caps\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(":1: `on_rotate`") && e.contains("cannot be used with [output.s3]"),
+            "{e}"
+        );
+        parse("on_rotate = [\"/usr/bin/true\", \"{path}\"]\n").unwrap();
+    }
+
     /// Issue 16, item 1: `[output.s3]` with only a bucket takes the
     /// documented defaults; every key is read.
     #[test]

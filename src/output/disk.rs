@@ -118,6 +118,16 @@ impl DiskFile {
     }
 }
 
+/// `[output] fsync` at a file's close: its data, then its upload journal
+/// entry (`[output.s3]`), so a whole file after a power loss is uploaded.
+pub(crate) fn sync_closed(file: &File, closed: &DiskFile) -> io::Result<()> {
+    file.sync_data()?;
+    match &closed.upload {
+        Some(e) => e.sync_to_disk(),
+        None => Ok(()),
+    }
+}
+
 /// A file not created yet: what to create, and when to try again.
 pub(crate) struct Retry {
     /// The output directory.
@@ -373,12 +383,21 @@ impl Disk {
             return Err(WriterError::NotYet(*why));
         }
         *at = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let (file, part, final_path) = create_file(dir, template, fields).inspect_err(|e| {
-            *why = e.drop_reason();
-        })?;
-        // The key is rendered once: the entry now, and again at close if
-        // that failed.
-        f.upload_key = uploads.map(|u| u.key_for(fields));
+        // The key is rendered once, reserved with the name: the entry now,
+        // and again at close if that failed.
+        let mut key = None;
+        let mut key_free = |fields: &PathFields| match uploads {
+            Some(u) => {
+                key = u.reserve_key(fields);
+                key.is_some()
+            }
+            None => true,
+        };
+        let (file, part, final_path) = create_file(dir, template, fields, &mut key_free)
+            .inspect_err(|e| {
+                *why = e.drop_reason();
+            })?;
+        f.upload_key = key;
         f.upload = match (uploads, &f.upload_key) {
             (Some(u), Some(k)) => u.created(&final_path, k),
             _ => None,
@@ -588,7 +607,7 @@ impl Disk {
                 },
                 _ => (file, f),
             };
-            let r = file.sync_data();
+            let r = sync_closed(&file, &f);
             drop(file);
             return self.synced(f, r.err());
         }

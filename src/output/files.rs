@@ -192,11 +192,14 @@ fn truncate_back(file: &File, good_len: u64, part: &Path, source: io::Error) -> 
 /// Creates `<dir>/<rel>.part` (parents too), following no link below
 /// `dir` (see [`crate::output::outdir`]): a link on the way is an error
 /// ([`OutDirError::Link`]). When `<rel>` or its `.part` exists (a link
-/// included), `seq` is increased until the name is free.
+/// included), or `key_free` refuses the fields (`[output.s3]`: the S3
+/// key is taken, [`crate::output::upload::Uploads::reserve_key`]), `seq`
+/// is increased until the name is free.
 pub(crate) fn create_file(
     dir: &Path,
     template: &OutputTemplate,
     fields: &mut PathFields,
+    key_free: &mut dyn FnMut(&PathFields) -> bool,
 ) -> Result<(File, PathBuf, PathBuf), WriterError> {
     let root = outdir::Dir::open_root(dir, true, DIR_MODE)?;
     loop {
@@ -209,7 +212,7 @@ pub(crate) fn create_file(
             path: final_path.clone(),
             source,
         })?;
-        if taken {
+        if taken || !key_free(fields) {
             fields.seq += 1;
             continue;
         }

@@ -135,7 +135,7 @@ impl Output {
                 .name("mirrorcap-sync".into())
                 .spawn(move || {
                     for (file, closed) in sync_rx {
-                        let r = file.sync_data();
+                        let r = crate::output::disk::sync_closed(&file, &closed);
                         drop(file);
                         let _ = back.send(Command::Synced(closed, r.err()));
                     }

@@ -119,8 +119,16 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
     }
 
     /// `[output.s3]`: files are uploaded; retention deletes uploaded ones
-    /// first and tells `u` of the others it deletes.
+    /// first and tells `u` of the others it deletes. Files found at start
+    /// that `u` is not to upload (uploaded and kept by an earlier run, or
+    /// written with S3 off) count as uploaded: they go first, as they did
+    /// before the restart. Call it after the uploader read its journal.
     pub fn set_uploads(&mut self, u: Arc<Uploads>) {
+        for f in &mut self.files {
+            if f.session.is_none() {
+                f.uploaded = !u.is_pending(&f.path);
+            }
+        }
         self.uploads = Some(u);
     }
 
@@ -197,7 +205,14 @@ impl<K: Copy + Eq + std::hash::Hash> Retention<K> {
         let mut deleted = 0;
         if let Some(max) = self.max_files {
             while self.per_session.get(&session).copied().unwrap_or(0) > max as usize {
-                let Some(i) = self.files.iter().position(|f| f.session == Some(session)) else {
+                // The session's uploaded files first, oldest first.
+                let of_session = |f: &ClosedFile<K>| f.session == Some(session);
+                let Some(i) = self
+                    .files
+                    .iter()
+                    .position(|f| of_session(f) && f.uploaded)
+                    .or_else(|| self.files.iter().position(of_session))
+                else {
                     break;
                 };
                 deleted += u64::from(self.delete_at(i));
@@ -351,5 +366,77 @@ mod tests {
         assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
         assert_eq!(counters.uploads.pending.load(Relaxed), 0);
         assert!(u.journal.list().0.is_empty());
+    }
+
+    /// Review of issue 16: after a restart with `keep_local`, the files
+    /// found on disk that are not waiting for an upload (uploaded and kept
+    /// by the last run) still go first; they were all treated as not
+    /// uploaded, so the oldest file, still waiting for its upload, went
+    /// first and was lost (counted abandoned).
+    #[test]
+    fn retention_after_a_restart_deletes_uploaded_files_first() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let u = Arc::new(Uploads::for_test(tmp.path(), true, counters.clone()));
+        let found: Vec<ExistingFile> = ["waiting.pcap", "kept1.pcap", "kept2.pcap"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let p = tmp.path().join(n);
+                std::fs::write(&p, [0u8; 100]).unwrap();
+                ExistingFile {
+                    path: p,
+                    bytes: 100,
+                    modified: Some(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(i as u64),
+                    ),
+                }
+            })
+            .collect();
+        // The last run's journal: only `waiting.pcap` is still to upload.
+        let e = u.record(&found[0].path, "k/waiting").unwrap();
+        u.closed(e, 100);
+        let mut r: Retention<u32> = Retention::new(None, Some(300))
+            .under(tmp.path().to_path_buf())
+            .counted_in(counters.clone());
+        r.add_existing(found);
+        r.set_uploads(u.clone());
+        let new = tmp.path().join("new.pcap");
+        std::fs::write(&new, [0u8; 100]).unwrap();
+        assert_eq!(r.add(new, 100, 1, 0), 1);
+        assert!(tmp.path().join("waiting.pcap").exists());
+        assert!(!tmp.path().join("kept1.pcap").exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 0);
+    }
+
+    /// Review of issue 16: `max_files` deletes a session's uploaded files
+    /// before its oldest one still waiting for its upload (an S3 outage
+    /// with `keep_local`): the waiting one went, though uploaded copies of
+    /// newer ones could go at no loss.
+    #[test]
+    fn max_files_deletes_a_sessions_uploaded_files_first() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let u = Arc::new(Uploads::for_test(tmp.path(), true, counters.clone()));
+        let mut r: Retention<u32> = Retention::new(Some(2), None)
+            .under(tmp.path().to_path_buf())
+            .counted_in(counters.clone());
+        r.set_uploads(u.clone());
+        let mut paths = Vec::new();
+        for n in ["a.pcap", "b.pcap", "c.pcap"] {
+            let p = tmp.path().join(n);
+            std::fs::write(&p, b"x").unwrap();
+            let e = u.record(&p, n).unwrap();
+            u.closed(e, 1);
+            paths.push(p);
+        }
+        r.add(paths[0].clone(), 1, 7, 0);
+        r.add(paths[1].clone(), 1, 7, 0);
+        u.confirm(&paths[1]);
+        assert_eq!(r.add(paths[2].clone(), 1, 7, 0), 1);
+        assert!(paths[0].exists() && !paths[1].exists() && paths[2].exists());
+        assert_eq!(counters.uploads.abandoned.load(Relaxed), 0);
     }
 }

@@ -231,8 +231,13 @@ pub struct UploadCounters {
     pub unhealthy_after_s: AtomicU64,
     /// `{host}` fell back to the host name (metadata service unreachable).
     pub host_fallbacks: AtomicU64,
-    /// The last upload error (`None` after a success).
+    /// The error of the last failed attempt of a file still pending
+    /// (`None` when no pending file has failed).
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The error of a pending file S3 refused for good (no such bucket,
+    /// access denied, …): `/healthz` is 503 at once, not after
+    /// `unhealthy_after`.
+    pub refused: std::sync::Mutex<Option<String>>,
 }
 
 impl UploadCounters {
@@ -241,6 +246,17 @@ impl UploadCounters {
     pub fn unhealthy(&self) -> Option<String> {
         if !self.enabled.load(Relaxed) {
             return None;
+        }
+        if let Some(why) = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(format!(
+                "{} file(s) not uploaded: S3 refuses them: {why}",
+                self.pending.load(Relaxed)
+            ));
         }
         let since = self.oldest_pending.load(Relaxed);
         let after = self.unhealthy_after_s.load(Relaxed);

@@ -35,6 +35,23 @@ pub struct Entry {
     pub key: String,
     /// Unix time (s) the entry was made.
     pub since: u64,
+    /// The journal's folder.
+    pub dir: PathBuf,
+}
+
+impl Entry {
+    /// Puts the entry on disk (its file and its folder synced), for a
+    /// capture file synced at its close (`[output] fsync`): after a power
+    /// loss, a whole capture file then has its entry, and is uploaded.
+    pub fn sync_to_disk(&self) -> io::Result<()> {
+        match std::fs::File::open(self.dir.join(&self.id)) {
+            Ok(f) => f.sync_all()?,
+            // Gone: uploaded, or deleted by retention, already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,6 +119,7 @@ impl Journal {
             path: self.root.join(rel),
             key: key.to_owned(),
             since,
+            dir: self.dir.clone(),
         })
     }
 
@@ -142,6 +160,7 @@ impl Journal {
                     path: self.root.join(&d.path),
                     key: d.key,
                     since: d.since,
+                    dir: self.dir.clone(),
                 }),
                 Ok(d) => bad.push((p, format!("path {:?} is not relative", d.path))),
                 Err(why) => bad.push((p, why)),

@@ -17,12 +17,21 @@
 //!   two keys (an upload repeated after a SIGKILL writes the same object);
 //! - a failed attempt is counted (`upload_failures`), logged (at most every
 //!   10 s) and retried with jittered exponential backoff (1 s doubling to
-//!   60 s); the file stays local meanwhile and counts as pending
-//!   (`uploads_pending`, `upload_bytes_pending`); `/healthz` answers 503
-//!   once the oldest pending file has waited `unhealthy_after`;
+//!   60 s; a backlog oldest first); the file stays local meanwhile and
+//!   counts as pending (`uploads_pending`, `upload_bytes_pending`);
+//!   `/healthz` answers 503 once the oldest pending file has waited
+//!   `unhealthy_after`, or at once while S3 refuses a pending file for
+//!   good ([`Failure::Refused`]: no such bucket, access denied, …); the
+//!   error shown is a still-pending file's, never cleared by another
+//!   file's success;
 //! - retention (`max_total_bytes`, `max_files`) deletes uploaded files
-//!   first; a file it must delete before its upload is counted
-//!   (`upload_abandoned`), logged by name, and its entry removed.
+//!   first (after a restart, also the files found that the journal does
+//!   not list); a file it must delete before its upload is counted
+//!   (`upload_abandoned`), logged by name, and its entry removed;
+//! - keys never repeat: [`Uploads::reserve_key`] within a run, the wait
+//!   for the next second in [`Uploader::start`] across runs, and the
+//!   journal's lock against two daemons on one directory; with `[output]
+//!   fsync` a capture file's entry is synced with the file at its close.
 //!
 //! The writer threads never wait for the uploader: they write a journal
 //! entry (a small file, once per capture file) and offer the path on a
@@ -99,6 +108,10 @@ pub enum UploadError {
     },
     #[error("cannot start the uploader: {0}")]
     Start(std::io::Error),
+    #[error(
+        "{path}: another mirrorcap uploads from this output directory (it holds a lock on this folder); give each daemon a `dir` of its own"
+    )]
+    Busy { path: PathBuf },
 }
 
 /// A file waiting to be uploaded.
@@ -108,6 +121,14 @@ struct Pending {
     bytes: u64,
     /// Being uploaded, or waiting for its next attempt.
     busy: bool,
+    /// An attempt is under way (its file being read and sent).
+    in_flight: bool,
+    /// Retention deleted it while an attempt was under way: if that
+    /// attempt fails, it is abandoned.
+    doomed: bool,
+    /// Why its last attempt failed, and whether S3 refused it for good
+    /// (see [`Failure::Refused`]).
+    error: Option<(String, bool)>,
 }
 
 /// What the writers, retention and the uploader share.
@@ -121,18 +142,101 @@ pub struct Uploads {
     offer: tokio::sync::mpsc::Sender<PathBuf>,
     state: Mutex<State>,
     log: Mutex<LogLimiter>,
+    recent_keys: Mutex<RecentKeys>,
+}
+
+/// How long (in capture time, from the newest file's start) a capture
+/// file's key is remembered by [`Uploads::reserve_key`]. Keys repeat only
+/// within one second of `{start}`; the margin covers files of many
+/// sessions created out of order.
+pub const KEY_MEMORY_S: u64 = 10;
+
+/// Keys given to capture files in the last [`KEY_MEMORY_S`] seconds.
+#[derive(Debug, Default)]
+struct RecentKeys {
+    set: std::collections::HashSet<String>,
+    /// `(start second, key)` in the order given, to forget the old ones.
+    order: std::collections::VecDeque<(u64, String)>,
+    newest_s: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Closed files not uploaded yet, by path.
+    /// Closed files not uploaded yet, by path. Changed only through
+    /// [`State::add`], [`State::take`] and [`State::set_error`], which
+    /// keep the sums below, so the gauges cost no scan of a backlog of
+    /// many thousand files at each close.
     pending: HashMap<PathBuf, Pending>,
+    pending_bytes: u64,
+    /// How many pending files were closed at each Unix second (the
+    /// oldest is the first key).
+    since: std::collections::BTreeMap<u64, usize>,
+    /// Pending files whose last attempt failed, and of those, refused
+    /// for good; the last such error of each kind.
+    errored: usize,
+    refused: usize,
+    last_error: Option<String>,
+    last_refusal: Option<String>,
     /// Capture files uploaded and kept (`keep_local`) since the capture
     /// writer's retention last looked: it marks them, to delete them first.
     kept: Vec<PathBuf>,
     /// Capture files uploaded and deleted by the uploader, for the
     /// capture writer's retention to forget.
     removed: Vec<PathBuf>,
+}
+
+impl State {
+    fn add(&mut self, path: PathBuf, p: Pending) {
+        // The same file again (its close retried) replaces the first.
+        self.take(&path);
+        self.pending_bytes += p.bytes;
+        *self.since.entry(p.entry.since).or_default() += 1;
+        self.pending.insert(path, p);
+    }
+
+    fn take(&mut self, path: &Path) -> Option<Pending> {
+        let p = self.pending.remove(path)?;
+        self.pending_bytes -= p.bytes;
+        if let std::collections::btree_map::Entry::Occupied(mut n) = self.since.entry(p.entry.since)
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        self.count_error(p.error.as_ref(), -1);
+        Some(p)
+    }
+
+    /// `path`'s last attempt failed with `why`.
+    fn set_error(&mut self, path: &Path, why: String, refused: bool) {
+        let Some(p) = self.pending.get_mut(path) else {
+            return;
+        };
+        p.in_flight = false;
+        let old = p.error.replace((why.clone(), refused));
+        self.count_error(old.as_ref(), -1);
+        self.count_error(Some(&(why.clone(), refused)), 1);
+        if refused {
+            self.last_refusal = Some(why.clone());
+        }
+        self.last_error = Some(why);
+    }
+
+    fn count_error(&mut self, e: Option<&(String, bool)>, by: isize) {
+        if let Some((_, refused)) = e {
+            self.errored = self.errored.saturating_add_signed(by);
+            if *refused {
+                self.refused = self.refused.saturating_add_signed(by);
+            }
+        }
+        if self.errored == 0 {
+            self.last_error = None;
+        }
+        if self.refused == 0 {
+            self.last_refusal = None;
+        }
+    }
 }
 
 impl Uploads {
@@ -153,6 +257,7 @@ impl Uploads {
             offer: tokio::sync::mpsc::channel(1).0,
             state: Mutex::new(State::default()),
             log: Mutex::new(LogLimiter::new(Duration::from_secs(10))),
+            recent_keys: Mutex::default(),
         }
     }
 
@@ -165,6 +270,32 @@ impl Uploads {
     /// The key of a capture file of this run.
     pub fn key_for(&self, f: &PathFields) -> String {
         self.keys.render(&self.cx, f)
+    }
+
+    /// The key for a new capture file, `None` when a file created in the
+    /// last [`KEY_MEMORY_S`] seconds of capture time got it (the writer
+    /// then tries the next `{seq}`). Local names alone cannot tell: with
+    /// `keep_local = false` a file rotated, uploaded and deleted within
+    /// the second its session's next file starts leaves that name free,
+    /// and the next file would overwrite its object. (A new run starts
+    /// its files in a later second than the last run's: see
+    /// [`Uploader::start`].)
+    pub fn reserve_key(&self, f: &PathFields) -> Option<String> {
+        let key = self.key_for(f);
+        let start_s = f.start_ns / 1_000_000_000;
+        let mut r = self.recent_keys.lock().unwrap_or_else(|e| e.into_inner());
+        r.newest_s = r.newest_s.max(start_s);
+        while let Some((s, _)) = r.order.front()
+            && s + KEY_MEMORY_S < r.newest_s
+        {
+            let (_, k) = r.order.pop_front().expect("front exists");
+            r.set.remove(&k);
+        }
+        if !r.set.insert(key.clone()) {
+            return None;
+        }
+        r.order.push_back((start_s, key.clone()));
+        Some(key)
     }
 
     /// A capture file was created at `.part`, to be named `final_path`:
@@ -198,12 +329,15 @@ impl Uploads {
         entry.since = unix_now();
         {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.pending.insert(
+            s.add(
                 path.clone(),
                 Pending {
                     entry,
                     bytes,
                     busy: false,
+                    in_flight: false,
+                    doomed: false,
+                    error: None,
                 },
             );
             self.publish(&s);
@@ -237,18 +371,28 @@ impl Uploads {
 
     /// Retention deletes `path`: if it was not uploaded yet, that is
     /// counted (`upload_abandoned`), logged by name, and its entry goes.
-    /// A file being uploaded is left to its upload: the open file is still
-    /// read whole, so it is stored and counted as uploaded; if that attempt
-    /// fails, the next finds the file gone and counts it abandoned then.
+    /// A file whose attempt is under way is left to it: the open file is
+    /// still read whole, so it is stored and counted as uploaded; if that
+    /// attempt fails, it is abandoned then. A file waiting for its next
+    /// attempt is abandoned now.
     pub fn deleted_by_retention(&self, path: &Path) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.pending.get(path).is_some_and(|p| p.busy) {
+        if let Some(p) = s.pending.get_mut(path)
+            && p.in_flight
+        {
+            p.doomed = true;
             return;
         }
-        if let Some(p) = s.pending.remove(path) {
+        self.abandon(&mut s, path);
+    }
+
+    /// Retention deleted `path` before its upload: counted, logged by
+    /// name, its entry gone.
+    fn abandon(&self, s: &mut State, path: &Path) {
+        if let Some(p) = s.take(path) {
             self.counters.uploads.abandoned.fetch_add(1, Relaxed);
             let _ = self.journal.remove(&p.entry.id);
-            self.publish(&s);
+            self.publish(s);
             tracing::error!(
                 path = %path.display(),
                 key = %p.entry.key,
@@ -257,40 +401,51 @@ impl Uploads {
         }
     }
 
-    /// The pending gauges, from `s`.
+    /// The pending gauges and the errors `/healthz` shows, from `s`: the
+    /// errors are those of files still pending (a file refused for good
+    /// stays visible whatever other files succeed).
     fn publish(&self, s: &State) {
         let u = &self.counters.uploads;
+        (*u.last_error.lock().unwrap_or_else(|e| e.into_inner())).clone_from(&s.last_error);
+        (*u.refused.lock().unwrap_or_else(|e| e.into_inner())).clone_from(&s.last_refusal);
         u.pending.store(s.pending.len() as u64, Relaxed);
-        u.pending_bytes
-            .store(s.pending.values().map(|p| p.bytes).sum(), Relaxed);
-        u.oldest_pending.store(
-            s.pending.values().map(|p| p.entry.since).min().unwrap_or(0),
-            Relaxed,
-        );
+        u.pending_bytes.store(s.pending_bytes, Relaxed);
+        u.oldest_pending
+            .store(s.since.keys().next().copied().unwrap_or(0), Relaxed);
     }
 
     /// Counts and logs (at most every 10 s) a failure.
     fn failed(&self, why: &str) {
         let u = &self.counters.uploads;
         u.failures.fetch_add(1, Relaxed);
-        *u.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_owned());
         let allow = self.log.lock().unwrap_or_else(|e| e.into_inner()).allow();
         if let Some(held) = allow {
             tracing::error!(held_back = held, "upload to S3 failed, will retry: {why}");
         }
     }
 
+    /// An attempt to upload `path` failed: counted, logged, and kept with
+    /// the file for `/healthz` until it is uploaded.
+    fn failed_upload(&self, path: &Path, why: String, refused: bool) {
+        self.failed(&why);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.pending.get(path).is_some_and(|p| p.doomed) {
+            return self.abandon(&mut s, path);
+        }
+        s.set_error(path, why, refused);
+        self.publish(&s);
+    }
+
     /// The upload of `path` is confirmed: the local file goes (unless
     /// `keep_local`), then its entry.
     fn done(&self, path: &Path) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = s.pending.remove(path) else {
+        let Some(p) = s.take(path) else {
             return;
         };
         let u = &self.counters.uploads;
         u.uploaded.fetch_add(1, Relaxed);
         u.uploaded_bytes.fetch_add(p.bytes, Relaxed);
-        *u.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // Only capture files are reported: the capture writer's retention
         // takes these lists (the flow writer's counts no bytes).
         let capture = path
@@ -321,9 +476,13 @@ impl Uploads {
     }
 
     /// The file is gone (deleted by hand): nothing to upload, the entry goes.
+    /// (Deleted by retention as its attempt began: abandoned as such.)
     fn gone(&self, path: &Path) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = s.pending.remove(path) {
+        if s.pending.get(path).is_some_and(|p| p.doomed) {
+            return self.abandon(&mut s, path);
+        }
+        if let Some(p) = s.take(path) {
             self.counters.uploads.abandoned.fetch_add(1, Relaxed);
             let _ = self.journal.remove(&p.entry.id);
             tracing::error!(path = %path.display(), key = %p.entry.key, "a file to upload to S3 is gone from disk (counted in mirrorcap_upload_abandoned_total)");
@@ -332,13 +491,17 @@ impl Uploads {
     }
 
     /// Pending files not being uploaded nor waiting for a retry.
+    /// Oldest first, so a backlog goes up in the order it was written.
     fn idle(&self) -> Vec<PathBuf> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.pending
+        let mut idle: Vec<(u64, &PathBuf)> = s
+            .pending
             .iter()
             .filter(|(_, p)| !p.busy)
-            .map(|(k, _)| k.clone())
-            .collect()
+            .map(|(k, p)| (p.entry.since, k))
+            .collect();
+        idle.sort_unstable();
+        idle.into_iter().map(|(_, k)| k.clone()).collect()
     }
 
     /// Marks `path` busy; its key and size, or `None` when it is no
@@ -353,6 +516,12 @@ impl Uploads {
         Some((p.entry.key.clone(), p.bytes))
     }
 
+    /// Whether `path` is still to be uploaded.
+    pub fn is_pending(&self, path: &Path) -> bool {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.pending.contains_key(path)
+    }
+
     fn pending_count(&self) -> usize {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pending.len()
@@ -365,6 +534,25 @@ pub struct Uploader {
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stop_wait: Duration,
+    /// `DIR/.uploads`, locked (`flock`) while this daemon runs.
+    _lock: std::fs::File,
+}
+
+/// Locks the journal's folder `DIR/.uploads` (`flock` on the folder
+/// itself, so no lock file is left behind) for this process: two daemons
+/// on one output directory would upload each other's files and reuse each
+/// other's keys.
+fn lock_journal(journal: &Journal) -> Result<std::fs::File, UploadError> {
+    let path = journal.dir().to_path_buf();
+    let f = std::fs::File::open(&path).map_err(|source| UploadError::Journal {
+        path: path.clone(),
+        source,
+    })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(UploadError::Busy { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(UploadError::Journal { path, source }),
+    }
 }
 
 /// `{host}`: `host_id`, else the instance ID, else the host name (the
@@ -493,6 +681,18 @@ impl Uploader {
             path: root.join(journal::JOURNAL_DIR),
             source,
         })?;
+        let lock = lock_journal(&journal)?;
+        // The last run's files all started before this run took the lock:
+        // in the next whole second, every file of this run starts later
+        // than those, so `{seq}` at 0 cannot give a key of theirs (a
+        // restart within one second would otherwise reuse the key of a
+        // file uploaded and deleted in that second).
+        let into_second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |d| {
+                Duration::from_nanos(d.subsec_nanos().into())
+            });
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(into_second));
         let u = &counters.uploads;
         u.enabled.store(true, Relaxed);
         u.unhealthy_after_s
@@ -511,6 +711,7 @@ impl Uploader {
             offer,
             state: Mutex::new(State::default()),
             log: Mutex::new(LogLimiter::new(Duration::from_secs(10))),
+            recent_keys: Mutex::default(),
         });
         shared.resume();
         tracing::info!(
@@ -528,6 +729,7 @@ impl Uploader {
         let job = Job {
             shared: shared.clone(),
             store,
+            bucket: cfg.bucket.clone(),
             part_size: cfg.part_size as usize,
             threshold: cfg.multipart_threshold,
             storage_class: cfg.storage_class.clone(),
@@ -542,6 +744,7 @@ impl Uploader {
             stop,
             thread: Some(thread),
             stop_wait: cfg.stop_wait,
+            _lock: lock,
         })
     }
 
@@ -606,12 +809,15 @@ impl Uploads {
                         e.since = d.as_secs();
                     }
                     let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                    s.pending.insert(
+                    s.add(
                         e.path.clone(),
                         Pending {
                             entry: e,
                             bytes: md.len(),
                             busy: false,
+                            in_flight: false,
+                            doomed: false,
+                            error: None,
                         },
                     );
                     self.publish(&s);
@@ -631,6 +837,7 @@ impl Uploads {
 struct Job {
     shared: Arc<Uploads>,
     store: Arc<AmazonS3>,
+    bucket: String,
     part_size: usize,
     threshold: u64,
     storage_class: Option<String>,
@@ -672,30 +879,38 @@ async fn run(
 async fn upload_until_done(job: Job, path: PathBuf, permits: Arc<tokio::sync::Semaphore>) {
     let mut wait = FIRST_RETRY;
     loop {
-        let Some((key, _)) = job.shared.current(&path) else {
+        let permit = permits.acquire().await;
+        let Some(key) = job.shared.attempt(&path) else {
             return;
         };
-        let permit = permits.acquire().await;
         let r = upload_once(&job, &path, &key).await;
         drop(permit);
-        match r {
+        let at = format!("{} -> s3://{}/{key}", path.display(), job.bucket);
+        let (why, refused) = match r {
             Ok(()) => return job.shared.done(&path),
             Err(Failure::Gone) => return job.shared.gone(&path),
-            Err(Failure::Other(why)) => {
-                job.shared
-                    .failed(&format!("{} -> {key}: {why}", path.display()));
-                tokio::time::sleep(jitter(wait)).await;
-                wait = (wait * 2).min(MAX_RETRY);
-            }
-        }
+            Err(Failure::Refused(why)) => (
+                format!(
+                    "{at}: refused ({why}); check `bucket`, the credentials' rights on it and `storage_class`"
+                ),
+                true,
+            ),
+            Err(Failure::Other(why)) => (format!("{at}: {why}"), false),
+        };
+        job.shared.failed_upload(&path, why, refused);
+        tokio::time::sleep(jitter(wait)).await;
+        wait = (wait * 2).min(MAX_RETRY);
     }
 }
 
 impl Uploads {
-    /// `path`'s key and size while it is pending.
-    fn current(&self, path: &Path) -> Option<(String, u64)> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.pending.get(path).map(|p| (p.entry.key.clone(), p.bytes))
+    /// An attempt to upload `path` starts: its key, `None` when it is no
+    /// longer pending.
+    fn attempt(&self, path: &Path) -> Option<String> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let p = s.pending.get_mut(path)?;
+        p.in_flight = true;
+        Some(p.entry.key.clone())
     }
 }
 
@@ -711,7 +926,38 @@ fn jitter(d: Duration) -> Duration {
 enum Failure {
     /// The local file is gone.
     Gone,
+    /// S3 refused for a reason retrying will not mend by itself (no such
+    /// bucket, access denied, bad credentials, a storage class it does
+    /// not take): still retried (the operator may mend it), but shown in
+    /// `/healthz` at once.
+    Refused(String),
     Other(String),
+}
+
+/// S3 error codes that retrying alone does not mend.
+const REFUSALS: [&str; 8] = [
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidStorageClass",
+    "InvalidBucketName",
+    "AllAccessDisabled",
+    "ExpiredToken",
+];
+
+impl From<object_store::Error> for Failure {
+    fn from(e: object_store::Error) -> Failure {
+        use object_store::Error as E;
+        let text = e.to_string();
+        match e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } | E::NotFound { .. } => {
+                Failure::Refused(text)
+            }
+            _ if REFUSALS.iter().any(|code| text.contains(code)) => Failure::Refused(text),
+            _ => Failure::Other(text),
+        }
+    }
 }
 
 /// S3 takes at most this many parts per upload.
@@ -747,21 +993,14 @@ async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
             attributes,
             ..Default::default()
         };
-        job.store
-            .put_opts(&location, buf.into(), opts)
-            .await
-            .map_err(|e| other(&e))?;
+        job.store.put_opts(&location, buf.into(), opts).await?;
         return Ok(());
     }
     let opts = object_store::PutMultipartOptions {
         attributes,
         ..Default::default()
     };
-    let upload = job
-        .store
-        .put_multipart_opts(&location, opts)
-        .await
-        .map_err(|e| other(&e))?;
+    let upload = job.store.put_multipart_opts(&location, opts).await?;
     let part_size = part_size_for(len, job.part_size);
     let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
     let mut buf = vec![0u8; part_size];
@@ -769,7 +1008,7 @@ async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
         if let Err(e) = w.wait_for_capacity(2).await {
             // Not left incomplete in the bucket (best effort).
             let _ = w.abort().await;
-            return Err(other(&e));
+            return Err(e.into());
         }
         let mut filled = 0;
         while filled < buf.len() {
@@ -790,7 +1029,7 @@ async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
             break;
         }
     }
-    w.finish().await.map_err(|e| other(&e))?;
+    w.finish().await?;
     Ok(())
 }
 
@@ -827,7 +1066,8 @@ mod tests {
             let e = u.record(p, "k").unwrap();
             u.closed(e, 1);
         }
-        assert!(u.claim(&busy).is_some());
+        assert!(u.claim(&busy).is_some() && u.claim(&idle).is_some());
+        assert!(u.attempt(&busy).is_some());
         u.deleted_by_retention(&busy);
         u.deleted_by_retention(&idle);
         assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
@@ -835,5 +1075,24 @@ mod tests {
         assert_eq!(counters.uploads.uploaded.load(Relaxed), 1);
         assert_eq!(counters.uploads.abandoned.load(Relaxed), 1);
         assert_eq!(u.pending_count(), 0);
+    }
+
+    /// Review of issue 16: a capture file's key is never given twice in a
+    /// run, though the local name is free again (the file uploaded and
+    /// deleted); keys are forgotten `KEY_MEMORY_S` after their start.
+    #[test]
+    fn a_key_is_reserved_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let u = Uploads::for_test(tmp.path(), false, Arc::new(Counters::default()));
+        let mut f = crate::output::template::tests::sample_fields();
+        let first = u.reserve_key(&f).expect("free");
+        assert_eq!(u.reserve_key(&f), None);
+        f.seq += 1;
+        assert_ne!(u.reserve_key(&f).expect("next seq is free"), first);
+        let mut later = f.clone();
+        later.start_ns += (KEY_MEMORY_S + 1) * 1_000_000_000;
+        u.reserve_key(&later).expect("a later start is free");
+        f.seq -= 1;
+        assert_eq!(u.reserve_key(&f), Some(first), "forgotten by now");
     }
 }
