@@ -195,6 +195,20 @@ fn reference_tcp(t: &Targets, from: u64, to: u64) -> Vec<FrameRow> {
     tshark_frames(&reference)
 }
 
+/// Session (7, SOURCE), `[from, to)`, TCP: the selection the reference
+/// ([`reference_tcp`]) is compared with.
+fn tcp_window(from: u64, to: u64) -> Vec<String> {
+    ["--vni", "7", "--source", SOURCE, "--from", &rfc3339(from)]
+        .into_iter()
+        .map(str::to_string)
+        .chain(["--to".into(), rfc3339(to), "--filter".into(), "tcp".into()])
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// Issue 17 items 1-3: one session, a window and a filter out of two
 /// targets' rotated files equal `mergecap` of those files cut with
 /// `editcap -A/-B` and filtered with `tcpdump`: same frames, same order,
@@ -205,23 +219,9 @@ fn extract_equals_mergecap_editcap_tcpdump_over_two_targets() {
     let from = t.first_ns + 1_700_000_000;
     let to = t.first_ns + 4_000_000_000;
     let out = t.tmp.path().join("x.pcap");
-    let (code, err) = extract(
-        &[
-            "--vni",
-            "7",
-            "--source",
-            SOURCE,
-            "--from",
-            &rfc3339(from),
-            "--to",
-            &rfc3339(to),
-            "--filter",
-            "tcp",
-            t.a.to_str().unwrap(),
-            t.b.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let window = tcp_window(from, to);
+    let dirs = [t.a.to_str().unwrap(), t.b.to_str().unwrap()];
+    let (code, err) = extract(&[&strs(&window)[..], &dirs[..]].concat(), &out);
     assert_eq!(code, 0, "{err}");
     assert!(err.is_empty(), "{err}");
     capinfos_ok(&out);
@@ -624,10 +624,8 @@ fn extract_s3(args: &[&str], out: &Path, endpoint: Option<&str>) -> (i32, String
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn extract_s3_prefix_equals_mergecap_editcap_tcpdump_over_two_hosts() {
-    private_network();
-    let moto = Moto::start(free_port());
+    let moto = s3_server();
     let ep = moto.endpoint();
-    s3py(&ep, &["mb", BUCKET]);
     let t = two_targets();
     upload_dir(&ep, &t.a, "fleet", "target-a");
     upload_dir(&ep, &t.b, "fleet", "target-b");
@@ -636,16 +634,8 @@ fn extract_s3_prefix_equals_mergecap_editcap_tcpdump_over_two_hosts() {
     let to = t.first_ns + 4_000_000_000;
     let want = reference_tcp(&t, from, to);
     assert!(want.len() > 20, "{} frames in the window", want.len());
-    let window = [
-        "--vni",
-        "7",
-        "--from",
-        &rfc3339(from),
-        "--to",
-        &rfc3339(to),
-        "--filter",
-        "tcp",
-    ];
+    let window = tcp_window(from, to);
+    let window = strs(&window);
     let out = t.tmp.path().join("s3.pcap");
     let (code, err) = extract_s3(
         &[&window[..], &["s3://caps/fleet"]].concat(),
@@ -687,6 +677,15 @@ fn store_of_8_hours(tmp: &Path) -> (PathBuf, u64) {
     (dir, h0)
 }
 
+/// An S3 server (in a network namespace of the test's own) and a local
+/// [`store_of_8_hours`], not uploaded yet.
+fn hours_in_s3() -> (Moto, tempfile::TempDir, PathBuf, u64) {
+    let moto = s3_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, h0) = store_of_8_hours(tmp.path());
+    (moto, tmp, dir, h0)
+}
+
 /// Issue 17 item 2 (S3): listing is pruned by the Hive partitions. Over
 /// 8 hours of objects, the window [02:10, 03:20) lists hour 3 (it meets
 /// the window), hour 2 (empty) and, stepping back to the first hour
@@ -696,12 +695,8 @@ fn store_of_8_hours(tmp: &Path) -> (PathBuf, u64) {
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn extract_s3_lists_only_the_hour_partitions_a_window_meets() {
-    private_network();
-    let moto = Moto::start(free_port());
+    let (moto, tmp, dir, h0) = hours_in_s3();
     let ep = moto.endpoint();
-    s3py(&ep, &["mb", BUCKET]);
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, h0) = store_of_8_hours(tmp.path());
     upload_dir(&ep, &dir, "hours", "i-0123456789abcdef0");
     let min = 60_000_000_000;
     let (from, to) = (h0 + 130 * min, h0 + 200 * min);
@@ -748,12 +743,8 @@ fn extract_s3_lists_only_the_hour_partitions_a_window_meets() {
 #[test]
 #[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
 fn extract_s3_reports_a_cut_object_by_key_and_offset() {
-    private_network();
-    let moto = Moto::start(free_port());
+    let (moto, tmp, dir, _) = hours_in_s3();
     let ep = moto.endpoint();
-    s3py(&ep, &["mb", BUCKET]);
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, _) = store_of_8_hours(tmp.path());
     let files = session_files(&dir, 7);
     let per_file: Vec<Vec<FrameRow>> = files.iter().map(|f| tshark_frames(f)).collect();
     // File 2 cut inside its 5th record.

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -172,10 +171,8 @@ fn proxy(upstream: u16) -> Proxy {
 /// Each test's start: a private network, a temporary folder, moto with
 /// the bucket made, the IMDS stand-in (endpoint, requests seen).
 fn setup() -> (tempfile::TempDir, Moto, String, Arc<Mutex<Vec<String>>>) {
-    private_network();
+    let moto = s3_server();
     let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto::start(free_port());
-    s3py(&moto.endpoint(), &["mb", BUCKET]);
     let (imds, seen) = imds_stand_in();
     (tmp, moto, imds, seen)
 }

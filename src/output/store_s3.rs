@@ -517,26 +517,19 @@ mod tests {
     #[test]
     fn partition_spans_and_key_names() {
         let h = |y, mo, d, h| utc_ns(y, mo, d, h, 0, 0).unwrap();
-        assert_eq!(
-            span(0, [2025, 0, 0, 0]),
-            Some((h(2025, 1, 1, 0), h(2026, 1, 1, 0)))
-        );
-        assert_eq!(
-            span(1, [2025, 12, 0, 0]),
-            Some((h(2025, 12, 1, 0), h(2026, 1, 1, 0)))
-        );
-        assert_eq!(
-            span(1, [2025, 2, 0, 0]),
-            Some((h(2025, 2, 1, 0), h(2025, 3, 1, 0)))
-        );
-        assert_eq!(
-            span(2, [2025, 2, 28, 0]),
-            Some((h(2025, 2, 28, 0), h(2025, 3, 1, 0)))
-        );
-        assert_eq!(
-            span(3, [2025, 2, 28, 23]),
-            Some((h(2025, 2, 28, 23), h(2025, 3, 1, 0)))
-        );
+        for (level, v, start, end) in [
+            (0, [2025, 0, 0, 0], (2025, 1, 1, 0), (2026, 1, 1, 0)),
+            (1, [2025, 12, 0, 0], (2025, 12, 1, 0), (2026, 1, 1, 0)),
+            (1, [2025, 2, 0, 0], (2025, 2, 1, 0), (2025, 3, 1, 0)),
+            (2, [2025, 2, 28, 0], (2025, 2, 28, 0), (2025, 3, 1, 0)),
+            (3, [2025, 2, 28, 23], (2025, 2, 28, 23), (2025, 3, 1, 0)),
+        ] {
+            let (a, b) = (
+                h(start.0, start.1, start.2, start.3),
+                h(end.0, end.1, end.2, end.3),
+            );
+            assert_eq!(span(level, v), Some((a, b)), "{level} {v:?}");
+        }
         assert_eq!(span(1, [2025, 13, 0, 0]), None);
         assert!(DEFAULT_KEY_TEMPLATE.ends_with("{host}-{start}-{seq}.{ext}"));
         assert_eq!(start_ns("20251125T032000Z"), Some(1_764_040_800 * NS));

@@ -56,7 +56,7 @@ pub fn free_port() -> u16 {
 /// moto's standalone S3 server on 127.0.0.1:`port` (in memory).
 pub struct Moto {
     child: Option<Child>,
-    port: u16,
+    pub port: u16,
 }
 
 impl Moto {
@@ -97,6 +97,15 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A private network (see [`private_network`]) with moto in it and the
+/// bucket [`BUCKET`] made.
+pub fn s3_server() -> Moto {
+    private_network();
+    let moto = Moto::start(free_port());
+    s3py(&moto.endpoint(), &["mb", BUCKET]);
+    moto
 }
 
 /// boto3 (installed with moto) against `endpoint`: `mb` makes the bucket,
