@@ -775,3 +775,64 @@ fn extract_s3_reports_a_cut_object_by_key_and_offset() {
         .collect();
     assert_eq!(tshark_frames(&out), want);
 }
+
+/// Issue 17 item 4 (S3): an object deleted after it was listed (its `GET`
+/// answers 404) and one whose download fails mid-read (the connection
+/// closed after part of the body, and asking again fails too) are
+/// reported by their `s3://` names and byte offsets (0; the record the
+/// body stopped in), the records before and every other object are
+/// extracted, and the exit code is 1. A download cut, whose ranged `GET`s
+/// from object_store's retry fail too but whose `GET` from the byte
+/// reached on the same ETag (mirrorcap's) succeeds, is read whole,
+/// unreported.
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
+fn extract_s3_reports_a_vanished_object_and_a_download_cut_mid_read() {
+    let (moto, tmp, dir, _) = hours_in_s3();
+    let files = session_files(&dir, 7);
+    let per_file: Vec<Vec<FrameRow>> = files.iter().map(|f| tshark_frames(f)).collect();
+    let uploaded = upload_dir(&moto.endpoint(), &dir, "spoil", "target-a");
+    let key = |i: usize| {
+        uploaded
+            .iter()
+            .find(|(f, _)| *f == files[i])
+            .unwrap()
+            .1
+            .clone()
+    };
+    let name = |i: usize| files[i].file_name().unwrap().to_str().unwrap().to_string();
+    // File 3's download stops 10 bytes into its 7th record's header.
+    let (at, _) = pcap_records(&std::fs::read(&files[3]).unwrap())[6];
+    let proxy = spoiling_proxy(moto.port, &name(1), &name(3), &name(4), at + 10);
+    let out = tmp.path().join("s3.pcap");
+    let ep = format!("http://127.0.0.1:{proxy}");
+    let (code, err) = extract_s3(&["s3://caps/spoil"], &out, Some(&ep));
+    eprint!("{err}");
+    assert_eq!(code, 1, "{err}");
+    let line = |k: String| {
+        err.lines()
+            .find(|l| l.starts_with(&format!("mirrorcap: s3://caps/{k}: cannot read: ")))
+            .unwrap_or_else(|| panic!("no line for {k}: {err}"))
+            .to_string()
+    };
+    assert!(line(key(1)).ends_with("(at byte 0)"), "{err}");
+    assert!(line(key(3)).ends_with(&format!("(at byte {at})")), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("mirrorcap: ")).count(),
+        2,
+        "{err}"
+    );
+    let want: Vec<FrameRow> = per_file
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            let keep = match i {
+                1 => 0,
+                3 => 6,
+                _ => f.len(),
+            };
+            f[..keep].to_vec()
+        })
+        .collect();
+    assert_eq!(tshark_frames(&out), want);
+}

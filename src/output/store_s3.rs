@@ -25,8 +25,10 @@
 //! client hands out, tens of KiB) through a blocking bridge onto a
 //! current-thread tokio runtime the store owns, so memory per open object
 //! is one chunk plus the capture reader's buffer, whatever its size. A
-//! body that fails mid-read is asked again from the byte reached (a
-//! ranged `GET` on the same ETag, at most [`RESUMES`] times); when that
+//! body that fails mid-read is asked again from the byte reached on the
+//! same ETag by object_store itself (its retries, within 30 s of the
+//! `GET`), then here, at most [`RESUMES`] times in a row: a body read for
+//! longer (the client's 300 s request timeout ends it) goes on. When that
 //! fails too, or the object is gone, the read error names the object and
 //! the extract reports it with the offset.
 
@@ -53,7 +55,7 @@ use crate::wire::geneve::EndpointId;
 /// Hour partitions holding files looked at before the window at most.
 pub const MAX_HOURS_BACK: usize = 24;
 /// A body that fails mid-read is asked again from where it stopped this
-/// many times.
+/// many times in a row (a chunk received starts the count again).
 pub const RESUMES: u32 = 3;
 
 const NS: u64 = 1_000_000_000;
@@ -453,6 +455,7 @@ struct ObjectBody {
     chunk: Bytes,
     /// Bytes handed out so far.
     at: u64,
+    /// Resumed since the last chunk received.
     resumes: u32,
 }
 
@@ -487,7 +490,10 @@ impl Read for ObjectBody {
                     self.stream = None;
                     return Ok(0);
                 }
-                Some(Ok(b)) => self.chunk = b,
+                Some(Ok(b)) => {
+                    self.chunk = b;
+                    self.resumes = 0;
+                }
                 Some(Err(e)) if self.resumes < RESUMES => {
                     self.resumes += 1;
                     tracing::debug!(

@@ -175,3 +175,88 @@ pub fn expected_key(dir: &Path, file: &Path, prefix: &str, host: &str) -> String
         &start[9..11]
     )
 }
+
+/// A loopback HTTP proxy before the S3 server on `upstream` that spoils
+/// the `GET`s of two objects, named by the end of their key: `gone`
+/// answers 404 NoSuchKey (an object deleted after it was listed); `cut`
+/// relays the answer's head and `cut_after` bytes of its body, then
+/// closes (a download that fails mid-read), and closes a ranged `GET` of
+/// it unanswered (so asking again fails too); `resumed` has its first
+/// answer cut the same way, and so are the ranged `GET`s object_store's
+/// own retry sends (without `If-Match`), while one with `If-Match`
+/// (mirrorcap asking again from where it stopped, once object_store gave
+/// up) goes through. Every other request goes
+/// through, with `Connection: close` so that each comes on a connection
+/// of its own. Returns its port.
+pub fn spoiling_proxy(
+    upstream: u16,
+    gone: &str,
+    cut: &str,
+    resumed: &str,
+    cut_after: usize,
+) -> u16 {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let names = [gone, cut, resumed].map(|n| format!("{n} "));
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let [gone, cut, resumed] = names.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let get = first.starts_with("GET ");
+                if get && first.contains(&gone) {
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>";
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let lower = text.to_lowercase();
+                let ranged = lower.contains("\r\nrange:");
+                let if_match = lower.contains("\r\nif-match:");
+                if get
+                    && ranged
+                    && (first.contains(&cut) || (first.contains(&resumed) && !if_match))
+                {
+                    return;
+                }
+                let spoil = get && !ranged && (first.contains(&cut) || first.contains(&resumed));
+                let mut req: String = text
+                    .trim_end()
+                    .lines()
+                    .filter(|h| !h.to_lowercase().starts_with("connection:"))
+                    .map(|h| format!("{h}\r\n"))
+                    .collect();
+                req.push_str("Connection: close\r\n\r\n");
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                if up.write_all(req.as_bytes()).is_err() {
+                    return;
+                }
+                if !spoil {
+                    let _ = std::io::copy(&mut up, &mut c);
+                    return;
+                }
+                let mut rhead = Vec::new();
+                while !rhead.ends_with(b"\r\n\r\n") && up.read(&mut b).unwrap_or(0) == 1 {
+                    rhead.push(b[0]);
+                }
+                let _ = c.write_all(&rhead);
+                let _ = std::io::copy(&mut (&mut up).take(cut_after as u64), &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
