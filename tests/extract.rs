@@ -737,6 +737,24 @@ fn extract_s3_lists_only_the_hour_partitions_a_window_meets() {
     assert_eq!(bytes(&err), bytes(&lerr));
 }
 
+/// The frames of `per_file` (each file's), all but the files `cut` names
+/// (index, frames kept).
+fn kept(per_file: &[Vec<FrameRow>], cut: &[(usize, usize)]) -> Vec<FrameRow> {
+    per_file
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            let n = cut.iter().find(|c| c.0 == i).map_or(f.len(), |c| c.1);
+            f[..n].to_vec()
+        })
+        .collect()
+}
+
+/// Lines of extract's stderr that report an input.
+fn reported(err: &str) -> usize {
+    err.lines().filter(|l| l.starts_with("mirrorcap: ")).count()
+}
+
 /// Issue 17 item 4 (S3): an object whose body is cut inside a record is
 /// reported by its `s3://` name and the byte offset, every other record
 /// is still extracted, and the exit code is 1.
@@ -763,17 +781,8 @@ fn extract_s3_reports_a_cut_object_by_key_and_offset() {
         )),
         "{err}"
     );
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("mirrorcap: ")).count(),
-        1,
-        "{err}"
-    );
-    let want: Vec<FrameRow> = per_file
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| f[..if i == 2 { 4 } else { f.len() }].to_vec())
-        .collect();
-    assert_eq!(tshark_frames(&out), want);
+    assert_eq!(reported(&err), 1, "{err}");
+    assert_eq!(tshark_frames(&out), kept(&per_file, &[(2, 4)]));
 }
 
 /// Issue 17 item 4 (S3): an object deleted after it was listed (its `GET`
@@ -817,22 +826,6 @@ fn extract_s3_reports_a_vanished_object_and_a_download_cut_mid_read() {
     };
     assert!(line(key(1)).ends_with("(at byte 0)"), "{err}");
     assert!(line(key(3)).ends_with(&format!("(at byte {at})")), "{err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("mirrorcap: ")).count(),
-        2,
-        "{err}"
-    );
-    let want: Vec<FrameRow> = per_file
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| {
-            let keep = match i {
-                1 => 0,
-                3 => 6,
-                _ => f.len(),
-            };
-            f[..keep].to_vec()
-        })
-        .collect();
-    assert_eq!(tshark_frames(&out), want);
+    assert_eq!(reported(&err), 2, "{err}");
+    assert_eq!(tshark_frames(&out), kept(&per_file, &[(1, 0), (3, 6)]));
 }

@@ -51,12 +51,7 @@ fn imds_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let head = String::from_utf8_lossy(&read_head(&mut c)).to_lowercase();
             let first = head.lines().next().unwrap_or("").to_string();
             let has_token = head.contains(&format!(
                 "x-aws-ec2-metadata-token: {}",

@@ -176,6 +176,17 @@ pub fn expected_key(dir: &Path, file: &Path, prefix: &str, host: &str) -> String
     )
 }
 
+/// An HTTP message's head (through the blank line), read byte by byte so
+/// that nothing of the body is taken.
+pub fn read_head(c: &mut impl std::io::Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    head
+}
+
 /// A loopback HTTP proxy before the S3 server on `upstream` that spoils
 /// the `GET`s of two objects, named by the end of their key: `gone`
 /// answers 404 NoSuchKey (an object deleted after it was listed); `cut`
@@ -204,11 +215,7 @@ pub fn spoiling_proxy(
             let Ok(mut c) = c else { continue };
             let [gone, cut, resumed] = names.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
-                    head.push(b[0]);
-                }
+                let head = read_head(&mut c);
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let first = text.lines().next().unwrap_or("").to_string();
                 let get = first.starts_with("GET ");
@@ -248,11 +255,7 @@ pub fn spoiling_proxy(
                     let _ = std::io::copy(&mut up, &mut c);
                     return;
                 }
-                let mut rhead = Vec::new();
-                while !rhead.ends_with(b"\r\n\r\n") && up.read(&mut b).unwrap_or(0) == 1 {
-                    rhead.push(b[0]);
-                }
-                let _ = c.write_all(&rhead);
+                let _ = c.write_all(&read_head(&mut up));
                 let _ = std::io::copy(&mut (&mut up).take(cut_after as u64), &mut c);
                 let _ = c.shutdown(std::net::Shutdown::Both);
             });
