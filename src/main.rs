@@ -188,7 +188,9 @@ enum Command {
         /// Print files considered, chosen and opened, bytes and records read on stderr.
         #[arg(long)]
         stats: bool,
-        /// Output directories to read (default: the config's `dir`).
+        /// Output directories to read (default: the config's `dir`), or S3
+        /// prefixes the uploader filled, `s3://bucket/prefix` (endpoint and
+        /// region from --config's [output.s3], else AWS_ENDPOINT_URL, AWS_REGION).
         inputs: Vec<PathBuf>,
     },
     /// Check a config file: exit 0, or print the error (file, line, key, what is accepted) and exit 2.
@@ -535,10 +537,16 @@ fn run_extract(
     print_stats: bool,
 ) -> anyhow::Result<ExitCode> {
     use mirrorcap::output::store::{LocalStore, Store};
-    let stores: Vec<Box<dyn Store>> = inputs
+    use mirrorcap::output::store_s3::S3Store;
+    let stores = inputs
         .iter()
-        .map(|d| Box::new(LocalStore::new(d, &cfg.output.template)) as Box<dyn Store>)
-        .collect();
+        .map(|d| -> anyhow::Result<Box<dyn Store>> {
+            Ok(match d.to_str().filter(|s| s.starts_with("s3://")) {
+                Some(url) => Box::new(S3Store::new(url, cfg.s3.as_deref())?),
+                None => Box::new(LocalStore::new(d, &cfg.output.template)),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let out: Box<dyn std::io::Write> = if write == "-" {
         Box::new(std::io::stdout().lock())
     } else {

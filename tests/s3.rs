@@ -17,145 +17,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::s3::*;
 use common::*;
 
-const BUCKET: &str = "caps";
 /// The instance ID the IMDS stand-in answers: `{host}` in the keys.
 const INSTANCE_ID: &str = "i-0fedcba9876543210";
 const TOKEN: &str = "AQAEAtokenfromthestandin==";
-
-/// Moves this thread (and every process and thread it starts from now
-/// on) into a new network namespace with only loopback, up.
-fn private_network() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "needs root: each S3 test runs in a network namespace of its own"
-    );
-    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        r,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    let st = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip (iproute2) is needed");
-    assert!(st.success());
-    // Nothing but loopback: EC2's metadata address cannot be reached.
-    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
-    let links = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(links.lines().count(), 1, "{links}");
-    assert!(
-        TcpStream::connect_timeout(
-            &"169.254.169.254:80".parse().unwrap(),
-            Duration::from_millis(300)
-        )
-        .is_err()
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// moto's standalone S3 server on 127.0.0.1:`port` (in memory).
-struct Moto {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server is needed: pip install 'moto[server]' (scripts/test does)");
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// boto3 (installed with moto) against `endpoint`: `mb` makes the bucket,
-/// `get OUT` downloads every object under OUT/<key> and prints the keys,
-/// `mpu` prints the multipart uploads in progress.
-const S3PY: &str = r#"
-import boto3, json, os, sys
-ep, cmd, bucket = sys.argv[1:4]
-s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id="test",
-                  aws_secret_access_key="test", region_name="us-east-1")
-if cmd == "mb":
-    s3.create_bucket(Bucket=bucket)
-    print("[]")
-elif cmd == "get":
-    out, keys = sys.argv[4], []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for o in page.get("Contents", []):
-            k = o["Key"]
-            keys.append(k)
-            if out != "-":
-                p = os.path.join(out, k)
-                os.makedirs(os.path.dirname(p), exist_ok=True)
-                s3.download_file(bucket, k, p)
-    print(json.dumps(keys))
-elif cmd == "mpu":
-    print(json.dumps([u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]))
-"#;
-
-fn s3py(endpoint: &str, args: &[&str]) -> Vec<String> {
-    let out = Command::new("python3")
-        .args(["-c", S3PY, endpoint])
-        .args(args)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// Every object of the bucket, downloaded: key -> bytes.
 fn bucket_objects(endpoint: &str, tmp: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -185,12 +56,7 @@ fn imds_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let head = String::from_utf8_lossy(&read_head(&mut c)).to_lowercase();
             let first = head.lines().next().unwrap_or("").to_string();
             let has_token = head.contains(&format!(
                 "x-aws-ec2-metadata-token: {}",
@@ -305,10 +171,8 @@ fn proxy(upstream: u16) -> Proxy {
 /// Each test's start: a private network, a temporary folder, moto with
 /// the bucket made, the IMDS stand-in (endpoint, requests seen).
 fn setup() -> (tempfile::TempDir, Moto, String, Arc<Mutex<Vec<String>>>) {
-    private_network();
+    let moto = s3_server();
     let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto::start(free_port());
-    s3py(&moto.endpoint(), &["mb", BUCKET]);
     let (imds, seen) = imds_stand_in();
     (tmp, moto, imds, seen)
 }
@@ -477,27 +341,6 @@ fn frames_under(
             .extend(frames_of(body, tmp).into_iter().map(|r| r.3));
     }
     got
-}
-
-/// The documented default key of the local file `file` (default local
-/// template `DIR/<vni>/<source>/<start>-<seq>.pcap`) for `host`:
-/// `PREFIX/vni=<vni>/source=<addr>/year=/month=/day=/hour=/<host>-<start>-<seq>.pcap`.
-fn expected_key(dir: &Path, file: &Path, prefix: &str, host: &str) -> String {
-    let (vni, source) = session_of(dir, file);
-    let name = file.file_name().unwrap().to_str().unwrap();
-    let start = &name[..16]; // 20261130T174512Z
-    let p = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    format!(
-        "{p}vni={vni}/source={source}/year={}/month={}/day={}/hour={}/{host}-{name}",
-        &start[0..4],
-        &start[4..6],
-        &start[6..8],
-        &start[9..11]
-    )
 }
 
 /// Frames of a capture held in memory.

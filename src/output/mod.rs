@@ -53,7 +53,8 @@
 //! [`retention`] (also the flow files'), [`recovery`] (crash recovery at
 //! start), [`hook`] (`on_rotate`), [`outdir`] (paths under the output
 //! directory reached without following links), and [`store`] (the files
-//! read back by session and time, for `extract`).
+//! read back by session and time, for `extract`; [`store_s3`] the same
+//! from an S3 prefix the uploader filled).
 
 pub mod chunk;
 pub mod disk;
@@ -65,5 +66,6 @@ pub mod part;
 pub mod recovery;
 pub mod retention;
 pub mod store;
+pub mod store_s3;
 pub mod template;
 pub mod upload;

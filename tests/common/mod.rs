@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use md5::{Digest, Md5};
 
+pub mod s3;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mirrorcap")
 }

@@ -662,6 +662,20 @@ fn build_store(cfg: &S3Config, region: &str, metadata: &str) -> Result<AmazonS3,
     })
 }
 
+/// An S3 client for reading `bucket` (`mirrorcap extract`): `cfg`'s
+/// endpoint, its region resolved as the uploader's is (`region`,
+/// `AWS_REGION`, `AWS_DEFAULT_REGION`, instance metadata) and the same
+/// credential chain.
+pub fn read_client(cfg: &S3Config, bucket: &str) -> Result<AmazonS3, UploadError> {
+    let metadata = imds::metadata_endpoint(cfg.metadata_endpoint.as_deref());
+    let region = resolve_region(cfg, &metadata)?;
+    let cfg = S3Config {
+        bucket: bucket.to_owned(),
+        ..cfg.clone()
+    };
+    build_store(&cfg, &region, &metadata)
+}
+
 impl Uploader {
     /// Starts the uploader for files under `root` (the output directory):
     /// resolves `{host}` and the region, makes the client, and queues every
