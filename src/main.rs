@@ -253,10 +253,18 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 /// Logs to stderr (journald adds time and unit): `RUST_LOG` wins, then
-/// the config's `log_level`, then `default_level`.
+/// the config's `log_level`, then `default_level`. The `object_store`
+/// crate logs each HTTP retry at `info` (hundreds of lines per minute of
+/// an S3 outage with a backlog): it logs at `warn` and above unless the
+/// level names it; mirrorcap's own rate-limited lines say what failed.
 fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let f = tracing_subscriber::EnvFilter::new(default_level);
+        match default_level.contains("object_store") {
+            true => f,
+            false => f.add_directive("object_store=warn".parse().expect("a valid directive")),
+        }
+    });
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

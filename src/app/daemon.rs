@@ -159,7 +159,8 @@ pub fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<DaemonOutcome, DaemonError> {
-    check_output_dir(&cfg.dir)?;
+    // Held until the end: no other mirrorcap writes in this directory.
+    let _dir_lock = check_output_dir(&cfg.dir)?;
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     set_filters(&counters, &cfg);

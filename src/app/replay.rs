@@ -37,7 +37,8 @@ pub fn run(
     inputs: &[String],
     mut on_input_error: impl FnMut(&str),
 ) -> Result<ReplayOutcome, OutputDirError> {
-    check_output_dir(&cfg.dir)?;
+    // Held until the end: no other mirrorcap writes in this directory.
+    let _dir_lock = check_output_dir(&cfg.dir)?;
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     let mut pipeline = Pipeline::new(cfg, counters.clone(), Backlog::Wait);

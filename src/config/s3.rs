@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::context::Ctx;
 use super::raw::{RawS3, Spanned};
 use super::sizes::{SizeValue, parse_duration, parse_size};
-use crate::output::upload::key::KeyTemplate;
+use crate::output::upload::key::{KeyTemplate, MAX_KEY_LEN};
 pub use crate::output::upload::settings::*;
 
 /// `host_id`: ASCII letters, digits, `.`, `_`, `-`; 1 to 64 bytes.
@@ -40,7 +40,7 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
     let Some(raw) = raw else { return Ok(None) };
     let span = raw.span();
     let r = raw.into_inner();
-    let bucket = bucket(cx, r.bucket.as_ref(), span)?;
+    let bucket = bucket(cx, r.bucket.as_ref(), span.clone())?;
     let prefix = match &r.prefix {
         None => String::new(),
         Some(p) => {
@@ -87,6 +87,18 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
         Some(s) => KeyTemplate::parse(s.get_ref())
             .map_err(|why| cx.err(s.span(), format!("{:?}: {why}", s.get_ref())))?,
     };
+    let longest = key_template.longest_key(&prefix);
+    if longest > MAX_KEY_LEN {
+        let why = format!(
+            "keys can be {longest} bytes long with this prefix ({} bytes) and key_template, over S3's {MAX_KEY_LEN}: shorten them",
+            prefix.len()
+        );
+        return Err(match (&r.prefix, &r.key_template) {
+            (Some(p), _) => cx.err(p.span(), why),
+            (None, Some(k)) => cx.err(k.span(), why),
+            (None, None) => cx.err(span, why),
+        });
+    }
     let storage_class = match &r.storage_class {
         None => None,
         Some(s) => {

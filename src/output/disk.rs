@@ -111,10 +111,23 @@ pub(crate) struct DiskFile {
 
 impl DiskFile {
     /// Writes `iov` after the file's whole records; on failure the file
-    /// is cut back to them ([`write_whole`]).
+    /// is cut back to them ([`write_whole`]). While nothing is on disk yet
+    /// (its header's write failed: a full disk), the header goes first, so
+    /// a file never starts with a record.
     fn write_at_end(&mut self, iov: &[IoSlice<'_>]) -> Result<(), WriterError> {
         let file = self.file.as_mut().expect("open");
+        if self.good_len == 0 {
+            let mut with_header = Vec::with_capacity(iov.len() + 1);
+            with_header.push(IoSlice::new(&self.header));
+            with_header.extend_from_slice(iov);
+            return write_whole(file, &mut self.good_len, &self.part, &with_header);
+        }
         write_whole(file, &mut self.good_len, &self.part, iov)
+    }
+
+    /// Whether no record reached the file (nothing, or its header alone).
+    fn holds_no_record(&self) -> bool {
+        self.good_len <= self.header.len() as u64
     }
 }
 
@@ -408,10 +421,8 @@ impl Disk {
         f.retry = None;
         counters.files_opened.fetch_add(1, Relaxed);
         counters.open_files.fetch_add(1, Relaxed);
-        let header = std::mem::take(&mut f.header);
-        let r = f.write_at_end(&[IoSlice::new(&header)]);
-        f.header = header;
-        r
+        // The header alone (`good_len` is 0).
+        f.write_at_end(&[])
     }
 
     fn write_chunk(&mut self, chunk: &[u8]) {
@@ -626,10 +637,11 @@ impl Disk {
             self.fail(&e, 0);
         }
         self.counters.open_files.fetch_sub(1, Relaxed);
-        if c.good_len == 0 {
-            // Not even its file header could be written (disk full): no
-            // capture file to publish. Its frames were counted as lost when
-            // they failed; the empty `.part` goes, as recovery and the flow
+        if c.holds_no_record() {
+            // No record could be written (disk full), maybe not even its
+            // header: no capture file to publish (a flood of header-only
+            // files helps no one). Its frames were counted as lost when
+            // they failed; the `.part` goes, as recovery and the flow
             // writer's `PartFile` do with an empty file.
             if let Err(e) = crate::output::outdir::unlink_under(&self.root, &c.part) {
                 tracing::debug!(error = %e, "empty capture file not deleted");

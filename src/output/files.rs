@@ -93,16 +93,31 @@ pub enum OutputDirError {
         probe: PathBuf,
         source: io::Error,
     },
+    #[error(
+        "output directory {path}: another mirrorcap (run or replay) writes in it (it holds a lock on the directory); give each its own `dir`"
+    )]
+    Busy { path: PathBuf },
+    #[error("output directory {path}: cannot lock it: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+}
+
+/// A lock (`flock`) on the output directory, held while a daemon or a
+/// replay writes in it: two writers in one directory would rename each
+/// other's `.part` files at start (crash recovery), share retention, and
+/// upload each other's journaled files.
+#[derive(Debug)]
+pub struct OutputDirLock {
+    _dir: File,
 }
 
 /// Checks at start that capture files can be created under `dir`: creates
 /// it (and its parents, mode [`DIR_MODE`]) when missing, then creates and
-/// removes an empty probe file in it. So a `dir` that is a regular file, on
-/// a read-only file system or not writable by the daemon's user fails
+/// removes an empty probe file in it, and locks it ([`OutputDirLock`]).
+/// So a `dir` that is a regular file, on a read-only file system or not writable by the daemon's user fails
 /// before any socket is bound, naming it, instead of dropping every frame.
 /// The probe is empty: a full disk still passes (capture resumes when space
 /// returns), since creating an empty file needs no data block.
-pub fn check_output_dir(dir: &Path) -> Result<(), OutputDirError> {
+pub fn check_output_dir(dir: &Path) -> Result<OutputDirLock, OutputDirError> {
     use std::fs::OpenOptions;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if dir.exists() && !dir.is_dir() {
@@ -138,13 +153,28 @@ pub fn check_output_dir(dir: &Path) -> Result<(), OutputDirError> {
         Ok(f) => {
             drop(f);
             let _ = fs::remove_file(&probe);
-            Ok(())
+            lock_output_dir(dir)
         }
         Err(source) => Err(OutputDirError::Probe {
             path: dir.to_path_buf(),
             probe,
             source,
         }),
+    }
+}
+
+fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputDirError> {
+    let lock_err = |source| OutputDirError::Lock {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let f = File::open(dir).map_err(lock_err)?;
+    match f.try_lock() {
+        Ok(()) => Ok(OutputDirLock { _dir: f }),
+        Err(fs::TryLockError::WouldBlock) => Err(OutputDirError::Busy {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
 }
 

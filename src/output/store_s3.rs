@@ -356,9 +356,17 @@ impl Store for S3Store {
 
     fn list(&self, sel: &Selection, problem: &mut dyn FnMut(String)) -> Vec<StoreFile> {
         let mut out = Vec::new();
-        let Some((top, _)) = self.children(&self.prefix, problem) else {
+        let Some((top, objects)) = self.children(&self.prefix, problem) else {
             return out;
         };
+        if top.is_empty() && objects.is_empty() {
+            // As a missing local directory is: most likely a typo.
+            problem(format!(
+                "{}{}: nothing under this prefix (no such prefix, or an empty one)",
+                self.head, self.prefix
+            ));
+            return out;
+        }
         let join = |a: &str, b: &str| {
             if a.is_empty() {
                 b.to_owned()

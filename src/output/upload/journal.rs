@@ -88,6 +88,11 @@ impl Journal {
         })
     }
 
+    /// The output directory the entries' paths are under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The journal's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -155,20 +160,37 @@ impl Journal {
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<OnDisk>(&b).map_err(|e| e.to_string()));
             match read {
-                Ok(d) if d.path.is_relative() => good.push(Entry {
+                Ok(d) if !under_root(&d.path) => bad.push((
+                    p,
+                    format!(
+                        "path {:?} is not a plain relative path under the output directory (no `..`, no root)",
+                        d.path
+                    ),
+                )),
+                Ok(d) => good.push(Entry {
                     id: name,
                     path: self.root.join(&d.path),
                     key: d.key,
                     since: d.since,
                     dir: self.dir.clone(),
                 }),
-                Ok(d) => bad.push((p, format!("path {:?} is not relative", d.path))),
                 Err(why) => bad.push((p, why)),
             }
         }
         good.sort_by(|a, b| (a.since, &a.id).cmp(&(b.since, &b.id)));
         (good, bad)
     }
+}
+
+/// Whether `rel` stays under the directory it is joined to: relative,
+/// its components plain names (no `..`, `.` or root). The journal is a
+/// file anyone able to write under `DIR` could edit: an entry must not make
+/// the uploader read (and delete) a file elsewhere.
+fn under_root(rel: &Path) -> bool {
+    rel.components().count() > 0
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 #[cfg(test)]
@@ -194,5 +216,30 @@ mod tests {
         j2.remove(&a.id).unwrap();
         j2.remove(&a.id).unwrap();
         assert_eq!(j2.list().0, vec![b]);
+    }
+
+    /// Hostile run of issue 16: an entry naming `../secret.txt` made the
+    /// uploader upload a file outside the output directory, then delete
+    /// it. Such entries are refused (reported, left alone).
+    #[test]
+    fn entries_outside_the_output_directory_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        for (n, path) in [
+            "../secret.txt",
+            "a/../../b.pcap",
+            "/etc/passwd",
+            "./x/../..",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let body = format!("{{\"path\":{path:?},\"key\":\"k\",\"since\":1}}");
+            std::fs::write(j.dir().join(format!("{n}.json")), body).unwrap();
+        }
+        j.add(&tmp.path().join("7/a.pcap"), "k/a").unwrap();
+        let (good, bad) = j.list();
+        assert_eq!(good.len(), 1);
+        assert_eq!(bad.len(), 4, "{bad:?}");
     }
 }

@@ -137,6 +137,27 @@ impl KeyTemplate {
         if s.starts_with('/') {
             return Err("must not start with `/` (S3 keys are relative to the bucket)".into());
         }
+        if s.split('/').any(|c| c == "." || c == "..") {
+            return Err(
+                "must not have a `.` or `..` path component (S3 keys cannot hold them)".into(),
+            );
+        }
+        // Two placeholders side by side could make two keys equal (host
+        // `h1` with VNI 42 and host `h14` with VNI 2); `{endpoint_dir}` may
+        // render empty, so it separates nothing.
+        let mut last: Option<&Part> = None;
+        for p in parts.iter().filter(|p| **p != Part::EndpointDir) {
+            let placeholder = |p: &Part| !matches!(p, Part::Local(LocalPart::Lit(_)));
+            if let Some(l) = last
+                && placeholder(l)
+                && placeholder(p)
+            {
+                return Err(
+                    "has two placeholders with no text between them (`{endpoint_dir}` may be empty): put a `-`, `_`, `.` or `/` between them, or two files' keys could be equal".into(),
+                );
+            }
+            last = Some(p);
+        }
         Ok(KeyTemplate { parts })
     }
 
@@ -166,6 +187,30 @@ impl KeyTemplate {
             };
         }
         collapse(&s)
+    }
+}
+
+impl KeyTemplate {
+    /// The longest key this template can render under `prefix`: every
+    /// placeholder at its longest (a 64-byte `{host}`, an IPv6 source, a
+    /// GWLB endpoint, the largest VNI and `{seq}`, `pcapng`).
+    pub fn longest_key(&self, prefix: &str) -> usize {
+        let cx = KeyContext {
+            prefix: prefix.to_owned(),
+            host: "h".repeat(64),
+            run: String::new(),
+        };
+        let f = PathFields {
+            vni: 16_777_215,
+            source: std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
+            start_ns: u64::MAX,
+            seq: u32::MAX,
+            format: crate::capture::encode::OutputFormat::Pcapng,
+            endpoint: Some(crate::wire::geneve::EndpointId(u64::MAX)),
+        };
+        self.render(&cx, &f).len()
     }
 }
 
@@ -225,6 +270,11 @@ mod tests {
     #[test]
     fn key_templates_that_could_collide_are_refused() {
         for bad in [
+            // Hostile run of issue 16: accepted, then every upload failed.
+            "{prefix}/../{host}/{endpoint_dir}{vni}/{source}/{start}-{seq}.{ext}",
+            // Hostile run: host h1 + VNI 42 = host h14 + VNI 2.
+            "{prefix}/{host}{vni}{source}{start}{seq}{endpoint_dir}.{ext}",
+            "{prefix}/{host}-{endpoint_dir}{vni}/{source}/{start}{seq}.{ext}",
             "{prefix}/{endpoint_dir}{vni}/{source}/{start}-{seq}.{ext}",
             "{prefix}/{vni}/{source}/{host}-{start}-{seq}.{ext}",
             "{prefix}/{endpoint_dir}{vni}/{source}/{host}-{seq}.{ext}",

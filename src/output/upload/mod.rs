@@ -29,8 +29,8 @@
 //!   not list); a file it must delete before its upload is counted
 //!   (`upload_abandoned`), logged by name, and its entry removed;
 //! - keys never repeat: [`Uploads::reserve_key`] within a run, the wait
-//!   for the next second in [`Uploader::start`] across runs, and the
-//!   journal's lock against two daemons on one directory; with `[output]
+//!   for the next second in [`Uploader::start`] across runs (each run
+//!   holds a lock on the output directory); with `[output]
 //!   fsync` a capture file's entry is synced with the file at its close.
 //!
 //! The writer threads never wait for the uploader: they write a journal
@@ -108,10 +108,6 @@ pub enum UploadError {
     },
     #[error("cannot start the uploader: {0}")]
     Start(std::io::Error),
-    #[error(
-        "{path}: another mirrorcap uploads from this output directory (it holds a lock on this folder); give each daemon a `dir` of its own"
-    )]
-    Busy { path: PathBuf },
 }
 
 /// A file waiting to be uploaded.
@@ -463,8 +459,12 @@ impl Uploads {
                 s.kept.push(path.to_path_buf());
             }
         } else {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            // Reached without following a link under the output directory.
+            match crate::output::outdir::unlink_under(self.journal.root(), path) {
+                Err(e)
+                    if e.io()
+                        .is_none_or(|e| e.kind() != std::io::ErrorKind::NotFound) =>
+                {
                     tracing::error!(path = %path.display(), error = %e, "uploaded to S3, but cannot delete the local file");
                     u.failures.fetch_add(1, Relaxed);
                 }
@@ -534,25 +534,6 @@ pub struct Uploader {
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stop_wait: Duration,
-    /// `DIR/.uploads`, locked (`flock`) while this daemon runs.
-    _lock: std::fs::File,
-}
-
-/// Locks the journal's folder `DIR/.uploads` (`flock` on the folder
-/// itself, so no lock file is left behind) for this process: two daemons
-/// on one output directory would upload each other's files and reuse each
-/// other's keys.
-fn lock_journal(journal: &Journal) -> Result<std::fs::File, UploadError> {
-    let path = journal.dir().to_path_buf();
-    let f = std::fs::File::open(&path).map_err(|source| UploadError::Journal {
-        path: path.clone(),
-        source,
-    })?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(UploadError::Busy { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(UploadError::Journal { path, source }),
-    }
 }
 
 /// `{host}`: `host_id`, else the instance ID, else the host name (the
@@ -695,8 +676,8 @@ impl Uploader {
             path: root.join(journal::JOURNAL_DIR),
             source,
         })?;
-        let lock = lock_journal(&journal)?;
-        // The last run's files all started before this run took the lock:
+        // The last run's files all started before this run locked the
+        // output directory (`check_output_dir`):
         // in the next whole second, every file of this run starts later
         // than those, so `{seq}` at 0 cannot give a key of theirs (a
         // restart within one second would otherwise reuse the key of a
@@ -758,7 +739,6 @@ impl Uploader {
             stop,
             thread: Some(thread),
             stop_wait: cfg.stop_wait,
-            _lock: lock,
         })
     }
 
@@ -949,7 +929,8 @@ enum Failure {
 }
 
 /// S3 error codes that retrying alone does not mend.
-const REFUSALS: [&str; 8] = [
+const REFUSALS: [&str; 9] = [
+    "KeyTooLongError",
     "NoSuchBucket",
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -989,10 +970,21 @@ fn part_size_for(len: u64, part_size: usize) -> usize {
 /// read part by part.
 async fn upload_once(job: &Job, path: &Path, key: &str) -> Result<(), Failure> {
     let other = |e: &dyn std::fmt::Display| Failure::Other(e.to_string());
-    let location = object_store::path::Path::parse(key).map_err(|e| other(&e))?;
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Failure::Gone),
+    let location = object_store::path::Path::parse(key)
+        .map_err(|e| Failure::Refused(format!("not a valid S3 key: {e}")))?;
+    // Reached without following a link under the output directory (a
+    // link there is not a file of ours: treated as gone).
+    let opened = crate::output::outdir::open_parent(job.shared.journal.root(), path, false, 0)
+        .and_then(|(dir, name)| dir.open_file(name));
+    let mut file = match opened {
+        Ok(f) => tokio::fs::File::from_std(f),
+        Err(crate::output::outdir::OutDirError::Link { .. }) => return Err(Failure::Gone),
+        Err(e)
+            if e.io()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            return Err(Failure::Gone);
+        }
         Err(e) => return Err(other(&format!("cannot open: {e}"))),
     };
     let len = file.metadata().await.map_err(|e| other(&e))?.len();
