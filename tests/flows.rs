@@ -131,9 +131,7 @@ const ORACLE_FIXTURES: &[&str] = &[
 ];
 
 /// Packets and IP bytes per TCP/UDP 5-tuple of the OK records.
-fn tuple_sums(
-    recs: &[BTreeMap<String, String>],
-) -> (BTreeMap<Tuple, u64>, BTreeMap<Tuple, u64>) {
+fn tuple_sums(recs: &[BTreeMap<String, String>]) -> (BTreeMap<Tuple, u64>, BTreeMap<Tuple, u64>) {
     let mut packets: BTreeMap<Tuple, u64> = BTreeMap::new();
     let mut bytes: BTreeMap<Tuple, u64> = BTreeMap::new();
     for r in recs.iter().filter(|r| r["log-status"] == "OK") {
@@ -526,17 +524,21 @@ fn flows_report_reads_json_lines_files() {
     assert_eq!(report(of(".jsonl")), text);
 }
 
-/// Runs `sql` in DuckDB (PyPI `duckdb`; `scripts/test` installs it) and
-/// returns its rows, each a JSON array of the columns.
-fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
-    let script = "import duckdb, json, sys\nrows = duckdb.sql(sys.argv[1]).fetchall()\nprint(json.dumps([list(r) for r in rows]))";
+type Rows = Vec<Vec<serde_json::Value>>;
+
+/// Runs each query in DuckDB (PyPI `duckdb`; `scripts/test` installs it),
+/// in one Python process, and returns the rows of each, a row a JSON
+/// array of its columns.
+fn duckdb(queries: &[String]) -> Vec<Rows> {
+    let script = "import duckdb, json, sys\nprint(json.dumps([[list(r) for r in duckdb.sql(q).fetchall()] for q in sys.argv[1:]]))";
     let out = std::process::Command::new("python3")
-        .args(["-c", script, sql])
+        .args(["-c", script])
+        .args(queries)
         .output()
         .expect("python3 (scripts/test installs it)");
     assert!(
         out.status.success(),
-        "DuckDB failed (python3 -c 'import duckdb' must work: scripts/test installs PyPI duckdb): {sql}\n{}",
+        "DuckDB failed (python3 -c 'import duckdb' must work: scripts/test installs PyPI duckdb): {queries:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -557,25 +559,34 @@ fn text_group_sums(recs: &[BTreeMap<String, String>], by: &[&str]) -> GroupSums 
     m
 }
 
-/// The same sums, by DuckDB over the Parquet files (columns named with
-/// underscores, as AWS names them).
-fn duckdb_group_sums(files: &str, by: &[&str]) -> GroupSums {
-    let cols: Vec<String> = by.iter().map(|f| format!("\"{}\"", f.replace('-', "_"))).collect();
-    let sql = format!(
+/// The query for the same sums, by DuckDB over the Parquet files (columns
+/// named with underscores, as AWS names them).
+fn group_sums_sql(files: &str, by: &[&str]) -> String {
+    let cols: Vec<String> = by
+        .iter()
+        .map(|f| format!("\"{}\"", f.replace('-', "_")))
+        .collect();
+    format!(
         "SELECT {}, sum(bytes), sum(packets) FROM read_parquet('{files}') WHERE log_status = 'OK' GROUP BY ALL",
         cols.join(", ")
-    );
+    )
+}
+
+/// Its rows as [`GroupSums`] (a null key `-`, as the text has it).
+fn group_sums(rows: &Rows, by: &[&str]) -> GroupSums {
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     };
-    duckdb(&sql)
-        .into_iter()
+    let n = by.len();
+    rows.iter()
         .map(|row| {
-            let n = by.len();
             let key = row[..n].iter().map(cell).collect();
-            (key, (row[n].as_u64().unwrap(), row[n + 1].as_u64().unwrap()))
+            (
+                key,
+                (row[n].as_u64().unwrap(), row[n + 1].as_u64().unwrap()),
+            )
         })
         .collect()
 }
@@ -605,13 +616,26 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
         let glob = format!("{}/flows/**/*.parquet", pq_dir.display());
         let (_, text) = flow_records(&text_dir);
 
+        let groupings: [&[&str]; 3] = [
+            &["srcaddr", "dstaddr"],
+            &["dstport"],
+            &["protocol", "srcaddr", "srcport", "dstaddr", "dstport"],
+        ];
+        let mut queries = vec![
+            format!(
+                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{glob}'))"
+            ),
+            // Every record, NODATA ones with nulls where the text has `-`.
+            format!(
+                "SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA' AND srcaddr IS NULL AND packets IS NULL AND interface_id IS NULL), count(*) FILTER (WHERE action = 'REJECT') FROM read_parquet('{glob}')"
+            ),
+        ];
+        queries.extend(groupings.iter().map(|by| group_sums_sql(&glob, by)));
+        let answers = duckdb(&queries);
         if i == 0 {
             // AWS's names and types (DuckDB's INTEGER is Parquet INT32,
             // BIGINT INT64, VARCHAR a UTF-8 BYTE_ARRAY).
-            let schema = duckdb(&format!(
-                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{glob}'))"
-            ));
-            let schema: Vec<String> = schema
+            let schema: Vec<String> = answers[0]
                 .iter()
                 .map(|r| format!("{} {}", r[0].as_str().unwrap(), r[1].as_str().unwrap()))
                 .collect();
@@ -637,24 +661,16 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
                 ]
             );
         }
-        // Every record, NODATA ones with nulls where the text has `-`.
-        let counts = duckdb(&format!(
-            "SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA' AND srcaddr IS NULL AND packets IS NULL AND interface_id IS NULL), count(*) FILTER (WHERE action = 'REJECT') FROM read_parquet('{glob}')"
-        ));
         let nodata = text.iter().filter(|r| r["log-status"] == "NODATA").count();
         let rejected = text.iter().filter(|r| r["action"] == "REJECT").count();
         assert_eq!(
-            counts[0],
+            answers[1][0],
             [text.len(), nodata, rejected].map(serde_json::Value::from),
             "{fixture}: records, NODATA records, rejected flows"
         );
-        for by in [
-            &["srcaddr", "dstaddr"][..],
-            &["dstport"],
-            &["protocol", "srcaddr", "srcport", "dstaddr", "dstport"],
-        ] {
+        for (by, rows) in groupings.iter().zip(&answers[2..]) {
             assert_eq!(
-                duckdb_group_sums(&glob, by),
+                group_sums(rows, by),
                 text_group_sums(&text, by),
                 "{fixture}: by {by:?}"
             );
@@ -662,8 +678,7 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
         // And tshark's conversations, through the Parquet records alone.
         let mut packets = BTreeMap::new();
         let mut bytes = BTreeMap::new();
-        let five = ["protocol", "srcaddr", "srcport", "dstaddr", "dstport"];
-        for (k, (b, p)) in duckdb_group_sums(&glob, &five) {
+        for (k, (b, p)) in group_sums(&answers[4], groupings[2]) {
             if k[0] == "6" || k[0] == "17" {
                 let t: Tuple = (
                     k[0].clone(),

@@ -126,3 +126,35 @@ fn session(cx: &Ctx, s: RawFlowSession) -> Result<FlowSessionMeta, ConfigError> 
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::parse;
+
+    /// Issue 18 item 1: `parquet = true` is a `[flows]` key; with `gzip` or
+    /// `json` (text options) it is refused, naming the keys at fault, and so
+    /// is a format naming a field twice (one column per field).
+    #[test]
+    fn flows_parquet_is_refused_with_gzip_or_json() {
+        let c = parse("[flows]\nenabled = true\nparquet = true\n").unwrap();
+        assert!(c.flows.parquet && !c.flows.gzip && !c.flows.json);
+        assert!(
+            !parse("[flows]\nparquet = false\ngzip = true\n")
+                .unwrap()
+                .flows
+                .parquet
+        );
+        let e = parse("[flows]\ngzip = true\nparquet = true\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:3") && e.contains("`parquet = true` cannot go with `gzip = true`"),
+            "{e}"
+        );
+        let e = parse("[flows]\nparquet = true\njson = true\ngzip = true\n").unwrap_err();
+        assert!(
+            e.contains("cannot go with `gzip = true` and `json = true`"),
+            "{e}"
+        );
+        let e = parse("[flows]\nformat = \"${srcaddr} ${srcaddr}\"\nparquet = true\n").unwrap_err();
+        assert!(e.contains("names the field `srcaddr` twice"), "{e}");
+    }
+}

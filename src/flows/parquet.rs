@@ -413,12 +413,28 @@ mod tests {
         ("traffic-path", "traffic_path", "INT_32"),
         ("ecs-cluster-arn", "ecs_cluster_arn", "STRING"),
         ("ecs-cluster-name", "ecs_cluster_name", "STRING"),
-        ("ecs-container-instance-arn", "ecs_container_instance_arn", "STRING"),
-        ("ecs-container-instance-id", "ecs_container_instance_id", "STRING"),
+        (
+            "ecs-container-instance-arn",
+            "ecs_container_instance_arn",
+            "STRING",
+        ),
+        (
+            "ecs-container-instance-id",
+            "ecs_container_instance_id",
+            "STRING",
+        ),
         ("ecs-container-id", "ecs_container_id", "STRING"),
-        ("ecs-second-container-id", "ecs_second_container_id", "STRING"),
+        (
+            "ecs-second-container-id",
+            "ecs_second_container_id",
+            "STRING",
+        ),
         ("ecs-service-name", "ecs_service_name", "STRING"),
-        ("ecs-task-definition-arn", "ecs_task_definition_arn", "STRING"),
+        (
+            "ecs-task-definition-arn",
+            "ecs_task_definition_arn",
+            "STRING",
+        ),
         ("ecs-task-arn", "ecs_task_arn", "STRING"),
         ("ecs-task-id", "ecs_task_id", "STRING"),
         ("reject-reason", "reject_reason", "STRING"),
@@ -523,7 +539,10 @@ mod tests {
                 V::Str("OK".into())
             ]
         );
-        assert_eq!(rows[3], [V::Null, V::Null, V::Null, V::Str("NODATA".into())]);
+        assert_eq!(
+            rows[3],
+            [V::Null, V::Null, V::Null, V::Str("NODATA".into())]
+        );
 
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open_root(tmp.path(), false, 0).unwrap();

@@ -244,7 +244,10 @@ impl RecordFile {
             RecordFile::Parquet(f) => {
                 let (path, records) = (f.part_path(), f.records());
                 let r = f.close();
-                (r.map_err(|source| FlowFileError::Close { path, source }), records)
+                (
+                    r.map_err(|source| FlowFileError::Close { path, source }),
+                    records,
+                )
             }
         }
     }
