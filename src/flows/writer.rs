@@ -222,7 +222,8 @@ impl FlowFile {
 /// record; gzip members with `gzip`) or, with `parquet`, Parquet.
 enum RecordFile {
     Text(FlowFile),
-    Parquet(ParquetFile),
+    /// Boxed: its writer state is large, and one is open at a time.
+    Parquet(Box<ParquetFile>),
 }
 
 impl RecordFile {
@@ -232,7 +233,7 @@ impl RecordFile {
         }
         let path = dir.path().join(part_name(name.as_ref()));
         ParquetFile::create(dir, name, &cfg.format)
-            .map(RecordFile::Parquet)
+            .map(|f| RecordFile::Parquet(Box::new(f)))
             .map_err(|source| FlowFileError::Create { path, source })
     }
 
