@@ -199,11 +199,21 @@ fn flow_sums_match_tshark_conversations() {
         let (_t, dir, _) = replay_flows(&wrapped, "");
         let (_, recs) = flow_records(&dir);
         let (packets, bytes) = tuple_sums(&recs);
-        let (want, want_bytes) = tshark_tuple_sums(&input);
-        assert!(!want.is_empty(), "{fixture}");
-        assert_eq!(packets, want, "{fixture}: packets per 5-tuple");
-        assert_eq!(bytes, want_bytes, "{fixture}: bytes per 5-tuple");
+        assert_tshark_sums(fixture, &input, &packets, &bytes);
     }
+}
+
+/// Packets and bytes per 5-tuple are tshark's ([`tshark_tuple_sums`]).
+fn assert_tshark_sums(
+    fixture: &str,
+    input: &Path,
+    packets: &BTreeMap<Tuple, u64>,
+    bytes: &BTreeMap<Tuple, u64>,
+) {
+    let (want, want_bytes) = tshark_tuple_sums(input);
+    assert!(!want.is_empty(), "{fixture}");
+    assert_eq!(packets, &want, "{fixture}: packets per 5-tuple");
+    assert_eq!(bytes, &want_bytes, "{fixture}: bytes per 5-tuple");
 }
 
 /// The AWS capture: per-record fields parse back, metadata and direction
@@ -412,19 +422,22 @@ fn flows_report_top_talkers() {
     assert!(err.contains("expected terms field=value"), "{err}");
 }
 
+/// The flow files under `dir`: some, and every one's name ends in `ext`.
+fn flow_files_ending(dir: &Path, ext: &str, stderr: &str) -> Vec<PathBuf> {
+    let files = output_files(&dir.join("flows"));
+    assert!(
+        !files.is_empty() && files.iter().all(|f| f.to_str().unwrap().ends_with(ext)),
+        "{files:?} {stderr}"
+    );
+    files
+}
+
 /// `gzip = true`: `.log.gz` files that zcat and `mirrorcap flows` read.
 #[test]
 fn gzip_flow_files() {
     let input = testdata("vxlan/tcpdump-vxlan.pcap");
-    let (_t, dir, _) = replay_flows(&input, "gzip = true\n");
-    let files = output_files(&dir.join("flows"));
-    assert!(
-        !files.is_empty()
-            && files
-                .iter()
-                .all(|f| f.to_str().unwrap().ends_with(".log.gz")),
-        "{files:?}"
-    );
+    let (_t, dir, err) = replay_flows(&input, "gzip = true\n");
+    let files = flow_files_ending(&dir, ".log.gz", &err);
     let out = std::process::Command::new("zcat")
         .arg(&files[0])
         .output()
@@ -605,14 +618,7 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
         wrap_ethernet_capture(&input, &wrapped, 9, "10.99.0.1".parse().unwrap());
         let (_t, text_dir, _) = replay_flows(&wrapped, "");
         let (_p, pq_dir, err) = replay_flows(&wrapped, "parquet = true\n");
-        let files = output_files(&pq_dir.join("flows"));
-        assert!(
-            !files.is_empty()
-                && files
-                    .iter()
-                    .all(|f| f.to_str().unwrap().ends_with(".parquet")),
-            "{fixture}: {files:?} {err}"
-        );
+        flow_files_ending(&pq_dir, ".parquet", &format!("{fixture}: {err}"));
         let glob = format!("{}/flows/**/*.parquet", pq_dir.display());
         let (_, text) = flow_records(&text_dir);
 
@@ -691,10 +697,7 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
                 bytes.insert(t, b);
             }
         }
-        let (want_packets, want_bytes) = tshark_tuple_sums(&input);
-        assert!(!want_packets.is_empty(), "{fixture}");
-        assert_eq!(packets, want_packets, "{fixture}: packets per 5-tuple");
-        assert_eq!(bytes, want_bytes, "{fixture}: bytes per 5-tuple");
+        assert_tshark_sums(fixture, &input, &packets, &bytes);
     }
 }
 
