@@ -120,78 +120,100 @@ fn tshark_ip_bytes(file: &Path) -> BTreeMap<Tuple, u64> {
     m
 }
 
+/// The fixtures of the tshark oracle: Ethernet captures, wrapped in VXLAN.
+const ORACLE_FIXTURES: &[&str] = &[
+    "zeek-wikipedia.pcap",
+    "arkime-v6-http.pcap",
+    "zeek-vlan-collisions.pcap",
+    "zeek-get-to-ssh-server.pcap",
+    "zeek-truncated-header.pcap",
+    "zeek-cooper-grill-dvwa.pcapng",
+];
+
+/// Packets and IP bytes per TCP/UDP 5-tuple of the OK records.
+fn tuple_sums(recs: &[BTreeMap<String, String>]) -> (BTreeMap<Tuple, u64>, BTreeMap<Tuple, u64>) {
+    let mut packets: BTreeMap<Tuple, u64> = BTreeMap::new();
+    let mut bytes: BTreeMap<Tuple, u64> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r["log-status"] == "OK") {
+        if r["protocol"] != "6" && r["protocol"] != "17" {
+            continue;
+        }
+        let k = (
+            r["protocol"].clone(),
+            r["srcaddr"].clone(),
+            r["srcport"].parse().unwrap(),
+            r["dstaddr"].clone(),
+            r["dstport"].parse().unwrap(),
+        );
+        *packets.entry(k.clone()).or_insert(0) += r["packets"].parse::<u64>().unwrap();
+        *bytes.entry(k).or_insert(0) += r["bytes"].parse::<u64>().unwrap();
+    }
+    (packets, bytes)
+}
+
+/// The oracle: packets per TCP/UDP 5-tuple from tshark's `conv,tcp` and
+/// `conv,udp`, and IP bytes per 5-tuple from tshark's fields.
+fn tshark_tuple_sums(input: &Path) -> (BTreeMap<Tuple, u64>, BTreeMap<Tuple, u64>) {
+    let mut want = tshark_conv(input, "tcp");
+    want.extend(tshark_conv(input, "udp"));
+    // tshark's conversation tap skips a TCP segment whose header the
+    // capture cut (its dissector stops first); the flow log, like AWS,
+    // counts the packet, whose ports were captured. Add those frames.
+    let cut = tshark(&[
+        "-r",
+        input.to_str().unwrap(),
+        "-Y",
+        "!vlan && ip && tcp.hdr_len > frame.cap_len - 14 - ip.hdr_len",
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "ip.dst",
+        "-e",
+        "tcp.dstport",
+    ]);
+    for l in cut.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        let k = (
+            "6".to_string(),
+            c[0].to_string(),
+            c[1].parse().unwrap(),
+            c[2].to_string(),
+            c[3].parse().unwrap(),
+        );
+        *want.entry(k).or_insert(0) += 1;
+    }
+    (want, tshark_ip_bytes(input))
+}
+
 #[test]
 fn flow_sums_match_tshark_conversations() {
     let tmp = tempfile::tempdir().unwrap();
-    for fixture in [
-        "zeek-wikipedia.pcap",
-        "arkime-v6-http.pcap",
-        "zeek-vlan-collisions.pcap",
-        "zeek-get-to-ssh-server.pcap",
-        "zeek-truncated-header.pcap",
-        "zeek-cooper-grill-dvwa.pcapng",
-    ] {
+    for fixture in ORACLE_FIXTURES {
         let input = testdata(&format!("ethernet/{fixture}"));
         let wrapped = tmp.path().join(format!("{fixture}.wrapped.pcap"));
         wrap_ethernet_capture(&input, &wrapped, 9, "10.99.0.1".parse().unwrap());
         let (_t, dir, _) = replay_flows(&wrapped, "");
         let (_, recs) = flow_records(&dir);
-        let mut packets: BTreeMap<Tuple, u64> = BTreeMap::new();
-        let mut bytes: BTreeMap<Tuple, u64> = BTreeMap::new();
-        for r in recs.iter().filter(|r| r["log-status"] == "OK") {
-            if r["protocol"] != "6" && r["protocol"] != "17" {
-                continue;
-            }
-            let k = (
-                r["protocol"].clone(),
-                r["srcaddr"].clone(),
-                r["srcport"].parse().unwrap(),
-                r["dstaddr"].clone(),
-                r["dstport"].parse().unwrap(),
-            );
-            *packets.entry(k.clone()).or_insert(0) += r["packets"].parse::<u64>().unwrap();
-            *bytes.entry(k).or_insert(0) += r["bytes"].parse::<u64>().unwrap();
-        }
-        let mut want = tshark_conv(&input, "tcp");
-        want.extend(tshark_conv(&input, "udp"));
-        // tshark's conversation tap skips a TCP segment whose header the
-        // capture cut (its dissector stops first); the flow log, like AWS,
-        // counts the packet, whose ports were captured. Add those frames.
-        let cut = tshark(&[
-            "-r",
-            input.to_str().unwrap(),
-            "-Y",
-            "!vlan && ip && tcp.hdr_len > frame.cap_len - 14 - ip.hdr_len",
-            "-T",
-            "fields",
-            "-e",
-            "ip.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "ip.dst",
-            "-e",
-            "tcp.dstport",
-        ]);
-        for l in cut.lines() {
-            let c: Vec<&str> = l.split('\t').collect();
-            let k = (
-                "6".to_string(),
-                c[0].to_string(),
-                c[1].parse().unwrap(),
-                c[2].to_string(),
-                c[3].parse().unwrap(),
-            );
-            *want.entry(k).or_insert(0) += 1;
-        }
-        assert!(!want.is_empty(), "{fixture}");
-        assert_eq!(packets, want, "{fixture}: packets per 5-tuple");
-        assert_eq!(
-            bytes,
-            tshark_ip_bytes(&input),
-            "{fixture}: bytes per 5-tuple"
-        );
+        let (packets, bytes) = tuple_sums(&recs);
+        assert_tshark_sums(fixture, &input, &packets, &bytes);
     }
+}
+
+/// Packets and bytes per 5-tuple are tshark's ([`tshark_tuple_sums`]).
+fn assert_tshark_sums(
+    fixture: &str,
+    input: &Path,
+    packets: &BTreeMap<Tuple, u64>,
+    bytes: &BTreeMap<Tuple, u64>,
+) {
+    let (want, want_bytes) = tshark_tuple_sums(input);
+    assert!(!want.is_empty(), "{fixture}");
+    assert_eq!(packets, &want, "{fixture}: packets per 5-tuple");
+    assert_eq!(bytes, &want_bytes, "{fixture}: bytes per 5-tuple");
 }
 
 /// The AWS capture: per-record fields parse back, metadata and direction
@@ -400,19 +422,22 @@ fn flows_report_top_talkers() {
     assert!(err.contains("expected terms field=value"), "{err}");
 }
 
+/// The flow files under `dir`: some, and every one's name ends in `ext`.
+fn flow_files_ending(dir: &Path, ext: &str, stderr: &str) -> Vec<PathBuf> {
+    let files = output_files(&dir.join("flows"));
+    assert!(
+        !files.is_empty() && files.iter().all(|f| f.to_str().unwrap().ends_with(ext)),
+        "{files:?} {stderr}"
+    );
+    files
+}
+
 /// `gzip = true`: `.log.gz` files that zcat and `mirrorcap flows` read.
 #[test]
 fn gzip_flow_files() {
     let input = testdata("vxlan/tcpdump-vxlan.pcap");
-    let (_t, dir, _) = replay_flows(&input, "gzip = true\n");
-    let files = output_files(&dir.join("flows"));
-    assert!(
-        !files.is_empty()
-            && files
-                .iter()
-                .all(|f| f.to_str().unwrap().ends_with(".log.gz")),
-        "{files:?}"
-    );
+    let (_t, dir, err) = replay_flows(&input, "gzip = true\n");
+    let files = flow_files_ending(&dir, ".log.gz", &err);
     let out = std::process::Command::new("zcat")
         .arg(&files[0])
         .output()
@@ -510,4 +535,206 @@ fn flows_report_reads_json_lines_files() {
     let text = report(of(".log"));
     assert!(text.as_array().unwrap().len() > 1, "{text}");
     assert_eq!(report(of(".jsonl")), text);
+}
+
+type Rows = Vec<Vec<serde_json::Value>>;
+
+/// Runs each query in DuckDB (PyPI `duckdb`; `scripts/test` installs it),
+/// in one Python process, and returns the rows of each, a row a JSON
+/// array of its columns.
+fn duckdb(queries: &[String]) -> Vec<Rows> {
+    let script = "import duckdb, json, sys\nprint(json.dumps([[list(r) for r in duckdb.sql(q).fetchall()] for q in sys.argv[1:]]))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(queries)
+        .output()
+        .expect("python3 (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "DuckDB failed (python3 -c 'import duckdb' must work: scripts/test installs PyPI duckdb): {queries:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+type GroupSums = BTreeMap<Vec<String>, (u64, u64)>;
+
+/// (bytes, packets) by the `by` fields over the OK records (`-` for none),
+/// as `mirrorcap flows` and the Logs Insights queries sum them.
+fn text_group_sums(recs: &[BTreeMap<String, String>], by: &[&str]) -> GroupSums {
+    let mut m = GroupSums::new();
+    for r in recs.iter().filter(|r| r["log-status"] == "OK") {
+        let key = by.iter().map(|f| r[*f].clone()).collect();
+        let e = m.entry(key).or_insert((0, 0));
+        e.0 += r["bytes"].parse::<u64>().unwrap();
+        e.1 += r["packets"].parse::<u64>().unwrap();
+    }
+    m
+}
+
+/// The query for the same sums, by DuckDB over the Parquet files (columns
+/// named with underscores, as AWS names them).
+fn group_sums_sql(files: &str, by: &[&str]) -> String {
+    let cols: Vec<String> = by
+        .iter()
+        .map(|f| format!("\"{}\"", f.replace('-', "_")))
+        .collect();
+    format!(
+        "SELECT {}, sum(bytes), sum(packets) FROM read_parquet('{files}') WHERE log_status = 'OK' GROUP BY ALL",
+        cols.join(", ")
+    )
+}
+
+/// Its rows as [`GroupSums`] (a null key `-`, as the text has it).
+fn group_sums(rows: &Rows, by: &[&str]) -> GroupSums {
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let n = by.len();
+    rows.iter()
+        .map(|row| {
+            let key = row[..n].iter().map(cell).collect();
+            (
+                key,
+                (row[n].as_u64().unwrap(), row[n + 1].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18 items 1 and 4: `parquet = true` writes `.parquet` files
+/// (published whole, no `.part` left) that DuckDB reads with AWS's column
+/// names and types, nulls where the text has `-`; its sums by 5-tuple,
+/// by srcaddr/dstaddr and by dstport and its count of rejected flows are
+/// the text records' of the same replay and tshark's conversations'.
+#[test]
+fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, fixture) in ORACLE_FIXTURES.iter().enumerate() {
+        let input = testdata(&format!("ethernet/{fixture}"));
+        let wrapped = tmp.path().join(format!("{fixture}.wrapped.pcap"));
+        wrap_ethernet_capture(&input, &wrapped, 9, "10.99.0.1".parse().unwrap());
+        let (_t, text_dir, _) = replay_flows(&wrapped, "");
+        let (_p, pq_dir, err) = replay_flows(&wrapped, "parquet = true\n");
+        flow_files_ending(&pq_dir, ".parquet", &format!("{fixture}: {err}"));
+        let glob = format!("{}/flows/**/*.parquet", pq_dir.display());
+        let (_, text) = flow_records(&text_dir);
+
+        let groupings: [&[&str]; 3] = [
+            &["srcaddr", "dstaddr"],
+            &["dstport"],
+            &["protocol", "srcaddr", "srcport", "dstaddr", "dstport"],
+        ];
+        let mut queries = vec![
+            format!(
+                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{glob}'))"
+            ),
+            // Every record, NODATA ones with nulls where the text has `-`.
+            format!(
+                "SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA' AND srcaddr IS NULL AND packets IS NULL AND interface_id IS NULL), count(*) FILTER (WHERE action = 'REJECT') FROM read_parquet('{glob}')"
+            ),
+        ];
+        queries.extend(groupings.iter().map(|by| group_sums_sql(&glob, by)));
+        let answers = duckdb(&queries);
+        if i == 0 {
+            // AWS's names and types (DuckDB's INTEGER is Parquet INT32,
+            // BIGINT INT64, VARCHAR a UTF-8 BYTE_ARRAY).
+            let schema: Vec<String> = answers[0]
+                .iter()
+                .map(|r| format!("{} {}", r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                schema,
+                [
+                    "version INTEGER",
+                    "interface_id VARCHAR",
+                    "srcaddr VARCHAR",
+                    "dstaddr VARCHAR",
+                    "srcport INTEGER",
+                    "dstport INTEGER",
+                    "protocol INTEGER",
+                    "packets BIGINT",
+                    "bytes BIGINT",
+                    "start BIGINT",
+                    "end BIGINT",
+                    "action VARCHAR",
+                    "log_status VARCHAR",
+                    "tcp_flags INTEGER",
+                    "type VARCHAR",
+                    "flow_direction VARCHAR",
+                ]
+            );
+        }
+        let nodata = text.iter().filter(|r| r["log-status"] == "NODATA").count();
+        let rejected = text.iter().filter(|r| r["action"] == "REJECT").count();
+        assert_eq!(
+            answers[1][0],
+            [text.len(), nodata, rejected].map(serde_json::Value::from),
+            "{fixture}: records, NODATA records, rejected flows"
+        );
+        for (by, rows) in groupings.iter().zip(&answers[2..]) {
+            assert_eq!(
+                group_sums(rows, by),
+                text_group_sums(&text, by),
+                "{fixture}: by {by:?}"
+            );
+        }
+        // And tshark's conversations, through the Parquet records alone.
+        let mut packets = BTreeMap::new();
+        let mut bytes = BTreeMap::new();
+        for (k, (b, p)) in group_sums(&answers[4], groupings[2]) {
+            if k[0] == "6" || k[0] == "17" {
+                let t: Tuple = (
+                    k[0].clone(),
+                    k[1].clone(),
+                    k[2].parse().unwrap(),
+                    k[3].clone(),
+                    k[4].parse().unwrap(),
+                );
+                packets.insert(t.clone(), p);
+                bytes.insert(t, b);
+            }
+        }
+        assert_tshark_sums(fixture, &input, &packets, &bytes);
+    }
+}
+
+/// Issue 18 item 3: `mirrorcap flows` reads `.parquet` flow files as it
+/// reads text ones: the same report from the Parquet and the text records
+/// of one replay, metadata (strings) and ports (integers) included.
+#[test]
+fn flows_report_reads_parquet_files() {
+    let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
+    let meta = "[[flows.session]]\nvni = 5569041\ninterface_id = \"eni-0123456789abcdef0\"\n";
+    let (_t, text_dir, _) = replay_flows(&input, meta);
+    let (_p, pq_dir, _) = replay_flows(&input, &format!("parquet = true\n{meta}"));
+    let files = |dir: &Path| -> Vec<String> {
+        output_files(&dir.join("flows"))
+            .into_iter()
+            .map(|f| f.to_str().unwrap().to_string())
+            .collect()
+    };
+    let pq = files(&pq_dir);
+    assert!(pq.iter().all(|f| f.ends_with(".parquet")), "{pq:?}");
+    for (by, filter) in [
+        ("srcaddr,dstaddr", ""),
+        ("interface-id,dstport,flow-direction", ""),
+        ("dstport", "protocol=6"),
+    ] {
+        let report = |inputs: Vec<String>| {
+            let mut args = vec!["flows", "--by", by, "--format", "json"];
+            if !filter.is_empty() {
+                args.extend(["--filter", filter]);
+            }
+            args.extend(inputs.iter().map(String::as_str));
+            let (code, stdout, stderr) = mirrorcap(&args);
+            assert_eq!(code, 0, "{stderr}");
+            serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+        };
+        let text = report(files(&text_dir));
+        assert!(!text.as_array().unwrap().is_empty(), "{text}");
+        assert_eq!(report(pq.clone()), text, "--by {by} --filter '{filter}'");
+    }
 }

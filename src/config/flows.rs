@@ -25,6 +25,9 @@ pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, Confi
     if let Some(fmt) = &f.format {
         c.format = FlowFormat::parse(fmt.get_ref()).map_err(|m| cx.err(fmt.span(), m))?;
     }
+    if let Some(p) = &f.parquet {
+        c.parquet = parquet(cx, p, &c)?;
+    }
     if let Some(m) = &f.max_flows {
         if *m.get_ref() == 0 {
             return Err(cx.err(
@@ -38,6 +41,39 @@ pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, Confi
         c.sessions.push(session(cx, s)?);
     }
     Ok(c)
+}
+
+/// `parquet`: refused with `gzip` or `json` (they are about text files;
+/// a Parquet file is compressed already), and with a format naming a
+/// field twice (a Parquet file has one column per name).
+fn parquet(cx: &Ctx, p: &Spanned<bool>, c: &FlowConfig) -> Result<bool, ConfigError> {
+    if !*p.get_ref() {
+        return Ok(false);
+    }
+    let other = [("gzip", c.gzip), ("json", c.json)]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(k, _)| format!("`{k} = true`"))
+        .collect::<Vec<_>>();
+    if !other.is_empty() {
+        return Err(cx.err(
+            p.span(),
+            format!(
+                "`parquet = true` cannot go with {}: Parquet files replace the text ones (and are compressed already); set `parquet = false` or remove {}",
+                other.join(" and "),
+                if other.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
+    for (i, name) in c.format.names.iter().enumerate() {
+        if c.format.names[..i].contains(name) {
+            return Err(cx.err(
+                p.span(),
+                format!("`parquet = true`: the format names the field `{name}` twice; a Parquet file has one column per field, so name each once"),
+            ));
+        }
+    }
+    Ok(true)
 }
 
 /// `interval`, `file_interval`: a whole number of seconds, at least 1.
@@ -89,4 +125,36 @@ fn session(cx: &Ctx, s: RawFlowSession) -> Result<FlowSessionMeta, ConfigError> 
             az_id: s.az_id,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::parse;
+
+    /// Issue 18 item 1: `parquet = true` is a `[flows]` key; with `gzip` or
+    /// `json` (text options) it is refused, naming the keys at fault, and so
+    /// is a format naming a field twice (one column per field).
+    #[test]
+    fn flows_parquet_is_refused_with_gzip_or_json() {
+        let c = parse("[flows]\nenabled = true\nparquet = true\n").unwrap();
+        assert!(c.flows.parquet && !c.flows.gzip && !c.flows.json);
+        assert!(
+            !parse("[flows]\nparquet = false\ngzip = true\n")
+                .unwrap()
+                .flows
+                .parquet
+        );
+        let e = parse("[flows]\ngzip = true\nparquet = true\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:3") && e.contains("`parquet = true` cannot go with `gzip = true`"),
+            "{e}"
+        );
+        let e = parse("[flows]\nparquet = true\njson = true\ngzip = true\n").unwrap_err();
+        assert!(
+            e.contains("cannot go with `gzip = true` and `json = true`"),
+            "{e}"
+        );
+        let e = parse("[flows]\nformat = \"${srcaddr} ${srcaddr}\"\nparquet = true\n").unwrap_err();
+        assert!(e.contains("names the field `srcaddr` twice"), "{e}");
+    }
 }

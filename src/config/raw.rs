@@ -61,6 +61,7 @@ pub(super) struct RawFlows {
     pub(super) gzip: bool,
     #[serde(default)]
     pub(super) json: bool,
+    pub(super) parquet: Option<Spanned<bool>>,
     pub(super) max_flows: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) session: Vec<RawFlowSession>,

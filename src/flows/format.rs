@@ -109,6 +109,12 @@ const FIELDS: &[(&str, Field, u8)] = &[
     ("endpoint", Field::Endpoint, 2),
 ];
 
+/// The name of every field, in the order of AWS's table (mirrorcap's own
+/// `endpoint` last).
+pub fn field_names() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|f| f.0)
+}
+
 /// AWS's default format (version 2).
 pub const DEFAULT_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}";
 
@@ -244,8 +250,12 @@ pub(super) fn write_record(
             value(*f, version, meta, endpoint, rec, window_s, cfg.interval_s)
         })
         .collect();
-    let _ = writeln!(batch.lines, "{}", values.join(" "));
     batch.records += 1;
+    if cfg.parquet {
+        batch.values.extend(values);
+        return;
+    }
+    let _ = writeln!(batch.lines, "{}", values.join(" "));
     if cfg.json {
         batch.json.push('{');
         for (i, (name, v)) in cfg.format.names.iter().zip(&values).enumerate() {

@@ -4,7 +4,9 @@
 //! session, decode and timestamp. Out: text files under `DIR/flows/` as AWS
 //! delivers flow logs to S3: a header line of field names, then one
 //! space-separated record per line, `-` for a field mirrorcap cannot know;
-//! optionally gzipped, optionally also JSON Lines.
+//! optionally gzipped, optionally also JSON Lines; or, with
+//! `flows.parquet`, Parquet files with AWS's column names and types
+//! ([`parquet`](mod@parquet)).
 //!
 //! Counting and timing follow AWS's definitions: a flow is (session,
 //! protocol, source and destination address and port; ICMP and other
@@ -34,10 +36,12 @@
 //! One module per job: [`table`] (aggregation into windows), [`format`](mod@format)
 //! (the field list, custom formats, rendering a record), [`writer`] (flow
 //! files on disk, through [`crate::output`]'s `.part`, rename and
-//! retention code), [`report`] (the `mirrorcap flows` command). This
+//! retention code), [`parquet`](mod@parquet) (the Parquet files' schema,
+//! row groups and encoding), [`report`] (the `mirrorcap flows` command). This
 //! module holds the validated `[flows]` settings.
 
 pub mod format;
+pub mod parquet;
 pub mod record;
 pub mod report;
 pub mod table;
@@ -87,6 +91,9 @@ pub struct FlowConfig {
     pub file_interval_s: u64,
     pub gzip: bool,
     pub json: bool,
+    /// `.parquet` files instead of text (never with `gzip` or `json`: the
+    /// config refuses them together).
+    pub parquet: bool,
     pub max_flows: usize,
     pub sessions: Vec<FlowSessionMeta>,
 }
@@ -100,6 +107,7 @@ impl Default for FlowConfig {
             file_interval_s: 600,
             gzip: false,
             json: false,
+            parquet: false,
             max_flows: 100_000,
             sessions: Vec::new(),
         }

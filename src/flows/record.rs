@@ -35,6 +35,10 @@ pub struct FlowBatch {
     pub window_s: u64,
     pub lines: String,
     pub json: String,
-    /// Records in `lines` (one a line).
+    /// With `flows.parquet` (and then `lines` stays empty): the records'
+    /// values as the text renders them, one per field of the format for
+    /// each record in turn.
+    pub values: Vec<String>,
+    /// Records in the batch.
     pub records: u64,
 }

@@ -4,7 +4,8 @@
 //!
 //! In: flow files as mirrorcap writes them (a header line of field names,
 //! then records; or JSON Lines, one object per record; `.gz` read
-//! transparently), or captures of the
+//! transparently; or Parquet, `flows.parquet`, and AWS's own Parquet flow
+//! logs: columns named with `_` for `-`, nulls read as `-`), or captures of the
 //! encapsulated traffic, from which the records are computed directly (one
 //! window over the whole input): VXLAN, or VXLAN inside GENEVE to UDP
 //! 6081 as a Gateway Load Balancer endpoint sends it (the defaults of
@@ -22,6 +23,8 @@ use std::sync::Arc;
 pub enum ReportError {
     #[error("{0}: cannot read: {1}")]
     Io(String, std::io::Error),
+    #[error("{input}: not a readable Parquet flow file: {why}")]
+    Parquet { input: String, why: String },
     #[error("{input}:{line}: {why}")]
     Bad {
         input: String,
@@ -62,6 +65,9 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
         Some(0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 | 0x0a0d_0d0a)
     ) {
         return records_from_capture(input, &bytes, out);
+    }
+    if bytes.starts_with(b"PAR1") {
+        return records_from_parquet(input, bytes, out);
     }
     if bytes.trim_ascii_start().starts_with(b"{") {
         return records_from_json_lines(input, &bytes, out);
@@ -136,6 +142,39 @@ fn records_from_json_lines(
                 })
                 .collect(),
         );
+    }
+    Ok(())
+}
+
+/// Reads a Parquet flow file: one record per row, its columns the fields
+/// (`log_status` is `log-status`), a null `-`, numbers in decimal as the
+/// text has them.
+fn records_from_parquet(
+    input: &str,
+    bytes: Vec<u8>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), ReportError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field as V;
+    let bad = |e: parquet::errors::ParquetError| ReportError::Parquet {
+        input: input.into(),
+        why: e.to_string(),
+    };
+    let file = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(bad)?;
+    for row in file.get_row_iter(None).map_err(bad)? {
+        let row = row.map_err(bad)?;
+        let record = row
+            .get_column_iter()
+            .map(|(column, v)| {
+                let v = match v {
+                    V::Null => "-".to_string(),
+                    V::Str(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (super::parquet::field_name(column), v)
+            })
+            .collect();
+        out.push(record);
     }
     Ok(())
 }

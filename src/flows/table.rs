@@ -152,6 +152,7 @@ impl FlowTable {
             window_s,
             lines: String::new(),
             json: String::new(),
+            values: Vec::new(),
             records: 0,
         };
         let mut flows: Vec<(FlowKey, FlowAgg)> = self.flows.drain().collect();
@@ -180,7 +181,7 @@ impl FlowTable {
             }
             self.sessions.retain(|_, s| !s.released);
         }
-        if !batch.lines.is_empty() {
+        if batch.records > 0 {
             let _ = self.out.send(batch);
         }
     }

@@ -3,10 +3,12 @@
 //! the last of those workers end it.
 //!
 //! In: batches of rendered records. Out: `DIR/flows/YYYY/MM/DD/
-//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), each
-//! written as `.part` and renamed when closed. Dropped: a batch whose
-//! write fails (counted as lost records, `/healthz` 503 until a write
-//! works again); closed files beyond `output.max_files` (oldest first).
+//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), or with
+//! `parquet` `….parquet` ([`super::parquet`]), each written as `.part`
+//! and renamed when closed. Dropped: a batch whose write fails (counted
+//! as lost records, `/healthz` 503 until a write works again; for a
+//! Parquet file, every record in it, as a file without its footer is
+//! deleted); closed files beyond `output.max_files` (oldest first).
 //!
 //! The `.part` file, its cut-back, sync and rename are
 //! [`crate::output::part::PartFile`]; retention is
@@ -19,6 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 
 use super::FlowConfig;
+use super::parquet::ParquetFile;
 use super::record::FlowBatch;
 use super::table::FlowTable;
 use crate::output::files::DIR_MODE;
@@ -80,7 +83,9 @@ impl FlowShared {
 }
 
 /// The flow files' writer thread: `DIR/flows/YYYY/MM/DD/
-/// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), a new file
+/// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), or
+/// `….parquet` with `parquet` (row groups written as they fill, see
+/// [`super::parquet`]), a new file
 /// every `file_interval`, written as `.part` and renamed when closed;
 /// `max_files` closed flow files are kept (oldest deleted first).
 ///
@@ -213,9 +218,45 @@ impl FlowFile {
     }
 }
 
+/// The file of a slot's records: text (a header line, then a line per
+/// record; gzip members with `gzip`) or, with `parquet`, Parquet.
+enum RecordFile {
+    Text(FlowFile),
+    /// Boxed: its writer state is large, and one is open at a time.
+    Parquet(Box<ParquetFile>),
+}
+
+impl RecordFile {
+    fn create(dir: Dir, name: String, cfg: &FlowConfig) -> Result<RecordFile, FlowFileError> {
+        if !cfg.parquet {
+            return FlowFile::create(dir, name).map(RecordFile::Text);
+        }
+        let path = dir.path().join(part_name(name.as_ref()));
+        ParquetFile::create(dir, name, &cfg.format)
+            .map(|f| RecordFile::Parquet(Box::new(f)))
+            .map_err(|source| FlowFileError::Create { path, source })
+    }
+
+    /// As [`FlowFile::close`]; with the records lost if it fails (a
+    /// Parquet file's, whose footer it could not write).
+    fn close(self) -> (Result<Option<(PathBuf, u64)>, FlowFileError>, u64) {
+        match self {
+            RecordFile::Text(f) => (f.close(), 0),
+            RecordFile::Parquet(f) => {
+                let (path, records) = (f.part_path(), f.records());
+                let r = f.close();
+                (
+                    r.map_err(|source| FlowFileError::Close { path, source }),
+                    records,
+                )
+            }
+        }
+    }
+}
+
 struct OpenFlowFile {
     slot: u64,
-    text: FlowFile,
+    records: RecordFile,
     json: Option<FlowFile>,
 }
 
@@ -259,9 +300,27 @@ impl FlowFiles {
                 Err(e) => return self.fail(&e, batch.records),
             }
         }
+        let c = self.current.as_mut().expect("opened");
+        let fields = self.cfg.format.fields.len();
+        let text_len = match &mut c.records {
+            RecordFile::Text(f) => f.0.good_len(),
+            RecordFile::Parquet(p) => {
+                let before = p.records();
+                if let Err(source) = p.push(&batch.values, fields) {
+                    let e = FlowFileError::Write {
+                        path: p.part_path(),
+                        source,
+                    };
+                    // The file is deleted: the records it had are lost too.
+                    self.current = None;
+                    return self.fail(&e, before + batch.records);
+                }
+                self.counters.set_flow_output_error(None);
+                return;
+            }
+        };
         let mut text = String::new();
-        let c = self.current.as_ref().expect("opened");
-        if c.text.0.good_len() == 0 {
+        if text_len == 0 {
             text.push_str(&self.cfg.format.header());
             text.push('\n');
         }
@@ -284,10 +343,10 @@ impl FlowFiles {
     /// with `gzip`.
     fn append(&mut self, json: bool, bytes: &[u8]) -> Result<(), FlowFileError> {
         let c = self.current.as_mut().expect("opened");
-        let Some(f) = (if json {
-            c.json.as_mut()
-        } else {
-            Some(&mut c.text)
+        let Some(f) = (match (json, &mut c.records) {
+            (true, _) => c.json.as_mut(),
+            (false, RecordFile::Text(f)) => Some(f),
+            (false, RecordFile::Parquet(_)) => None,
         }) else {
             return Ok(());
         };
@@ -315,7 +374,8 @@ impl FlowFiles {
     }
 
     fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
-        let ext = if self.cfg.gzip { ".gz" } else { "" };
+        let gz = if self.cfg.gzip { ".gz" } else { "" };
+        let ext = if self.cfg.parquet { ".parquet" } else { ".log" };
         let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
         let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
         let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
@@ -327,8 +387,8 @@ impl FlowFiles {
         loop {
             let seq = self.seq;
             self.seq += 1;
-            let text = format!("{base}-{seq:06}.log{ext}");
-            let json = format!("{base}-{seq:06}.jsonl{ext}");
+            let text = format!("{base}-{seq:06}{ext}{gz}");
+            let json = format!("{base}-{seq:06}.jsonl{gz}");
             // An error looking (EIO, EACCES) is a failure, not a name taken.
             let taken = |n: &str| {
                 name_taken(&dir, n.as_ref()).map_err(|source| FlowFileError::Create {
@@ -344,14 +404,19 @@ impl FlowFiles {
             } else {
                 None
             };
-            let text = FlowFile::create(dir, text)?;
-            return Ok(OpenFlowFile { slot, text, json });
+            let records = RecordFile::create(dir, text, &self.cfg)?;
+            return Ok(OpenFlowFile {
+                slot,
+                records,
+                json,
+            });
         }
     }
 
     fn close(&mut self, f: OpenFlowFile) {
-        for file in std::iter::once(f.text).chain(f.json) {
-            match file.close() {
+        let json = f.json.map(|j| (j.close(), 0));
+        for (closed, lost) in std::iter::once(f.records.close()).chain(json) {
+            match closed {
                 // A file retention cannot delete is logged and counted
                 // there (`mirrorcap_errors_total{kind="retention"}`).
                 Ok(Some((path, bytes))) => {
@@ -364,7 +429,7 @@ impl FlowFiles {
                     self.retention.add(path, bytes, (), 0);
                 }
                 Ok(None) => {}
-                Err(e) => self.fail(&e, 0),
+                Err(e) => self.fail(&e, lost),
             }
         }
     }
@@ -393,6 +458,7 @@ mod tests {
             window_s,
             lines: format!("record of {window_s}\n"),
             json: String::new(),
+            values: Vec::new(),
             records: 1,
         }
     }

@@ -103,13 +103,19 @@ impl PartFile {
         }
     }
 
+    /// Deletes the `.part`, whatever it holds (a Parquet flow file whose
+    /// write failed: without its footer no reader can open it).
+    pub fn discard(self) {
+        drop(self.file);
+        let _ = self.dir.unlink(&part_name(&self.name));
+    }
+
     /// Syncs the data and publishes the file under its final name; one
     /// with no record in it is deleted instead. Returns the final path and
     /// size when published.
     pub fn close(self) -> io::Result<Option<(PathBuf, u64)>> {
         if self.good_len == 0 {
-            drop(self.file);
-            let _ = self.dir.unlink(&part_name(&self.name));
+            self.discard();
             return Ok(None);
         }
         self.file.sync_data()?;
