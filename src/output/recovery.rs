@@ -104,9 +104,39 @@ pub fn recover_parts(dir: &Path, counters: &Counters) -> StartScan {
             });
         }
     }
+    forget_uploads_of_deleted(dir, &recovered);
     StartScan {
         recovered,
         existing,
+    }
+}
+
+/// `[output.s3]`: a `.part` deleted here held no record, so its upload
+/// journal entry (made when it was created) has nothing to upload: it
+/// goes, instead of counting at the uploader's start as a file lost
+/// before its upload (`upload_abandoned`, which is for frames lost).
+fn forget_uploads_of_deleted(dir: &Path, recovered: &[Recovered]) {
+    let gone: std::collections::HashSet<PathBuf> = recovered
+        .iter()
+        .filter_map(|r| match r {
+            Recovered::Deleted(p) | Recovered::Empty(p) => Some(p.with_extension("")),
+            Recovered::Renamed { .. } => None,
+        })
+        .collect();
+    if gone.is_empty()
+        || !dir
+            .join(crate::output::upload::journal::JOURNAL_DIR)
+            .is_dir()
+    {
+        return;
+    }
+    let Ok(journal) = crate::output::upload::journal::Journal::open(dir) else {
+        return;
+    };
+    for e in journal.list().0 {
+        if gone.contains(&e.path) {
+            let _ = journal.remove(&e.id);
+        }
     }
 }
 
@@ -288,5 +318,27 @@ mod tests {
         );
         assert!(d.join("flows/x.log.part").exists());
         assert!(!d.join("1/10.0.0.1/b.pcap.part").exists());
+    }
+
+    /// Hostile run of issue 16: each SIGKILL counted the files opened just
+    /// before it (no record yet: deleted here) as uploads abandoned, a
+    /// loss that was not one. Their journal entries go with them; the
+    /// entry of a file recovered with records stays.
+    #[test]
+    fn deleted_empty_parts_take_their_upload_entries_with_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("7/10.0.0.1")).unwrap();
+        let empty = d.join("7/10.0.0.1/a.pcap");
+        let full = d.join("7/10.0.0.1/b.pcap");
+        std::fs::write(d.join("7/10.0.0.1/a.pcap.part"), pcap(0, 0)).unwrap();
+        std::fs::write(d.join("7/10.0.0.1/b.pcap.part"), pcap(2, 5)).unwrap();
+        let j = crate::output::upload::journal::Journal::open(d).unwrap();
+        j.add(&empty, "k/a").unwrap();
+        j.add(&full, "k/b").unwrap();
+        let scan = recover_parts(d, &Counters::default());
+        assert_eq!(scan.recovered.len(), 2);
+        let left: Vec<PathBuf> = j.list().0.into_iter().map(|e| e.path).collect();
+        assert_eq!(left, vec![full]);
     }
 }
