@@ -827,37 +827,6 @@ fn s3_restart_within_the_same_second_never_reuses_a_key() {
     assert_eq!(got, want);
 }
 
-/// Review of issue 16: a second daemon on an output directory whose
-/// uploader runs is refused at start, naming the lock and what to do
-/// (both would upload each other's journaled files and reuse keys).
-#[test]
-#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
-fn s3_second_daemon_on_the_same_dir_is_refused() {
-    let (tmp, moto, imds, _) = setup();
-    let cfg = config(&moto.endpoint(), "host_id = \"t1\"", "", "");
-    let (d, dir) = start_daemon(tmp.path(), "cap", &imds, &cfg);
-    let out = std::process::Command::new(bin())
-        .args(["run", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&dir)
-        .arg("--config")
-        .arg(tmp.path().join("cap.toml"))
-        .envs([
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{err}");
-    assert!(
-        err.contains("another mirrorcap (run or replay) writes in it"),
-        "{err}"
-    );
-    let (code, _, err) = d.stop();
-    assert_eq!(code, 0, "{err}");
-}
-
 /// Review of issue 16: S3 refusing for a reason retries alone do not mend
 /// (here: no such bucket) turns `/healthz` to 503 at once, naming the
 /// bucket and the refusal, not after `unhealthy_after` (5 min by
