@@ -200,7 +200,7 @@ impl State {
                 n.remove();
             }
         }
-        self.count_error(p.error.as_ref(), -1);
+        self.count_error(p.error.as_ref().map(|e| e.1), -1);
         Some(p)
     }
 
@@ -210,19 +210,21 @@ impl State {
             return;
         };
         p.in_flight = false;
-        let old = p.error.replace((why.clone(), refused));
-        self.count_error(old.as_ref(), -1);
-        self.count_error(Some(&(why.clone(), refused)), 1);
+        let old = p.error.replace((why.clone(), refused)).map(|e| e.1);
+        self.count_error(old, -1);
+        self.count_error(Some(refused), 1);
         if refused {
             self.last_refusal = Some(why.clone());
         }
         self.last_error = Some(why);
     }
 
-    fn count_error(&mut self, e: Option<&(String, bool)>, by: isize) {
-        if let Some((_, refused)) = e {
+    /// Counts a pending file's error in or out (`by` 1 or -1); `refused`
+    /// is `None` for a file without one.
+    fn count_error(&mut self, refused: Option<bool>, by: isize) {
+        if let Some(refused) = refused {
             self.errored = self.errored.saturating_add_signed(by);
-            if *refused {
+            if refused {
                 self.refused = self.refused.saturating_add_signed(by);
             }
         }
@@ -263,11 +265,6 @@ impl Uploads {
         self.done(path);
     }
 
-    /// The key of a capture file of this run.
-    pub fn key_for(&self, f: &PathFields) -> String {
-        self.keys.render(&self.cx, f)
-    }
-
     /// The key for a new capture file, `None` when a file created in the
     /// last [`KEY_MEMORY_S`] seconds of capture time got it (the writer
     /// then tries the next `{seq}`). Local names alone cannot tell: with
@@ -277,7 +274,7 @@ impl Uploads {
     /// its files in a later second than the last run's: see
     /// [`Uploader::start`].)
     pub fn reserve_key(&self, f: &PathFields) -> Option<String> {
-        let key = self.key_for(f);
+        let key = self.keys.render(&self.cx, f);
         let start_s = f.start_ns / 1_000_000_000;
         let mut r = self.recent_keys.lock().unwrap_or_else(|e| e.into_inner());
         r.newest_s = r.newest_s.max(start_s);
@@ -504,16 +501,17 @@ impl Uploads {
         idle.into_iter().map(|(_, k)| k.clone()).collect()
     }
 
-    /// Marks `path` busy; its key and size, or `None` when it is no
-    /// longer pending or already busy.
-    fn claim(&self, path: &Path) -> Option<(String, u64)> {
+    /// Marks `path` busy; `false` when it is no longer pending or already
+    /// busy.
+    fn claim(&self, path: &Path) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let p = s.pending.get_mut(path)?;
-        if p.busy {
-            return None;
+        match s.pending.get_mut(path) {
+            Some(p) if !p.busy => {
+                p.busy = true;
+                true
+            }
+            _ => false,
         }
-        p.busy = true;
-        Some((p.entry.key.clone(), p.bytes))
     }
 
     /// Whether `path` is still to be uploaded.
@@ -849,7 +847,7 @@ async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let start = |p: PathBuf, tasks: &mut tokio::task::JoinSet<()>| {
-        if job.shared.claim(&p).is_some() {
+        if job.shared.claim(&p) {
             tasks.spawn(upload_until_done(job.clone(), p, permits.clone()));
         }
     };
@@ -1072,7 +1070,7 @@ mod tests {
             let e = u.record(p, "k").unwrap();
             u.closed(e, 1);
         }
-        assert!(u.claim(&busy).is_some() && u.claim(&idle).is_some());
+        assert!(u.claim(&busy) && u.claim(&idle));
         assert!(u.attempt(&busy).is_some());
         u.deleted_by_retention(&busy);
         u.deleted_by_retention(&idle);
