@@ -543,18 +543,23 @@ type Rows = Vec<Vec<serde_json::Value>>;
 /// in one Python process, and returns the rows of each, a row a JSON
 /// array of its columns.
 fn duckdb(queries: &[String]) -> Vec<Rows> {
+    duckdb_try(queries).unwrap_or_else(|e| {
+        panic!("DuckDB failed (python3 -c 'import duckdb' must work: scripts/test installs PyPI duckdb): {queries:?}\n{e}")
+    })
+}
+
+/// [`duckdb`], its error (DuckDB's message) when a query fails.
+fn duckdb_try(queries: &[String]) -> Result<Vec<Rows>, String> {
     let script = "import duckdb, json, sys\nprint(json.dumps([[list(r) for r in duckdb.sql(q).fetchall()] for q in sys.argv[1:]]))";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
         .args(queries)
         .output()
         .expect("python3 (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "DuckDB failed (python3 -c 'import duckdb' must work: scripts/test installs PyPI duckdb): {queries:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 type GroupSums = BTreeMap<Vec<String>, (u64, u64)>;
@@ -737,4 +742,149 @@ fn flows_report_reads_parquet_files() {
         assert!(!text.as_array().unwrap().is_empty(), "{text}");
         assert_eq!(report(pq.clone()), text, "--by {by} --filter '{filter}'");
     }
+}
+
+/// Issue 18 item 2: with `hive_compatible_partitions` and
+/// `per_hour_partition`, Parquet files go under AWS's Hive layout
+/// (`AWSLogs/aws-account-id=…/aws-service=vpcflowlogs/aws-region=…/
+/// year=/month=/day=/hour=/`); DuckDB's `read_parquet(…, hive_partitioning
+/// = true)` shows those partitions, its sums per hour are the text
+/// records', and `WHERE hour = …` reads only that hour's files (DuckDB's
+/// EXPLAIN ANALYZE: 1 of 3 files scanned, the hour's; 3 without it).
+/// The input: a real capture, and two copies of it one hour and five
+/// hours later (`editcap -t`), merged: three hours over two days.
+#[test]
+fn hive_partitions_let_duckdb_read_only_the_hours_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = testdata("ethernet/zeek-wikipedia.pcap");
+    let wrapped = tmp.path().join("wrapped.pcap");
+    wrap_ethernet_capture(&input, &wrapped, 9, "10.99.0.1".parse().unwrap());
+    let mut copies = vec![wrapped.to_str().unwrap().to_string()];
+    for shift in ["3600", "18000"] {
+        let out = tmp.path().join(format!("shifted-{shift}.pcap"));
+        let o = tool(
+            "editcap",
+            &[
+                "-t",
+                shift,
+                wrapped.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", clean_stderr(&o));
+        copies.push(out.to_str().unwrap().to_string());
+    }
+    let merged = tmp.path().join("three-hours.pcap");
+    let mut args = vec!["-F", "pcap", "-w", merged.to_str().unwrap()];
+    args.extend(copies.iter().map(String::as_str));
+    let o = tool("mergecap", &args);
+    assert!(o.status.success(), "{}", clean_stderr(&o));
+
+    let layout = "hive_compatible_partitions = true\nper_hour_partition = true\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n";
+    let (_t, text_dir, _) = replay_flows(&merged, layout);
+    let (_p, pq_dir, err) = replay_flows(&merged, &format!("parquet = true\n{layout}"));
+    let files = flow_files_ending(&pq_dir, ".parquet", &err);
+    let base = pq_dir.join(
+        "flows/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=eu-west-1",
+    );
+    let mut folders: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let rel = f.parent().unwrap().strip_prefix(&base).unwrap();
+            rel.to_str().unwrap().to_string()
+        })
+        .collect();
+    folders.dedup();
+    assert_eq!(
+        folders,
+        [
+            "year=2011/month=03/day=18/hour=19",
+            "year=2011/month=03/day=18/hour=20",
+            "year=2011/month=03/day=19/hour=00",
+        ],
+        "{files:?}"
+    );
+    // The text records of the same replay, in the same folders.
+    let text_files = flow_files_ending(&text_dir, ".log", "");
+    assert!(
+        text_files
+            .iter()
+            .all(|f| f.starts_with(text_dir.join("flows/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=eu-west-1/year=2011/month=03/"))),
+        "{text_files:?}"
+    );
+    let (_, text) = flow_records(&text_dir);
+    let mut text_by_hour: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
+    for r in text.iter().filter(|r| r["log-status"] == "OK") {
+        let e = text_by_hour
+            .entry(r["start"].parse::<u64>().unwrap() / 3600 % 24)
+            .or_default();
+        e.0 += 1;
+        e.1 += r["packets"].parse::<u64>().unwrap();
+        e.2 += r["bytes"].parse::<u64>().unwrap();
+    }
+    assert_eq!(text_by_hour.keys().collect::<Vec<_>>(), [&0, &19, &20]);
+
+    let glob = format!("{}/flows/AWSLogs/**/*.parquet", pq_dir.display());
+    // Zero-padded like AWS's (`month=03`, `hour=00`): typed as integers,
+    // as Athena's partition projection does with `digits`.
+    let from = format!(
+        "read_parquet('{glob}', hive_partitioning = true, hive_types = {{'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER}})"
+    );
+    let hour_sums = |hour: u64| {
+        format!(
+            "SELECT count(*), sum(packets), sum(bytes) FROM {from} WHERE log_status = 'OK' AND hour = {hour}"
+        )
+    };
+    let answers = duckdb(&[
+        format!(
+            "SELECT DISTINCT \"aws-account-id\"::VARCHAR, \"aws-service\", \"aws-region\", year, month, day, hour FROM {from} ORDER BY ALL"
+        ),
+        hour_sums(0),
+        hour_sums(19),
+        hour_sums(20),
+    ]);
+    assert_eq!(
+        answers[0],
+        [[2011, 3, 18, 19], [2011, 3, 18, 20], [2011, 3, 19, 0],].map(|[y, m, d, h]| {
+            let mut row = ["123456789012", "vpcflowlogs", "eu-west-1"]
+                .map(serde_json::Value::from)
+                .to_vec();
+            row.extend([y, m, d, h].map(serde_json::Value::from));
+            row
+        })
+    );
+    for (hour, rows) in [0, 19, 20].into_iter().zip(&answers[1..]) {
+        let (n, p, b) = text_by_hour[&hour];
+        assert_eq!(
+            rows[0],
+            [n, p, b].map(serde_json::Value::from),
+            "hour {hour}"
+        );
+    }
+
+    // DuckDB's own account of the scan (EXPLAIN ANALYZE): the partition
+    // filter leaves one file of the three, the hour's, and only it is
+    // read; without the filter, all three are.
+    let plan = |filter: &str| {
+        let rows = duckdb(&[format!(
+            "EXPLAIN ANALYZE SELECT count(*) FROM {from} {filter}"
+        )]);
+        rows[0]
+            .iter()
+            .map(|r| r[1].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let hour_20 = plan("WHERE hour = 20");
+    assert!(
+        hour_20.contains("Scanning Files: 1/3") && hour_20.contains("Total Files Read: 1"),
+        "{hour_20}"
+    );
+    let named: Vec<&str> = hour_20.lines().filter(|l| l.contains(".parquet")).collect();
+    assert!(
+        named.len() == 1 && named[0].contains("/hour=20/"),
+        "{hour_20}"
+    );
+    let every = plan("");
+    assert!(every.contains("Total Files Read: 3"), "{every}");
 }

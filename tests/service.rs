@@ -872,7 +872,7 @@ fn recovery_deletes_header_only_part_files() {
     std::fs::write(&with_record, &bytes).unwrap();
     // A flow file left open is not a capture: recovery leaves it alone
     // (it used to be deleted as a capture without a whole header).
-    let flow_dir = dir.join("flows/2025/01/01");
+    let flow_dir = dir.join("flows/AWSLogs/unknown/vpcflowlogs/unknown/2025/01/01");
     std::fs::create_dir_all(&flow_dir).unwrap();
     let flow_part = flow_dir.join("mirrorcap_flows_20250101T000000Z-000000.log.part");
     std::fs::write(&flow_part, "version srcaddr\n2 10.0.0.1\n").unwrap();

@@ -161,6 +161,8 @@ pub fn run(
 ) -> Result<DaemonOutcome, DaemonError> {
     // Held until the end: no other mirrorcap writes in this directory.
     let _dir_lock = check_output_dir(&cfg.dir)?;
+    let mut cfg = cfg;
+    locate_flows(&mut cfg);
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
     set_filters(&counters, &cfg);
@@ -253,6 +255,38 @@ pub fn run(
         summary,
         writer_death: counters.writer_death().map(str::to_owned),
     })
+}
+
+/// The flow layout's account and region that `[flows]` does not give:
+/// from this instance's identity document (instance metadata, IMDSv2),
+/// asked only when `[output.s3]` is set (the uploader asks instance
+/// metadata anyway; without S3, mirrorcap never talks to it). What is
+/// still missing stays [`crate::flows::layout::UNKNOWN`], and the flow
+/// writer says so at start.
+fn locate_flows(cfg: &mut Config) {
+    let layout = &cfg.flows.layout;
+    if !cfg.flows.enabled || (layout.account_id.is_some() && layout.region.is_some()) {
+        return;
+    }
+    let Some(s3) = &cfg.s3 else { return };
+    let metadata = crate::output::upload::imds::metadata_endpoint(s3.metadata_endpoint.as_deref());
+    let found = crate::output::upload::imds::account_and_region(&metadata).and_then(|(a, r)| {
+        for v in [&a, &r] {
+            crate::flows::layout::check_path_value(v)
+                .map_err(|m| format!("the instance identity document's value {m}"))?;
+        }
+        Ok((a, r))
+    });
+    match found {
+        Ok((account, region)) => {
+            let layout = &mut Arc::make_mut(&mut cfg.flows).layout;
+            layout.account_id.get_or_insert(account);
+            layout.region.get_or_insert(region);
+        }
+        Err(why) => tracing::warn!(
+            "[flows]: no account and region from instance metadata ({why}); set `account_id` and `region` in [flows]"
+        ),
+    }
 }
 
 /// Binds one socket per worker for `listen`, and as many for

@@ -7,7 +7,8 @@ use super::context::Ctx;
 use super::raw::{RawFlowSession, RawFlows, Spanned};
 use super::sizes::parse_duration;
 use super::values::endpoint;
-use crate::flows::{FlowConfig, FlowFormat, FlowMetadata, FlowSessionMeta};
+use crate::flows::layout::check_path_value;
+use crate::flows::{FlowConfig, FlowFormat, FlowLayout, FlowMetadata, FlowSessionMeta};
 
 /// Validates `[flows]`.
 pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, ConfigError> {
@@ -37,10 +38,23 @@ pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, Confi
         }
         c.max_flows = *m.get_ref() as usize;
     }
+    c.layout = FlowLayout {
+        hive: f.hive_compatible_partitions,
+        per_hour: f.per_hour_partition,
+        account_id: path_value(cx, f.account_id.as_ref())?,
+        region: path_value(cx, f.region.as_ref())?,
+    };
     for s in f.session {
         c.sessions.push(session(cx, s)?);
     }
     Ok(c)
+}
+
+/// `account_id`, `region`: folder names of the layout.
+fn path_value(cx: &Ctx, v: Option<&Spanned<String>>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    check_path_value(v.get_ref()).map_err(|m| cx.err(v.span(), m))?;
+    Ok(Some(v.get_ref().clone()))
 }
 
 /// `parquet`: refused with `gzip` or `json` (they are about text files;
@@ -156,5 +170,35 @@ mod tests {
         );
         let e = parse("[flows]\nformat = \"${srcaddr} ${srcaddr}\"\nparquet = true\n").unwrap_err();
         assert!(e.contains("names the field `srcaddr` twice"), "{e}");
+    }
+
+    /// Issue 18 item 2: the layout keys, named like AWS's options; the
+    /// account and region become folders, so a value that cannot be one is
+    /// refused, naming the key and what is accepted.
+    #[test]
+    fn flows_layout_keys() {
+        let c = parse("[flows]\nenabled = true\n").unwrap();
+        assert_eq!(c.flows.layout, crate::flows::FlowLayout::default());
+        let c = parse(
+            "[flows]\nhive_compatible_partitions = true\nper_hour_partition = true\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let l = &c.flows.layout;
+        assert!(l.hive && l.per_hour);
+        assert_eq!(l.account_id.as_deref(), Some("123456789012"));
+        assert_eq!(l.region.as_deref(), Some("eu-west-1"));
+        let e = parse("[flows]\naccount_id = \"12/34\"\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:2")
+                && e.contains("account_id")
+                && e.contains("\"12/34\" cannot be a folder"),
+            "{e}"
+        );
+        let e = parse("[flows]\nregion = \"..\"\n").unwrap_err();
+        assert!(
+            e.contains("region") && e.contains("expected 1 to 64"),
+            "{e}"
+        );
+        assert!(parse("[flows]\nhive_compatible_partitions = \"yes\"\n").is_err());
     }
 }

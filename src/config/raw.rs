@@ -64,6 +64,12 @@ pub(super) struct RawFlows {
     pub(super) parquet: Option<Spanned<bool>>,
     pub(super) max_flows: Option<Spanned<u32>>,
     #[serde(default)]
+    pub(super) hive_compatible_partitions: bool,
+    #[serde(default)]
+    pub(super) per_hour_partition: bool,
+    pub(super) account_id: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) session: Vec<RawFlowSession>,
 }
 

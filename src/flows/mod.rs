@@ -36,11 +36,12 @@
 //! One module per job: [`table`] (aggregation into windows), [`format`](mod@format)
 //! (the field list, custom formats, rendering a record), [`writer`] (flow
 //! files on disk, through [`crate::output`]'s `.part`, rename and
-//! retention code), [`parquet`](mod@parquet) (the Parquet files' schema,
+//! retention code), [`layout`] (AWS's folder layouts, on disk and in S3), [`parquet`](mod@parquet) (the Parquet files' schema,
 //! row groups and encoding), [`report`] (the `mirrorcap flows` command). This
 //! module holds the validated `[flows]` settings.
 
 pub mod format;
+pub mod layout;
 pub mod parquet;
 pub mod record;
 pub mod report;
@@ -52,6 +53,7 @@ use std::net::IpAddr;
 use crate::wire::geneve::EndpointId;
 
 pub use format::{DEFAULT_FORMAT, Field, FlowFormat};
+pub use layout::FlowLayout;
 pub use record::FlowBatch;
 pub use table::FlowTable;
 pub use writer::{FlowFileError, FlowShared, FlowWriter};
@@ -96,6 +98,8 @@ pub struct FlowConfig {
     pub parquet: bool,
     pub max_flows: usize,
     pub sessions: Vec<FlowSessionMeta>,
+    /// Where files go under `DIR/flows/` and `PREFIX/` in S3.
+    pub layout: FlowLayout,
 }
 
 impl Default for FlowConfig {
@@ -110,6 +114,7 @@ impl Default for FlowConfig {
             parquet: false,
             max_flows: 100_000,
             sessions: Vec::new(),
+            layout: FlowLayout::default(),
         }
     }
 }

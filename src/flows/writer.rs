@@ -2,8 +2,10 @@
 //! worker send their [`FlowBatch`]es to, and [`FlowShared`], which lets
 //! the last of those workers end it.
 //!
-//! In: batches of rendered records. Out: `DIR/flows/YYYY/MM/DD/
-//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), or with
+//! In: batches of rendered records. Out: `DIR/flows/<folder>/
+//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), `<folder>`
+//! one of AWS's layouts ([`super::layout`]: by default
+//! `AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD`), or with
 //! `parquet` `….parquet` ([`super::parquet`]), each written as `.part`
 //! and renamed when closed. Dropped: a batch whose write fails (counted
 //! as lost records, `/healthz` 503 until a write works again; for a
@@ -30,6 +32,10 @@ use crate::output::part::{PartFile, name_taken};
 use crate::output::retention::Retention;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::log_limit::LogLimiter;
+
+/// The folder of the flow files in the output directory; below it, the
+/// layout's folders ([`super::FlowLayout::folder`]).
+pub const FLOWS_DIR: &str = "flows";
 
 /// The flow writer shared by a set of sibling pipelines (workers): the
 /// last one to finish ends the writer thread.
@@ -82,11 +88,13 @@ impl FlowShared {
     }
 }
 
-/// The flow files' writer thread: `DIR/flows/YYYY/MM/DD/
+/// The flow files' writer thread: `DIR/flows/<folder>/
 /// mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), or
 /// `….parquet` with `parquet` (row groups written as they fill, see
 /// [`super::parquet`]), a new file
-/// every `file_interval`, written as `.part` and renamed when closed;
+/// every `file_interval` and at each new folder of the layout (a day, or
+/// an hour with `per_hour_partition`: [`super::FlowLayout`]), written as `.part`
+/// and renamed when closed;
 /// `max_files` closed flow files are kept (oldest deleted first).
 ///
 /// Each batch (a window's records) is appended with one write; with
@@ -114,6 +122,14 @@ impl FlowWriter {
         max_files: Option<u32>,
         counters: Arc<Counters>,
     ) -> FlowWriter {
+        let layout = &cfg.layout;
+        if layout.account_id.is_none() || layout.region.is_none() {
+            tracing::warn!(
+                "[flows]: no `account_id` or `region` given (instance metadata is asked only with [output.s3]): flow files go under {}/{}/",
+                dir.join(FLOWS_DIR).display(),
+                layout.base()
+            );
+        }
         let (tx, rx) = mpsc::channel::<FlowBatch>();
         let root = dir.to_path_buf();
         let thread_counters = counters.clone();
@@ -256,6 +272,10 @@ impl RecordFile {
 
 struct OpenFlowFile {
     slot: u64,
+    /// The start of its day or hour ([`super::FlowLayout::partition_start`]).
+    partition: u64,
+    /// Its folder under `flows/` ([`super::FlowLayout::folder`]).
+    folder: String,
     records: RecordFile,
     json: Option<FlowFile>,
 }
@@ -291,11 +311,15 @@ impl FlowFiles {
 
     fn write_batch(&mut self, batch: &FlowBatch) {
         let slot = batch.window_s / self.cfg.file_interval_s;
-        if let Some(f) = self.current.take_if(|c| c.slot != slot) {
+        let partition = self.cfg.layout.partition_start(batch.window_s);
+        if let Some(f) = self
+            .current
+            .take_if(|c| c.slot != slot || c.partition != partition)
+        {
             self.close(f);
         }
         if self.current.is_none() {
-            match self.open(slot) {
+            match self.open(slot, partition) {
                 Ok(f) => self.current = Some(f),
                 Err(e) => return self.fail(&e, batch.records),
             }
@@ -373,11 +397,16 @@ impl FlowFiles {
         }
     }
 
-    fn open(&mut self, slot: u64) -> Result<OpenFlowFile, FlowFileError> {
+    /// Opens the file of time slot `slot` for the windows of the
+    /// partition (day or hour) starting at `partition` (Unix seconds),
+    /// named after the later of the two starts.
+    fn open(&mut self, slot: u64, partition: u64) -> Result<OpenFlowFile, FlowFileError> {
         let gz = if self.cfg.gzip { ".gz" } else { "" };
         let ext = if self.cfg.parquet { ".parquet" } else { ".log" };
-        let t = crate::output::template::UtcTime::from_unix(slot * self.cfg.file_interval_s);
-        let rel = PathBuf::from(format!("flows/{:04}/{:02}/{:02}", t.year, t.month, t.day));
+        let start = (slot * self.cfg.file_interval_s).max(partition);
+        let t = crate::output::template::UtcTime::from_unix(start);
+        let folder = self.cfg.layout.folder(start);
+        let rel = Path::new(FLOWS_DIR).join(&folder);
         let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
         let dir = open_dir()?;
         let base = format!(
@@ -407,6 +436,8 @@ impl FlowFiles {
             let records = RecordFile::create(dir, text, &self.cfg)?;
             return Ok(OpenFlowFile {
                 slot,
+                partition,
+                folder,
                 records,
                 json,
             });
@@ -424,7 +455,7 @@ impl FlowFiles {
                         if !std::mem::replace(&mut self.retention_knows_uploads, true) {
                             self.retention.set_uploads(u.clone());
                         }
-                        u.closed_flow_file(&path, f.slot * self.cfg.file_interval_s, bytes);
+                        u.closed_flow_file(&path, &f.folder, bytes);
                     }
                     self.retention.add(path, bytes, (), 0);
                 }
@@ -479,7 +510,9 @@ mod tests {
     #[test]
     fn flow_files_go_through_the_shared_part_and_retention_code() {
         let tmp = tempfile::tempdir().unwrap();
-        let day = tmp.path().join("flows/1970/01/01");
+        let day = tmp
+            .path()
+            .join("flows/AWSLogs/unknown/vpcflowlogs/unknown/1970/01/01");
         std::fs::create_dir_all(&day).unwrap();
         let name = |t: u64, seq: u32| {
             day.join(format!("mirrorcap_flows_19700101T0000{t:02}Z-{seq:06}.log"))
@@ -528,5 +561,48 @@ mod tests {
             1
         );
         assert_eq!(counters.flow_write_errors.load(Relaxed), 0);
+    }
+
+    /// Issue 18 item 2: a file never spans two folders of the layout: with
+    /// `per_hour_partition` and a `file_interval` of 2 h, the window that
+    /// starts the next hour starts a new file there, named by that hour,
+    /// so `WHERE hour = …` over the folders sees every record of the hour.
+    #[test]
+    fn a_new_partition_starts_a_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(FlowConfig {
+            enabled: true,
+            file_interval_s: 7_200,
+            layout: crate::flows::FlowLayout {
+                hive: true,
+                per_hour: true,
+                account_id: Some("123456789012".into()),
+                region: Some("eu-west-1".into()),
+            },
+            ..Default::default()
+        });
+        let w = FlowWriter::spawn(tmp.path(), cfg, None, Arc::new(Counters::default()));
+        let tx = w.sender();
+        for t in [3_540, 3_600, 3_660] {
+            tx.send(batch(t)).unwrap();
+        }
+        drop(tx);
+        w.finish();
+        let base = tmp.path().join(
+            "flows/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=eu-west-1/year=1970/month=01/day=01",
+        );
+        let read = |hour: &str, name: &str| {
+            let text = std::fs::read_to_string(base.join(hour).join(name)).unwrap();
+            text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read("hour=00", "mirrorcap_flows_19700101T000000Z-000000.log"),
+            ["record of 3540"]
+        );
+        assert_eq!(
+            read("hour=01", "mirrorcap_flows_19700101T010000Z-000001.log"),
+            ["record of 3600", "record of 3660"]
+        );
+        assert_eq!(std::fs::read_dir(base.join("hour=01")).unwrap().count(), 1);
     }
 }

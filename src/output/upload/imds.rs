@@ -1,6 +1,7 @@
-//! `{host}` and the default region from EC2 instance metadata, IMDSv2
-//! only: `PUT /latest/api/token` (a 60 s token), then `GET
-//! /latest/meta-data/instance-id` (or `placement/region`) with the token,
+//! `{host}`, the default region and the flow layout's account and region
+//! from EC2 instance metadata, IMDSv2 only: `PUT /latest/api/token` (a
+//! 60 s token), then `GET /latest/meta-data/instance-id` (or
+//! `placement/region`, or `dynamic/instance-identity/document`) with the token,
 //! each with a 1 s timeout, over plain HTTP/1.1 on a blocking socket (it
 //! runs once, at start, and only when `[output.s3]` is set).
 //!
@@ -38,6 +39,29 @@ pub fn metadata_endpoint(configured: Option<&str>) -> String {
 /// `meta-data/<what>` with an IMDSv2 token.
 /// `AWS_EC2_METADATA_DISABLED=true` (as the AWS SDKs read it) turns it off.
 pub fn get(endpoint: &str, what: &str) -> Result<String, String> {
+    get_path(endpoint, &format!("meta-data/{what}"))
+}
+
+/// The account and the region of this instance, from its identity
+/// document (`dynamic/instance-identity/document`, IMDSv2), as it gave
+/// them (the caller checks them).
+pub fn account_and_region(endpoint: &str) -> Result<(String, String), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Identity {
+        account_id: String,
+        region: String,
+    }
+    let what = "dynamic/instance-identity/document";
+    let doc = get_path(endpoint, what)?;
+    let id: Identity = serde_json::from_str(&doc).map_err(|e| {
+        format!("{endpoint}/latest/{what}: {e} (expected JSON with \"accountId\" and \"region\")")
+    })?;
+    Ok((id.account_id, id.region))
+}
+
+/// `GET /latest/<path>` with an IMDSv2 token.
+fn get_path(endpoint: &str, path: &str) -> Result<String, String> {
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err("AWS_EC2_METADATA_DISABLED is true".into());
     }
@@ -54,7 +78,7 @@ pub fn get(endpoint: &str, what: &str) -> Result<String, String> {
     request(
         hostport,
         "GET",
-        &format!("/latest/meta-data/{what}"),
+        &format!("/latest/{path}"),
         &format!("X-aws-ec2-metadata-token: {}\r\n", token.trim()),
     )
     .map(|s| s.trim().to_owned())

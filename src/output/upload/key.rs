@@ -1,7 +1,7 @@
 //! S3 object keys: `[output.s3] key_template` parsed once ([`KeyTemplate`])
 //! and filled per capture file from the session's
-//! [`PathFields`] plus the host and the prefix; flow files get a fixed
-//! layout ([`flow_key`]). In: a template string, then fields per file.
+//! [`PathFields`] plus the host and the prefix; flow files keep their
+//! local folder under the prefix ([`flow_key`]). In: a template string, then fields per file.
 //! Out: a key. Nothing is dropped here; a template that could make two
 //! files of two hosts or two sessions share a key is refused when parsed.
 //!
@@ -222,14 +222,15 @@ fn collapse(s: &str) -> String {
         .join("/")
 }
 
-/// The key of a flow file: `PREFIX/flows/year=YYYY/month=MM/day=DD/hour=HH/<host>-<run>-<file name>`,
-/// the hour of its first time slot (`slot_start` in Unix seconds), so flow
-/// files are pruned by date and hour as the captures are.
-pub fn flow_key(cx: &KeyContext, slot_start: u64, file_name: &str) -> String {
-    let t = UtcTime::from_unix(slot_start);
+/// The key of a flow file: `PREFIX/<folder>/<host>-<run>-<file name>`,
+/// `folder` its folder under `DIR/flows/` (one of AWS's flow log layouts,
+/// `AWSLogs/…`: see `flows::layout`), so a table made for AWS's flow
+/// logs reads them with only its location changed; `<host>-<run>-` keeps
+/// two hosts' and two runs' files apart.
+pub fn flow_key(cx: &KeyContext, folder: &str, file_name: &str) -> String {
     collapse(&format!(
-        "{}/flows/year={:04}/month={:02}/day={:02}/hour={:02}/{}-{}-{file_name}",
-        cx.prefix, t.year, t.month, t.day, t.hour, cx.host, cx.run
+        "{}/{folder}/{}-{}-{file_name}",
+        cx.prefix, cx.host, cx.run
     ))
 }
 
@@ -262,8 +263,12 @@ mod tests {
             "caps/prod/endpoint=vpce-00123456789abcdef/vni=5569041/source=2001_db8__1/year=2025/month=11/day=25/hour=03/i-0123456789abcdef0-20251125T032000Z-000003.pcap"
         );
         assert_eq!(
-            flow_key(&cx, 1_764_040_800, "mirrorcap_flows_x-000000.log"),
-            "caps/prod/flows/year=2025/month=11/day=25/hour=03/i-0123456789abcdef0-20251125T030000Z-42-mirrorcap_flows_x-000000.log"
+            flow_key(
+                &cx,
+                "AWSLogs/123456789012/vpcflowlogs/eu-west-1/2025/11/25",
+                "mirrorcap_flows_x-000000.log"
+            ),
+            "caps/prod/AWSLogs/123456789012/vpcflowlogs/eu-west-1/2025/11/25/i-0123456789abcdef0-20251125T030000Z-42-mirrorcap_flows_x-000000.log"
         );
     }
 

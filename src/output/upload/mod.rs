@@ -343,13 +343,15 @@ impl Uploads {
         let _ = self.journal.remove(&entry.id);
     }
 
-    /// A flow file was closed: journaled and pending.
-    pub fn closed_flow_file(&self, path: &Path, slot_start: u64, bytes: u64) {
+    /// A flow file was closed: journaled and pending. `folder` is its
+    /// folder under `DIR/flows/` (the flow layout's), the same under
+    /// `PREFIX/` in S3.
+    pub fn closed_flow_file(&self, path: &Path, folder: &str, bytes: u64) {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let key = key::flow_key(&self.cx, slot_start, &name);
+        let key = key::flow_key(&self.cx, folder, &name);
         if let Some(e) = self.record(path, &key) {
             self.closed(e, bytes);
         }
