@@ -888,3 +888,101 @@ fn hive_partitions_let_duckdb_read_only_the_hours_asked() {
     let every = plan("");
     assert!(every.contains("Total Files Read: 3"), "{every}");
 }
+
+/// Issue 18 item 2, the account and region: without `[output.s3]` the
+/// daemon never asks instance metadata (a listener standing in for it
+/// sees no connection); with neither given, the flow files go under
+/// `AWSLogs/unknown/vpcflowlogs/unknown/` and the start says which keys
+/// to set; given in `[flows]`, they are the folders of AWS's default
+/// layout (`…/YYYY/MM/DD/`, no hour), named by the UTC date of the
+/// records.
+#[test]
+fn account_and_region_come_from_the_config_and_never_from_metadata_without_s3() {
+    let metadata = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    metadata.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", metadata.local_addr().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, keys, base) in [
+        ("unknown", "", "AWSLogs/unknown/vpcflowlogs/unknown"),
+        (
+            "given",
+            "account_id = \"012345678901\"\nregion = \"ap-southeast-2\"\n",
+            "AWSLogs/012345678901/vpcflowlogs/ap-southeast-2",
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!("[flows]\nenabled = true\ninterval = \"1s\"\n{keys}"),
+        )
+        .unwrap();
+        let d = Daemon::start_with_env(
+            &[
+                "--dir",
+                dir.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)],
+        );
+        let sock = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        for seq in 0..50 {
+            sock.send_to(&datagram(7, &inner_frame(seq, 120)), d.addr)
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (code, _, err) = d.stop();
+        assert_eq!(code, 0, "{err}");
+        let warned = err.contains("no `account_id` or `region` given");
+        assert_eq!(warned, keys.is_empty(), "{err}");
+        let files = flow_files_ending(&dir, ".log", &err);
+        let (_, recs) = flow_records(&dir);
+        let packets: u64 = recs
+            .iter()
+            .filter(|r| r["log-status"] == "OK")
+            .map(|r| r["packets"].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(packets, 50, "{err}");
+        for f in &files {
+            // Its folder is the UTC date of its first record's start.
+            let text = std::fs::read_to_string(f).unwrap();
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next().unwrap().split(' ').collect();
+            let at = header.iter().position(|h| *h == "start").unwrap();
+            let start: u64 = lines
+                .next()
+                .unwrap()
+                .split(' ')
+                .nth(at)
+                .unwrap()
+                .parse()
+                .unwrap();
+            let rel = f.strip_prefix(dir.join("flows")).unwrap();
+            let folder = format!("{base}/{}", utc_day_folder(start));
+            assert!(
+                rel.parent() == Some(Path::new(&folder)),
+                "{rel:?} not in {folder}"
+            );
+        }
+    }
+    assert!(
+        metadata.accept().is_err(),
+        "instance metadata was asked without [output.s3]"
+    );
+}
+
+/// `YYYY/MM/DD` of Unix time `t` (days from the civil calendar
+/// algorithm, no library), to check folder names against.
+fn utc_day_folder(t: u64) -> String {
+    let z = (t / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}/{m:02}/{d:02}")
+}

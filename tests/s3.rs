@@ -27,6 +27,9 @@ use common::*;
 /// The instance ID the IMDS stand-in answers: `{host}` in the keys.
 const INSTANCE_ID: &str = "i-0fedcba9876543210";
 const TOKEN: &str = "AQAEAtokenfromthestandin==";
+/// The instance identity document the stand-in answers (as EC2 does,
+/// abridged): the flow layout's account and region.
+const IDENTITY: &str = r#"{"accountId" : "210987654321", "architecture" : "x86_64", "availabilityZone" : "eu-west-3a", "instanceId" : "i-0fedcba9876543210", "instanceType" : "m7i.large", "region" : "eu-west-3", "version" : "2017-09-30"}"#;
 
 /// Every object of the bucket, downloaded: key -> bytes.
 fn bucket_objects(endpoint: &str, tmp: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -46,8 +49,8 @@ fn bucket_objects_of(endpoint: &str, bucket: &str, tmp: &Path) -> BTreeMap<Strin
 }
 
 /// A loopback IMDSv2 stand-in: a token for a `PUT /latest/api/token`
-/// that asks for a TTL, the instance ID for a `GET` that carries that
-/// token, 401 without it. Returns its endpoint and the requests it saw.
+/// that asks for a TTL, the instance ID and the identity document for a
+/// `GET` that carries that token, 401 without it. Returns its endpoint and the requests it saw.
 fn imds_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -69,6 +72,12 @@ fn imds_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
             } else if first.starts_with("get /latest/meta-data/instance-id ") {
                 if has_token {
                     ("200 OK", INSTANCE_ID)
+                } else {
+                    ("401 Unauthorized", "")
+                }
+            } else if first.starts_with("get /latest/dynamic/instance-identity/document ") {
+                if has_token {
+                    ("200 OK", IDENTITY)
                 } else {
                     ("401 Unauthorized", "")
                 }
@@ -382,7 +391,7 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
         &imds,
         &config(
             &moto.endpoint(),
-            "[flows]\nenabled = true\ninterval = \"1s\"",
+            "[flows]\nenabled = true\ninterval = \"1s\"\nparquet = true\nhive_compatible_partitions = true\nper_hour_partition = true",
             out,
             "prefix = \"moved/\"\nstorage_class = \"STANDARD_IA\"",
         ),
@@ -409,6 +418,14 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
             && seen[1].ends_with("token=true -> 200 OK"),
         "{seen:?}"
     );
+    // The flow layout's account and region (the daemon with flows).
+    assert!(
+        seen.iter().any(
+            |l| l.starts_with("get /latest/dynamic/instance-identity/document ")
+                && l.ends_with("token=true -> 200 OK")
+        ),
+        "{seen:?}"
+    );
 
     let objects = bucket_objects(&moto.endpoint(), tmp.path());
     let local = captures(&kept_dir);
@@ -433,22 +450,60 @@ fn s3_live_upload_every_file_under_its_key_byte_identical() {
         "{:?}",
         output_files(&moved_dir)
     );
+    // Its Parquet flow file, under AWS's Hive layout after the prefix,
+    // the account and region from the identity document (issue 18).
+    let flow_base = "moved/AWSLogs/aws-account-id=210987654321/aws-service=vpcflowlogs/aws-region=eu-west-3/year=";
     let flow_keys: Vec<&String> = objects
         .keys()
-        .filter(|k| k.starts_with("moved/flows/"))
+        .filter(|k| k.starts_with("moved/AWSLogs/"))
         .collect();
-    assert_eq!(flow_keys.len(), 1, "{:?}", objects.keys());
-    assert!(
-        flow_keys[0].starts_with("moved/flows/year=")
-            && flow_keys[0].contains(&format!("/{INSTANCE_ID}-"))
-            && flow_keys[0].contains("Z-")
-            && flow_keys[0].contains("-mirrorcap_flows_")
-            && flow_keys[0].ends_with(".log"),
-        "{}",
-        flow_keys[0]
-    );
-    let flow_text = String::from_utf8(objects[flow_keys[0]].clone()).unwrap();
-    assert!(flow_text.lines().count() > 4, "{flow_text}");
+    assert!(!flow_keys.is_empty(), "{:?}", objects.keys());
+    let mut flow_packets = 0;
+    for k in &flow_keys {
+        let (folder, name) = k.rsplit_once('/').unwrap();
+        let parts: Vec<&str> = folder
+            .strip_prefix(flow_base)
+            .unwrap_or_else(|| panic!("{k}: not under {flow_base}"))
+            .split('/')
+            .collect();
+        assert!(
+            parts.len() == 4
+                && ["month=", "day=", "hour="]
+                    .iter()
+                    .zip(&parts[1..])
+                    .all(|(p, v)| v.starts_with(p) && v.len() == p.len() + 2),
+            "{k}"
+        );
+        assert!(
+            name.starts_with(&format!("{INSTANCE_ID}-"))
+                && name.contains("-mirrorcap_flows_")
+                && name.ends_with(".parquet"),
+            "{k}"
+        );
+        let body = &objects[*k];
+        assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"), "{k}");
+        let f = tmp.path().join(format!("flow-{}.parquet", free_port()));
+        std::fs::write(&f, body).unwrap();
+        let sum = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import duckdb, sys; print(duckdb.sql(f\"SELECT sum(packets) FROM read_parquet('{sys.argv[1]}')\").fetchall()[0][0])",
+                f.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            sum.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sum.stderr)
+        );
+        flow_packets += String::from_utf8_lossy(&sum.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap();
+    }
+    // Every frame sent is an IPv4 packet, counted once in the records.
+    assert_eq!(flow_packets, 3000, "{flow_keys:?}");
     let moved_keys: Vec<&String> = objects
         .keys()
         .filter(|k| k.starts_with("moved/vni="))
