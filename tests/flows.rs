@@ -513,6 +513,7 @@ fn json_flow_record_keeps_an_account_id_with_a_leading_zero() {
 /// report read a `.jsonl` flow file as a text one, its first record as the
 /// header and every other as one field, and printed a table of `-` with
 /// exit 0. It must give what the same records in the text file give.
+/// (Issue 18 item 2: the JSON copies are outside `flows/AWSLogs/`.)
 #[test]
 fn flows_report_reads_json_lines_files() {
     let input = testdata("vxlan/suricata-verify-vxlan-decoder-03-vxlan.pcap");
@@ -535,6 +536,14 @@ fn flows_report_reads_json_lines_files() {
     let text = report(of(".log"));
     assert!(text.as_array().unwrap().len() > 1, "{text}");
     assert_eq!(report(of(".jsonl")), text);
+    // The JSON copies sit beside AWS's folders (`flows/jsonl/AWSLogs/…`),
+    // so a table over `flows/AWSLogs/` meets only the text files.
+    for f in &files {
+        let rel = f.strip_prefix(dir.join("flows")).unwrap().to_str().unwrap();
+        let json = rel.ends_with(".jsonl");
+        let under = if json { "jsonl/AWSLogs/" } else { "AWSLogs/" };
+        assert!(rel.starts_with(under), "{rel}");
+    }
 }
 
 type Rows = Vec<Vec<serde_json::Value>>;

@@ -3,8 +3,8 @@
 //! the last of those workers end it.
 //!
 //! In: batches of rendered records. Out: `DIR/flows/<folder>/
-//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]`), `<folder>`
-//! one of AWS's layouts ([`super::layout`]: by default
+//! mirrorcap_flows_<start>-<seq>.log[.gz]` (and `.jsonl[.gz]` in
+//! `DIR/flows/jsonl/<folder>/`), `<folder>` one of AWS's layouts ([`super::layout`]: by default
 //! `AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD`), or with
 //! `parquet` `….parquet` ([`super::parquet`]), each written as `.part`
 //! and renamed when closed. Dropped: a batch whose write fails (counted
@@ -36,6 +36,12 @@ use crate::telemetry::log_limit::LogLimiter;
 /// The folder of the flow files in the output directory; below it, the
 /// layout's folders ([`super::FlowLayout::folder`]).
 pub const FLOWS_DIR: &str = "flows";
+
+/// The folder of the JSON Lines copies (`json = true`) in [`FLOWS_DIR`],
+/// with the same layout below it: beside `AWSLogs/`, not in it, so a
+/// table over `AWSLogs/` (Athena's text DDL) meets only the text files,
+/// as in AWS's folders.
+pub const JSON_DIR: &str = "jsonl";
 
 /// The flow writer shared by a set of sibling pipelines (workers): the
 /// last one to finish ends the writer thread.
@@ -406,9 +412,16 @@ impl FlowFiles {
         let start = (slot * self.cfg.file_interval_s).max(partition);
         let t = crate::output::template::UtcTime::from_unix(start);
         let folder = self.cfg.layout.folder(start);
-        let rel = Path::new(FLOWS_DIR).join(&folder);
-        let open_dir = || Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE);
-        let dir = open_dir()?;
+        let open_dir = |sub: &str| {
+            let rel = Path::new(FLOWS_DIR).join(sub).join(&folder);
+            Dir::open_root(&self.root, true, DIR_MODE)?.sub(&rel, true, DIR_MODE)
+        };
+        let dir = open_dir("")?;
+        let json_dir = if self.cfg.json {
+            Some(open_dir(JSON_DIR)?)
+        } else {
+            None
+        };
         let base = format!(
             "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
             t.year, t.month, t.day, t.hour, t.minute, t.second
@@ -419,19 +432,20 @@ impl FlowFiles {
             let text = format!("{base}-{seq:06}{ext}{gz}");
             let json = format!("{base}-{seq:06}.jsonl{gz}");
             // An error looking (EIO, EACCES) is a failure, not a name taken.
-            let taken = |n: &str| {
-                name_taken(&dir, n.as_ref()).map_err(|source| FlowFileError::Create {
+            let taken = |dir: &Dir, n: &str| {
+                name_taken(dir, n.as_ref()).map_err(|source| FlowFileError::Create {
                     path: dir.path().join(n),
                     source,
                 })
             };
-            if taken(&text)? || (self.cfg.json && taken(&json)?) {
+            if taken(&dir, &text)?
+                || json_dir.as_ref().map(|d| taken(d, &json)).transpose()? == Some(true)
+            {
                 continue;
             }
-            let json = if self.cfg.json {
-                Some(FlowFile::create(open_dir()?, json)?)
-            } else {
-                None
+            let json = match &json_dir {
+                Some(_) => Some(FlowFile::create(open_dir(JSON_DIR)?, json)?),
+                None => None,
             };
             let records = RecordFile::create(dir, text, &self.cfg)?;
             return Ok(OpenFlowFile {
@@ -445,8 +459,10 @@ impl FlowFiles {
     }
 
     fn close(&mut self, f: OpenFlowFile) {
-        let json = f.json.map(|j| (j.close(), 0));
-        for (closed, lost) in std::iter::once(f.records.close()).chain(json) {
+        let json_folder = format!("{JSON_DIR}/{}", f.folder);
+        let json = f.json.map(|j| (j.close(), 0, json_folder.as_str()));
+        let records = std::iter::once((f.records.close(), f.folder.as_str()));
+        for (closed, lost, folder) in records.map(|((c, l), d)| (c, l, d)).chain(json) {
             match closed {
                 // A file retention cannot delete is logged and counted
                 // there (`mirrorcap_errors_total{kind="retention"}`).
@@ -455,7 +471,7 @@ impl FlowFiles {
                         if !std::mem::replace(&mut self.retention_knows_uploads, true) {
                             self.retention.set_uploads(u.clone());
                         }
-                        u.closed_flow_file(&path, &f.folder, bytes);
+                        u.closed_flow_file(&path, folder, bytes);
                     }
                     self.retention.add(path, bytes, (), 0);
                 }
