@@ -621,11 +621,14 @@ fn group_sums(rows: &Rows, by: &[&str]) -> GroupSums {
 /// Issue 18 items 1 and 4: `parquet = true` writes `.parquet` files
 /// (published whole, no `.part` left) that DuckDB reads with AWS's column
 /// names and types, nulls where the text has `-`; its sums by 5-tuple,
-/// by srcaddr/dstaddr and by dstport and its count of rejected flows are
-/// the text records' of the same replay and tshark's conversations'.
+/// by srcaddr/dstaddr and by dstport and its counts of records, of NODATA
+/// records (with nulls; some fixture has one) and of ACCEPT records (all
+/// others: mirrorcap writes no REJECT) are the text records' of the same
+/// replay, and its sums are tshark's conversations'.
 #[test]
 fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
     let tmp = tempfile::tempdir().unwrap();
+    let mut nodata_seen = 0;
     for (i, fixture) in ORACLE_FIXTURES.iter().enumerate() {
         let input = testdata(&format!("ethernet/{fixture}"));
         let wrapped = tmp.path().join(format!("{fixture}.wrapped.pcap"));
@@ -647,7 +650,7 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
             ),
             // Every record, NODATA ones with nulls where the text has `-`.
             format!(
-                "SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA' AND srcaddr IS NULL AND packets IS NULL AND interface_id IS NULL), count(*) FILTER (WHERE action = 'REJECT') FROM read_parquet('{glob}')"
+                "SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA' AND srcaddr IS NULL AND packets IS NULL AND interface_id IS NULL), count(*) FILTER (WHERE action = 'ACCEPT') FROM read_parquet('{glob}')"
             ),
         ];
         queries.extend(groupings.iter().map(|by| group_sums_sql(&glob, by)));
@@ -682,11 +685,13 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
             );
         }
         let nodata = text.iter().filter(|r| r["log-status"] == "NODATA").count();
-        let rejected = text.iter().filter(|r| r["action"] == "REJECT").count();
+        let accepted = text.iter().filter(|r| r["action"] == "ACCEPT").count();
+        assert!(accepted > 0 && accepted + nodata == text.len(), "{fixture}");
+        nodata_seen += nodata;
         assert_eq!(
             answers[1][0],
-            [text.len(), nodata, rejected].map(serde_json::Value::from),
-            "{fixture}: records, NODATA records, rejected flows"
+            [text.len(), nodata, accepted].map(serde_json::Value::from),
+            "{fixture}: records, NODATA records, ACCEPT records"
         );
         for (by, rows) in groupings.iter().zip(&answers[2..]) {
             assert_eq!(
@@ -713,6 +718,7 @@ fn parquet_flow_files_give_duckdb_the_sums_of_text_and_tshark() {
         }
         assert_tshark_sums(fixture, &input, &packets, &bytes);
     }
+    assert!(nodata_seen > 0, "no fixture had a NODATA record to compare");
 }
 
 /// Issue 18 item 3: `mirrorcap flows` reads `.parquet` flow files as it
@@ -789,7 +795,9 @@ fn hive_partitions_let_duckdb_read_only_the_hours_asked() {
     let o = tool("mergecap", &args);
     assert!(o.status.success(), "{}", clean_stderr(&o));
 
-    let layout = "hive_compatible_partitions = true\nper_hour_partition = true\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n";
+    // `file_interval` longer than an hour: each new hour still starts a
+    // new file (the time slot alone would not split the hours).
+    let layout = "hive_compatible_partitions = true\nper_hour_partition = true\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\nfile_interval = \"1d\"\n";
     let (_t, text_dir, _) = replay_flows(&merged, layout);
     let (_p, pq_dir, err) = replay_flows(&merged, &format!("parquet = true\n{layout}"));
     let files = flow_files_ending(&pq_dir, ".parquet", &err);
@@ -994,4 +1002,57 @@ fn utc_day_folder(t: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}/{m:02}/{d:02}")
+}
+
+/// Review of issue 18, item 3: `mirrorcap flows` reads AWS's own Parquet
+/// flow logs, which AWS writes GZIP-compressed: a file written by DuckDB
+/// with AWS's column names and types and `COMPRESSION gzip` gives the
+/// report its records hold.
+#[test]
+fn flows_report_reads_gzip_compressed_parquet_as_aws_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("aws.parquet");
+    let rows = "(2::INTEGER, '123456789012', 'eni-0a', '10.0.0.1', '10.0.0.2', 40000::INTEGER, 443::INTEGER, 6::INTEGER, 10::BIGINT, 1500::BIGINT, 1764000000::BIGINT, 1764000060::BIGINT, 'ACCEPT', 'OK'), \
+                (2, '123456789012', 'eni-0a', '10.0.0.1', '10.0.0.3', 40001, 53, 17, 2, 150, 1764000000, 1764000060, 'ACCEPT', 'OK'), \
+                (2, '123456789012', 'eni-0a', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1764000000, 1764000060, NULL, 'NODATA')";
+    duckdb(&[format!(
+        "COPY (SELECT * FROM (VALUES {rows}) t(version, account_id, interface_id, srcaddr, dstaddr, srcport, dstport, protocol, packets, bytes, start, \"end\", action, log_status)) TO '{}' (FORMAT parquet, COMPRESSION gzip)",
+        file.display()
+    )]);
+    let codecs = duckdb(&[format!(
+        "SELECT DISTINCT compression FROM parquet_metadata('{}')",
+        file.display()
+    )]);
+    assert_eq!(codecs[0], [[serde_json::Value::from("GZIP")]]);
+    let (code, stdout, stderr) = mirrorcap(&[
+        "flows",
+        "--by",
+        "dstaddr,dstport",
+        "--format",
+        "json",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let groups: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let got: Vec<(String, String, u64, u64)> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["dstaddr"].as_str().unwrap().to_string(),
+                g["dstport"].as_str().unwrap().to_string(),
+                g["packets"].as_u64().unwrap(),
+                g["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("10.0.0.2".into(), "443".into(), 10, 1500),
+            ("10.0.0.3".into(), "53".into(), 2, 150),
+        ],
+        "{stdout}"
+    );
 }

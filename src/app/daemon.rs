@@ -161,10 +161,10 @@ pub fn run(
 ) -> Result<DaemonOutcome, DaemonError> {
     // Held until the end: no other mirrorcap writes in this directory.
     let _dir_lock = check_output_dir(&cfg.dir)?;
-    let mut cfg = cfg;
-    locate_flows(&mut cfg);
     check_fd_limit(cfg.max_open_files);
     let counters = Arc::new(Counters::default());
+    let mut cfg = cfg;
+    locate_flows(&mut cfg, &counters);
     set_filters(&counters, &cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -261,31 +261,42 @@ pub fn run(
 /// from this instance's identity document (instance metadata, IMDSv2),
 /// asked only when `[output.s3]` is set (the uploader asks instance
 /// metadata anyway; without S3, mirrorcap never talks to it). What is
-/// still missing stays [`crate::flows::layout::UNKNOWN`], and the flow
-/// writer says so at start.
-fn locate_flows(cfg: &mut Config) {
+/// still missing stays [`crate::flows::layout::UNKNOWN`] (counted in
+/// `mirrorcap_flow_layout_fallbacks_total` and logged), and the flow
+/// writer says so at start. Replay never asks.
+fn locate_flows(cfg: &mut Config, counters: &Counters) {
     let layout = &cfg.flows.layout;
     if !cfg.flows.enabled || (layout.account_id.is_some() && layout.region.is_some()) {
         return;
     }
     let Some(s3) = &cfg.s3 else { return };
     let metadata = crate::output::upload::imds::metadata_endpoint(s3.metadata_endpoint.as_deref());
-    let found = crate::output::upload::imds::account_and_region(&metadata).and_then(|(a, r)| {
-        for v in [&a, &r] {
-            crate::flows::layout::check_path_value(v)
-                .map_err(|m| format!("the instance identity document's value {m}"))?;
-        }
-        Ok((a, r))
-    });
-    match found {
+    let mut why = Vec::new();
+    match crate::output::upload::imds::account_and_region(&metadata) {
         Ok((account, region)) => {
             let layout = &mut Arc::make_mut(&mut cfg.flows).layout;
-            layout.account_id.get_or_insert(account);
-            layout.region.get_or_insert(region);
+            // Each value on its own: a bad one does not drop the other.
+            for (name, slot, v) in [
+                ("accountId", &mut layout.account_id, account),
+                ("region", &mut layout.region, region),
+            ] {
+                if slot.is_some() {
+                    continue;
+                }
+                match crate::flows::layout::check_path_value(&v) {
+                    Ok(()) => *slot = Some(v),
+                    Err(m) => why.push(format!("the identity document's {name} {m}")),
+                }
+            }
         }
-        Err(why) => tracing::warn!(
-            "[flows]: no account and region from instance metadata ({why}); set `account_id` and `region` in [flows]"
-        ),
+        Err(e) => why.push(e),
+    }
+    if !why.is_empty() {
+        counters.flow_layout_fallbacks.fetch_add(1, Relaxed);
+        tracing::warn!(
+            "[flows]: no account or region from instance metadata ({}); set `account_id` and `region` in [flows]",
+            why.join("; ")
+        );
     }
 }
 
@@ -529,4 +540,86 @@ fn set_filters(counters: &Counters, cfg: &Config) {
         .iter()
         .chain(cfg.sessions.iter().filter_map(|s| s.filter.as_ref()));
     f.extend(filters.map(|m| m.clone() as Arc<dyn RuleCounts>));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A loopback metadata stand-in that answers every request with
+    /// `body` (a token for the `PUT`, the document for the `GET`).
+    fn metadata_answering(body: &'static str) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming().take(2) {
+                let mut c = c.unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                    head.push(b[0]);
+                }
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn config(endpoint: &str, flows: &str) -> Config {
+        Config::parse(
+            &format!(
+                "[flows]\nenabled = true\n{flows}[output.s3]\nbucket = \"b12\"\nmetadata_endpoint = \"{endpoint}\"\n"
+            ),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    /// Review of issue 18: the layout's account and region from the
+    /// identity document, each value on its own (a bad account does not
+    /// drop a good region), a fallback counted; a value given in `[flows]`
+    /// wins, and metadata is not asked when both are given.
+    #[test]
+    fn flow_layout_from_instance_metadata_each_value_on_its_own() {
+        let counters = Counters::default();
+        let fallbacks = || counters.flow_layout_fallbacks.load(Relaxed);
+        let good = metadata_answering(r#"{"accountId":"210987654321","region":"eu-west-3"}"#);
+        let mut cfg = config(&good, "region = \"us-east-1\"\n");
+        locate_flows(&mut cfg, &counters);
+        let l = &cfg.flows.layout;
+        assert_eq!(l.account_id.as_deref(), Some("210987654321"));
+        assert_eq!(l.region.as_deref(), Some("us-east-1"));
+        assert_eq!(fallbacks(), 0);
+
+        let bad = metadata_answering(r#"{"accountId":"../etc","region":"eu-west-3"}"#);
+        let mut cfg = config(&bad, "");
+        locate_flows(&mut cfg, &counters);
+        let l = &cfg.flows.layout;
+        assert_eq!(
+            (l.account_id.as_deref(), l.region.as_deref()),
+            (None, Some("eu-west-3"))
+        );
+        assert_eq!(fallbacks(), 1);
+
+        // Nothing listens there: asked (and failed) only when needed.
+        let closed = format!(
+            "http://{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        );
+        let mut cfg = config(&closed, "account_id = \"1\"\nregion = \"r\"\n");
+        locate_flows(&mut cfg, &counters);
+        assert_eq!(fallbacks(), 1);
+        let mut cfg = config(&closed, "");
+        locate_flows(&mut cfg, &counters);
+        assert_eq!(fallbacks(), 2);
+        assert_eq!(cfg.flows.layout, crate::flows::FlowLayout::default());
+    }
 }

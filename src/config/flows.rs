@@ -44,10 +44,37 @@ pub(super) fn flows(cx: &Ctx, raw: Option<RawFlows>) -> Result<FlowConfig, Confi
         account_id: path_value(cx, f.account_id.as_ref())?,
         region: path_value(cx, f.region.as_ref())?,
     };
+    windows_fit_folders(cx, f.interval.as_ref(), &c)?;
     for s in f.session {
         c.sessions.push(session(cx, s)?);
     }
     Ok(c)
+}
+
+/// `interval` must cut a day (an hour with `per_hour_partition`) into
+/// whole windows: a window is filed in the folder of its start, so one
+/// that spanned two folders would put records of one day (or hour) in
+/// the other's, and a query on a partition would miss them.
+fn windows_fit_folders(
+    cx: &Ctx,
+    raw: Option<&Spanned<String>>,
+    c: &FlowConfig,
+) -> Result<(), ConfigError> {
+    let (folder_s, folder) = if c.layout.per_hour {
+        (3_600, "an hour (3600 s, `per_hour_partition = true`)")
+    } else {
+        (86_400, "a day (86400 s)")
+    };
+    match raw {
+        Some(v) if folder_s % c.interval_s != 0 => Err(cx.err(
+            v.span(),
+            format!(
+                "{:?} does not divide {folder}: a window would span two flow folders; use a divisor, e.g. 1s, 10s, 60s, 600s, 3600s",
+                v.get_ref()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `account_id`, `region`: folder names of the layout.
@@ -200,5 +227,28 @@ mod tests {
             "{e}"
         );
         assert!(parse("[flows]\nhive_compatible_partitions = \"yes\"\n").is_err());
+    }
+
+    /// Review of issue 18: a window never spans two folders, so an
+    /// `interval` that does not divide the folder's length is refused.
+    #[test]
+    fn flows_interval_must_divide_the_folder() {
+        for ok in ["1s", "7200s", "1d"] {
+            assert!(
+                parse(&format!("[flows]\ninterval = \"{ok}\"\n")).is_ok(),
+                "{ok}"
+            );
+        }
+        let e = parse("[flows]\ninterval = \"7s\"\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:2") && e.contains("\"7s\" does not divide a day"),
+            "{e}"
+        );
+        let e = parse("[flows]\nper_hour_partition = true\ninterval = \"7200s\"\n").unwrap_err();
+        assert!(
+            e.contains("t.toml:3") && e.contains("does not divide an hour"),
+            "{e}"
+        );
+        assert!(parse("[flows]\nper_hour_partition = true\ninterval = \"15min\"\n").is_ok());
     }
 }

@@ -181,6 +181,8 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = context::Ctx { text, path };
         let mut raw: raw::RawConfig = toml::from_str(text).map_err(|e| cx.toml(&e))?;
+        // Before `[output.s3]`, which checks the flow files' keys too.
+        let flows = flows::flows(&cx, raw.flows.take())?;
         Ok(Config {
             listen: daemon::listen(&cx, raw.listen.as_ref())?,
             geneve_listen: daemon::geneve_listen(
@@ -229,9 +231,9 @@ impl Config {
                 raw.max_subscribers.as_ref(),
                 raw.stream_queue.as_ref(),
             )?,
-            flows: Arc::new(flows::flows(&cx, raw.flows)?),
             host_id: s3::host_id(&cx, raw.host_id.as_ref())?,
-            s3: s3::s3(&cx, raw.output.s3.take())?.map(Arc::new),
+            s3: s3::s3(&cx, raw.output.s3.take(), &flows)?.map(Arc::new),
+            flows: Arc::new(flows),
             output: output::output(&cx, raw.output)?,
             filter: filter::default_filter(&cx, raw.filter)?,
             sessions: filter::sessions(&cx, raw.session)?,

@@ -11,7 +11,8 @@ use super::ConfigError;
 use super::context::Ctx;
 use super::raw::{RawS3, Spanned};
 use super::sizes::{SizeValue, parse_duration, parse_size};
-use crate::output::upload::key::{KeyTemplate, MAX_KEY_LEN};
+use crate::flows::FlowConfig;
+use crate::output::upload::key::{KeyContext, KeyTemplate, MAX_KEY_LEN, flow_key};
 pub use crate::output::upload::settings::*;
 
 /// `host_id`: ASCII letters, digits, `.`, `_`, `-`; 1 to 64 bytes.
@@ -36,7 +37,11 @@ pub(super) fn host_id(
 }
 
 /// Validates `[output.s3]`, key by key.
-pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Config>, ConfigError> {
+pub(super) fn s3(
+    cx: &Ctx,
+    raw: Option<Spanned<RawS3>>,
+    flows: &FlowConfig,
+) -> Result<Option<S3Config>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
     let span = raw.span();
     let r = raw.into_inner();
@@ -88,11 +93,19 @@ pub(super) fn s3(cx: &Ctx, raw: Option<Spanned<RawS3>>) -> Result<Option<S3Confi
             .map_err(|why| cx.err(s.span(), format!("{:?}: {why}", s.get_ref())))?,
     };
     let longest = key_template.longest_key(&prefix);
-    if longest > MAX_KEY_LEN {
-        let why = format!(
-            "keys can be {longest} bytes long with this prefix ({} bytes) and key_template, over S3's {MAX_KEY_LEN}: shorten them",
-            prefix.len()
-        );
+    let longest_flow = longest_flow_key(&prefix, flows);
+    if longest.max(longest_flow) > MAX_KEY_LEN {
+        let why = if longest >= longest_flow {
+            format!(
+                "keys can be {longest} bytes long with this prefix ({} bytes) and key_template, over S3's {MAX_KEY_LEN}: shorten them",
+                prefix.len()
+            )
+        } else {
+            format!(
+                "flow file keys can be {longest_flow} bytes long with this prefix ({} bytes) and the [flows] layout, over S3's {MAX_KEY_LEN}: shorten the prefix",
+                prefix.len()
+            )
+        };
         return Err(match (&r.prefix, &r.key_template) {
             (Some(p), _) => cx.err(p.span(), why),
             (None, Some(k)) => cx.err(k.span(), why),
@@ -202,6 +215,33 @@ fn bucket(
     Ok(b.clone())
 }
 
+/// The longest key a flow file of `flows` can have under `prefix` (0
+/// with flows off): an account or region not given at its longest (64
+/// bytes: it may come from instance metadata), the JSON copy's folder,
+/// a 64-byte `{host}`, the longest run ID and file name.
+fn longest_flow_key(prefix: &str, flows: &FlowConfig) -> usize {
+    if !flows.enabled {
+        return 0;
+    }
+    let mut layout = flows.layout.clone();
+    let longest = "x".repeat(64);
+    layout.account_id.get_or_insert_with(|| longest.clone());
+    layout.region.get_or_insert_with(|| longest.clone());
+    // 9999-12-31T23:59:59Z: every date part at its widest.
+    let folder = format!(
+        "{}/{}",
+        crate::flows::writer::JSON_DIR,
+        layout.folder(253_402_300_799)
+    );
+    let cx = KeyContext {
+        prefix: prefix.to_owned(),
+        host: longest,
+        run: format!("99991231T235959Z-{}", u32::MAX),
+    };
+    let name = format!("mirrorcap_flows_99991231T235959Z-{}.jsonl.gz", u32::MAX);
+    flow_key(&cx, &folder, &name).len()
+}
+
 /// An `http://` URL with a host, or also `https://` when `https_ok`
 /// (plain HTTP is accepted because it is written explicitly; the AWS
 /// default endpoint is always HTTPS).
@@ -249,6 +289,32 @@ mod tests {
             "{e}"
         );
         parse("on_rotate = [\"/usr/bin/true\", \"{path}\"]\n").unwrap();
+    }
+
+    /// Review of issue 18: flow file keys (`PREFIX/AWSLogs/…`) are longer
+    /// than capture keys; a prefix that leaves capture keys under S3's
+    /// 1024 bytes but not flow keys is refused when flows are on, naming
+    /// the prefix, instead of every flow upload being refused later.
+    #[test]
+    fn a_prefix_too_long_for_flow_keys_is_refused_with_flows_on() {
+        let prefix = "p".repeat(760);
+        let s3 = format!("[output.s3]\nbucket = \"b12\"\nprefix = \"{prefix}\"\n");
+        parse(&s3).unwrap();
+        let e = parse(&format!("{s3}[flows]\nenabled = true\n")).unwrap_err();
+        assert!(
+            e.contains("t.toml:3: `output.s3.prefix`") && e.contains("flow file keys can be"),
+            "{e}"
+        );
+        // The longest flow key counted is one that can occur.
+        let mut flows = FlowConfig {
+            enabled: true,
+            json: true,
+            ..Default::default()
+        };
+        flows.layout.hive = true;
+        flows.layout.per_hour = true;
+        let longest = longest_flow_key("p", &flows);
+        assert!((350..=400).contains(&longest), "{longest}");
     }
 
     /// Issue 16, item 1: `[output.s3]` with only a bucket takes the

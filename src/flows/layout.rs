@@ -14,9 +14,11 @@
 //!   `AWSLogs/aws-account-id=<account>/aws-service=vpcflowlogs/aws-region=<region>/year=YYYY/month=MM/day=DD/[hour=HH/]`
 //!
 //! (`[HH/]`, `[hour=HH/]` with `per_hour_partition = true`). An account
-//! or region nobody gave is [`UNKNOWN`]. A file holds the windows that
-//! start in its folder's day (or hour): the writer starts a new file when
-//! a window falls in another folder, whatever `file_interval` says, so a
+//! or region nobody gave is [`UNKNOWN`]. A record is in the folder of its
+//! window's start; `interval` must divide the folder's day (or hour), so a
+//! window never spans two (the config refuses others). A file holds the
+//! windows that start in its folder: the writer starts a new file when a
+//! window falls in another folder, whatever `file_interval` says, so a
 //! query on a partition (`WHERE hour = 3`) sees every record of it.
 
 use crate::output::template::UtcTime;

@@ -131,7 +131,7 @@ impl FlowWriter {
         let layout = &cfg.layout;
         if layout.account_id.is_none() || layout.region.is_none() {
             tracing::warn!(
-                "[flows]: no `account_id` or `region` given (instance metadata is asked only with [output.s3]): flow files go under {}/{}/",
+                "[flows]: no `account_id` or `region` given, nor found in instance metadata (asked only by `run` with [output.s3], never by replay): flow files go under {}/{}/",
                 dir.join(FLOWS_DIR).display(),
                 layout.base()
             );

@@ -10,7 +10,7 @@
 //! `s3://bucket/key`, their writer the key's `{host}` (so each target's
 //! files follow one another, and targets merge as separate writers), and
 //! a streamed reader per object. Dropped: keys of another layout (flow
-//! files under `AWSLogs/`, another `key_template`), partitions the
+//! files under `AWSLogs/` and `jsonl/`, another `key_template`), partitions the
 //! selection leaves out.
 //!
 //! Listing walks the Hive partitions with `list_with_delimiter`, one

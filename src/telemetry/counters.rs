@@ -184,6 +184,10 @@ pub struct Counters {
     /// and the flow records lost with them (`[flows]`).
     pub flow_write_errors: AtomicU64,
     pub flow_records_lost: AtomicU64,
+    /// Starts where instance metadata did not give the flow layout's
+    /// account or region (`[flows] account_id`/`region` unset,
+    /// `[output.s3]` set): that folder is `unknown`.
+    pub flow_layout_fallbacks: AtomicU64,
     /// `[output.s3]`: uploads of closed files (see
     /// [`UploadCounters`]); their metrics are shown only when it is set.
     pub uploads: UploadCounters,

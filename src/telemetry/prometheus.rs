@@ -376,6 +376,11 @@ fn files(s: &mut Scrape, c: &Counters) {
         "Flow records lost because their file could not be written.",
         &c.flow_records_lost,
     );
+    s.one(
+        "mirrorcap_flow_layout_fallbacks",
+        "Starts where instance metadata gave no account or region for the flow folders (they are `unknown`).",
+        &c.flow_layout_fallbacks,
+    );
 }
 
 /// `[output.s3]` uploads, only when it is set.
