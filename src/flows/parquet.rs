@@ -293,17 +293,20 @@ impl ParquetFile {
     }
 
     /// Appends records (`values` holds `fields` values per record),
-    /// writing a row group whenever one is full. On an error the file is
+    /// writing a row group whenever one is full; true when one was (bytes
+    /// reached the file, not only memory). On an error the file is
     /// deleted and every record in it is lost.
-    pub(super) fn push(&mut self, values: &[String], fields: usize) -> io::Result<()> {
+    pub(super) fn push(&mut self, values: &[String], fields: usize) -> io::Result<bool> {
+        let mut wrote = false;
         for record in values.chunks(fields) {
             self.rows.push(record);
             self.records += 1;
             if self.rows.rows >= self.max_rows || self.rows.bytes >= self.max_bytes {
                 self.write_row_group()?;
+                wrote = true;
             }
         }
-        Ok(())
+        Ok(wrote)
     }
 
     fn write_row_group(&mut self) -> io::Result<()> {
