@@ -206,6 +206,15 @@ pub enum FlowFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A Parquet file keeps its records in memory until its close writes
+    /// them: most of its close failures are that write's (disk full).
+    #[error(
+        "{path}: cannot write its last row group and footer, or sync and rename it (all its records are lost): {source}"
+    )]
+    ParquetClose {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A flow file being written: the shared `.part`-and-rename file of
@@ -268,7 +277,7 @@ impl RecordFile {
                 let (path, records) = (f.part_path(), f.records());
                 let r = f.close();
                 (
-                    r.map_err(|source| FlowFileError::Close { path, source }),
+                    r.map_err(|source| FlowFileError::ParquetClose { path, source }),
                     records,
                 )
             }
