@@ -341,7 +341,8 @@ impl ParquetFile {
     }
 
     /// Writes the last row group and the footer, syncs and renames the
-    /// file to its final name; one with no record is removed instead.
+    /// file to its final name; one with no record is removed instead, and
+    /// so is one that fails (its records are lost).
     /// Returns the final path and size when published.
     pub(super) fn close(mut self) -> io::Result<Option<(PathBuf, u64)>> {
         self.write_row_group()?;
@@ -357,7 +358,7 @@ impl ParquetFile {
                         return Err(io_error(e));
                     }
                 };
-                part.expect("the sink holds the file").close()
+                part.expect("the sink holds the file").close_or_discard()
             }
             State::Failed => Err(io::Error::other("an earlier write failed")),
         }

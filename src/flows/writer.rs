@@ -645,6 +645,10 @@ mod tests {
         std::fs::write(first.join("x"), b"").unwrap();
         files.write_batch(&batch(10));
         assert_eq!(counters.flow_records_lost.load(Relaxed), 1);
+        // Its records count as lost, so its `.part` is not left behind
+        // (whole, never published, never uploaded, taking space).
+        let part = day.join("mirrorcap_flows_19700101T000000Z-000000.parquet.part");
+        assert!(!part.exists(), "{} left", part.display());
         let why = counters.unhealthy();
         assert!(
             why.as_deref().is_some_and(|w| w.contains("000000.parquet")),

@@ -197,11 +197,9 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// Issue 16, item 3: IMDSv2 only (a token first, then the ID with the
-    /// token; a GET without it is refused), and a fallback to the host
-    /// name, counted, when nothing answers.
-    #[test]
-    fn instance_id_needs_the_token_and_falls_back_to_the_host_name() {
+    /// A loopback stand-in for instance metadata that reads two requests'
+    /// heads and lets `answer` write each answer; its endpoint.
+    fn stand_in(answer: impl Fn(TcpStream, Vec<u8>) + Send + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let ep = format!("http://{}", l.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -212,25 +210,36 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
                     head.push(b[0]);
                 }
-                let head = String::from_utf8(head).unwrap();
-                let body = if head.starts_with("PUT /latest/api/token ")
-                    && head.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
-                {
-                    "tok"
-                } else if head.starts_with("GET /latest/meta-data/instance-id ")
-                    && head.contains("X-aws-ec2-metadata-token: tok\r\n")
-                {
-                    "i-0123"
-                } else {
-                    ""
-                };
-                let status = if body.is_empty() { "401 No" } else { "200 OK" };
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                answer(c, head);
             }
+        });
+        ep
+    }
+
+    /// Issue 16, item 3: IMDSv2 only (a token first, then the ID with the
+    /// token; a GET without it is refused), and a fallback to the host
+    /// name, counted, when nothing answers.
+    #[test]
+    fn instance_id_needs_the_token_and_falls_back_to_the_host_name() {
+        let ep = stand_in(|mut c, head| {
+            let head = String::from_utf8(head).unwrap();
+            let body = if head.starts_with("PUT /latest/api/token ")
+                && head.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
+            {
+                "tok"
+            } else if head.starts_with("GET /latest/meta-data/instance-id ")
+                && head.contains("X-aws-ec2-metadata-token: tok\r\n")
+            {
+                "i-0123"
+            } else {
+                ""
+            };
+            let status = if body.is_empty() { "401 No" } else { "200 OK" };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
         assert_eq!(get(&ep, "instance-id").unwrap(), "i-0123");
         let counters = crate::telemetry::counters::Counters::default();
@@ -265,31 +274,21 @@ mod tests {
     /// for a minute).
     #[test]
     fn a_trickling_metadata_answer_is_cut_at_the_timeout() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let ep = format!("http://{}", l.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for c in l.incoming().take(2) {
-                let mut c = c.unwrap();
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
-                    head.push(b[0]);
+        let ep = stand_in(|mut c, head| {
+            if head.starts_with(b"PUT ") {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntok");
+                return;
+            }
+            let doc = r#"{"accountId":"111122223333","region":"eu-north-1"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{doc}",
+                doc.len()
+            );
+            for b in answer.bytes() {
+                if c.write_all(&[b]).is_err() {
+                    break;
                 }
-                if head.starts_with(b"PUT ") {
-                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntok");
-                    continue;
-                }
-                let doc = r#"{"accountId":"111122223333","region":"eu-north-1"}"#;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{doc}",
-                    doc.len()
-                );
-                for b in answer.bytes() {
-                    if c.write_all(&[b]).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(300));
-                }
+                std::thread::sleep(Duration::from_millis(300));
             }
         });
         let t = std::time::Instant::now();
