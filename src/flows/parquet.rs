@@ -293,17 +293,20 @@ impl ParquetFile {
     }
 
     /// Appends records (`values` holds `fields` values per record),
-    /// writing a row group whenever one is full. On an error the file is
+    /// writing a row group whenever one is full; true when one was (bytes
+    /// reached the file, not only memory). On an error the file is
     /// deleted and every record in it is lost.
-    pub(super) fn push(&mut self, values: &[String], fields: usize) -> io::Result<()> {
+    pub(super) fn push(&mut self, values: &[String], fields: usize) -> io::Result<bool> {
+        let mut wrote = false;
         for record in values.chunks(fields) {
             self.rows.push(record);
             self.records += 1;
             if self.rows.rows >= self.max_rows || self.rows.bytes >= self.max_bytes {
                 self.write_row_group()?;
+                wrote = true;
             }
         }
-        Ok(())
+        Ok(wrote)
     }
 
     fn write_row_group(&mut self) -> io::Result<()> {
@@ -338,7 +341,8 @@ impl ParquetFile {
     }
 
     /// Writes the last row group and the footer, syncs and renames the
-    /// file to its final name; one with no record is removed instead.
+    /// file to its final name; one with no record is removed instead, and
+    /// so is one that fails (its records are lost).
     /// Returns the final path and size when published.
     pub(super) fn close(mut self) -> io::Result<Option<(PathBuf, u64)>> {
         self.write_row_group()?;
@@ -354,7 +358,7 @@ impl ParquetFile {
                         return Err(io_error(e));
                     }
                 };
-                part.expect("the sink holds the file").close()
+                part.expect("the sink holds the file").close_or_discard()
             }
             State::Failed => Err(io::Error::other("an earlier write failed")),
         }

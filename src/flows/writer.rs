@@ -206,6 +206,15 @@ pub enum FlowFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A Parquet file keeps its records in memory until its close writes
+    /// them: most of its close failures are that write's (disk full).
+    #[error(
+        "{path}: cannot write its last row group and footer, or sync and rename it (all its records are lost): {source}"
+    )]
+    ParquetClose {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A flow file being written: the shared `.part`-and-rename file of
@@ -268,7 +277,7 @@ impl RecordFile {
                 let (path, records) = (f.part_path(), f.records());
                 let r = f.close();
                 (
-                    r.map_err(|source| FlowFileError::Close { path, source }),
+                    r.map_err(|source| FlowFileError::ParquetClose { path, source }),
                     records,
                 )
             }
@@ -336,16 +345,22 @@ impl FlowFiles {
             RecordFile::Text(f) => f.0.good_len(),
             RecordFile::Parquet(p) => {
                 let before = p.records();
-                if let Err(source) = p.push(&batch.values, fields) {
-                    let e = FlowFileError::Write {
-                        path: p.part_path(),
-                        source,
-                    };
-                    // The file is deleted: the records it had are lost too.
-                    self.current = None;
-                    return self.fail(&e, before + batch.records);
+                match p.push(&batch.values, fields) {
+                    Err(source) => {
+                        let e = FlowFileError::Write {
+                            path: p.part_path(),
+                            source,
+                        };
+                        // The file is deleted: the records it had are lost too.
+                        self.current = None;
+                        self.fail(&e, before + batch.records);
+                    }
+                    // Health is back only when bytes reach the disk (a row
+                    // group, or a file closed), not when records are
+                    // buffered in memory while the disk is still full.
+                    Ok(true) => self.counters.set_flow_output_error(None),
+                    Ok(false) => {}
                 }
-                self.counters.set_flow_output_error(None);
                 return;
             }
         };
@@ -467,6 +482,11 @@ impl FlowFiles {
                 // A file retention cannot delete is logged and counted
                 // there (`mirrorcap_errors_total{kind="retention"}`).
                 Ok(Some((path, bytes))) => {
+                    if self.cfg.parquet && lost > 0 {
+                        // A Parquet file written (its records were in
+                        // memory until now): the disk takes writes again.
+                        self.counters.set_flow_output_error(None);
+                    }
                     if let Some(u) = self.uploads.get() {
                         if !std::mem::replace(&mut self.retention_knows_uploads, true) {
                             self.retention.set_uploads(u.clone());
@@ -577,6 +597,69 @@ mod tests {
             1
         );
         assert_eq!(counters.flow_write_errors.load(Relaxed), 0);
+    }
+
+    /// Issue 18 item 1 (hostile run): a Parquet file whose close fails
+    /// (disk full at the footer; here its rename, onto a directory) turns
+    /// `/healthz` to 503, and buffering the next window's records in
+    /// memory does not turn it back: only a Parquet file (or row group)
+    /// that reaches the disk does. Before, health was 503 for less than
+    /// the next window, while the disk stayed full.
+    #[test]
+    fn parquet_health_stays_503_until_a_parquet_file_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(FlowConfig {
+            enabled: true,
+            parquet: true,
+            file_interval_s: 10,
+            ..Default::default()
+        });
+        let fields = cfg.format.fields.len();
+        let counters = Arc::new(Counters::default());
+        let mut files = FlowFiles {
+            retention: Retention::new(None, None),
+            root: tmp.path().to_path_buf(),
+            cfg,
+            counters: counters.clone(),
+            current: None,
+            seq: 0,
+            gz_buf: Vec::new(),
+            errors: LogLimiter::new(Duration::from_secs(10)),
+            uploads: Arc::new(std::sync::OnceLock::new()),
+            retention_knows_uploads: false,
+        };
+        let batch = |window_s: u64| FlowBatch {
+            window_s,
+            lines: String::new(),
+            json: String::new(),
+            values: vec!["-".to_string(); fields],
+            records: 1,
+        };
+        let day = tmp
+            .path()
+            .join("flows/AWSLogs/unknown/vpcflowlogs/unknown/1970/01/01");
+        files.write_batch(&batch(0));
+        // The first file cannot get its final name.
+        let first = day.join("mirrorcap_flows_19700101T000000Z-000000.parquet");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::write(first.join("x"), b"").unwrap();
+        files.write_batch(&batch(10));
+        assert_eq!(counters.flow_records_lost.load(Relaxed), 1);
+        // Its records count as lost, so its `.part` is not left behind
+        // (whole, never published, never uploaded, taking space).
+        let part = day.join("mirrorcap_flows_19700101T000000Z-000000.parquet.part");
+        assert!(!part.exists(), "{} left", part.display());
+        let why = counters.unhealthy();
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("000000.parquet")),
+            "health after a Parquet file was lost and the next window only buffered: {why:?}"
+        );
+        files.write_batch(&batch(20));
+        assert_eq!(counters.unhealthy(), None, "a Parquet file was written");
+        assert!(
+            day.join("mirrorcap_flows_19700101T000010Z-000001.parquet")
+                .exists()
+        );
     }
 
     /// Issue 18 item 2: a file never spans two folders of the layout: with

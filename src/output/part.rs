@@ -110,6 +110,27 @@ impl PartFile {
         let _ = self.dir.unlink(&part_name(&self.name));
     }
 
+    /// As [`PartFile::close`], but a file that cannot be synced or renamed
+    /// is deleted too (a Parquet flow file, whose records are then all
+    /// counted as lost: its `.part` would only hold space).
+    pub fn close_or_discard(self) -> io::Result<Option<(PathBuf, u64)>> {
+        if self.good_len == 0 {
+            self.discard();
+            return Ok(None);
+        }
+        match self
+            .file
+            .sync_data()
+            .and_then(|()| publish(&self.dir, &self.name))
+        {
+            Ok(()) => Ok(Some((self.path(), self.good_len))),
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+
     /// Syncs the data and publishes the file under its final name; one
     /// with no record in it is deleted instead. Returns the final path and
     /// size when published.

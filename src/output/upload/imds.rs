@@ -12,7 +12,7 @@
 //! can stand in for both. In: the endpoint. Out: the text answered, or
 //! why not (the caller falls back and counts it).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use std::time::Duration;
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
 /// The variable the AWS SDKs read for another metadata endpoint.
 pub const METADATA_ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
-/// Connect, write and read timeout of each request.
+/// Time for each request in all (connect, send, whole answer): a
+/// service answering a byte at a time is cut off there too.
 pub const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The metadata endpoint to use: `configured`, else the environment's,
@@ -98,9 +99,11 @@ fn request(hostport: &str, method: &str, path: &str, header: &str) -> Result<Str
         .map_err(|e| fail(&e))?
         .next()
         .ok_or_else(|| fail(&"no address"))?;
+    // The whole request has IMDS_TIMEOUT, not each read: an answer
+    // trickling in a byte at a time cannot hold the start.
+    let deadline = std::time::Instant::now() + IMDS_TIMEOUT;
+    let timed_out = || fail(&format!("no whole answer within {IMDS_TIMEOUT:?}"));
     let mut s = TcpStream::connect_timeout(&addr, IMDS_TIMEOUT).map_err(|e| fail(&e))?;
-    s.set_read_timeout(Some(IMDS_TIMEOUT))
-        .map_err(|e| fail(&e))?;
     s.set_write_timeout(Some(IMDS_TIMEOUT))
         .map_err(|e| fail(&e))?;
     let req = format!(
@@ -108,9 +111,24 @@ fn request(hostport: &str, method: &str, path: &str, header: &str) -> Result<Str
     );
     s.write_all(req.as_bytes()).map_err(|e| fail(&e))?;
     let mut answer = Vec::new();
-    s.take(64 * 1024)
-        .read_to_end(&mut answer)
-        .map_err(|e| fail(&e))?;
+    let mut buf = [0u8; 4096];
+    while answer.len() < 64 * 1024 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| fail(&e))?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(timed_out());
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(&e)),
+        }
+    }
+    answer.truncate(64 * 1024);
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -179,11 +197,9 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// Issue 16, item 3: IMDSv2 only (a token first, then the ID with the
-    /// token; a GET without it is refused), and a fallback to the host
-    /// name, counted, when nothing answers.
-    #[test]
-    fn instance_id_needs_the_token_and_falls_back_to_the_host_name() {
+    /// A loopback stand-in for instance metadata that reads two requests'
+    /// heads and lets `answer` write each answer; its endpoint.
+    fn stand_in(answer: impl Fn(TcpStream, Vec<u8>) + Send + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let ep = format!("http://{}", l.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -194,25 +210,36 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
                     head.push(b[0]);
                 }
-                let head = String::from_utf8(head).unwrap();
-                let body = if head.starts_with("PUT /latest/api/token ")
-                    && head.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
-                {
-                    "tok"
-                } else if head.starts_with("GET /latest/meta-data/instance-id ")
-                    && head.contains("X-aws-ec2-metadata-token: tok\r\n")
-                {
-                    "i-0123"
-                } else {
-                    ""
-                };
-                let status = if body.is_empty() { "401 No" } else { "200 OK" };
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                answer(c, head);
             }
+        });
+        ep
+    }
+
+    /// Issue 16, item 3: IMDSv2 only (a token first, then the ID with the
+    /// token; a GET without it is refused), and a fallback to the host
+    /// name, counted, when nothing answers.
+    #[test]
+    fn instance_id_needs_the_token_and_falls_back_to_the_host_name() {
+        let ep = stand_in(|mut c, head| {
+            let head = String::from_utf8(head).unwrap();
+            let body = if head.starts_with("PUT /latest/api/token ")
+                && head.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
+            {
+                "tok"
+            } else if head.starts_with("GET /latest/meta-data/instance-id ")
+                && head.contains("X-aws-ec2-metadata-token: tok\r\n")
+            {
+                "i-0123"
+            } else {
+                ""
+            };
+            let status = if body.is_empty() { "401 No" } else { "200 OK" };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
         assert_eq!(get(&ep, "instance-id").unwrap(), "i-0123");
         let counters = crate::telemetry::counters::Counters::default();
@@ -238,5 +265,40 @@ mod tests {
             "mine"
         );
         assert_eq!(key_safe("a b/c"), "a_b_c");
+    }
+
+    /// Issue 18 item 2 (hostile run): a metadata service that answers
+    /// slowly, a byte at a time with each byte within the read timeout,
+    /// cannot hold the daemon's start: each request has 1 s in all
+    /// (before, the timeout was per read, and this answer held the start
+    /// for a minute).
+    #[test]
+    fn a_trickling_metadata_answer_is_cut_at_the_timeout() {
+        let ep = stand_in(|mut c, head| {
+            if head.starts_with(b"PUT ") {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntok");
+                return;
+            }
+            let doc = r#"{"accountId":"111122223333","region":"eu-north-1"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{doc}",
+                doc.len()
+            );
+            for b in answer.bytes() {
+                if c.write_all(&[b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let t = std::time::Instant::now();
+        let r = account_and_region(&ep);
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "the identity document took {took:?} ({r:?})"
+        );
+        let e = r.unwrap_err();
+        assert!(e.contains("instance-identity/document"), "{e}");
     }
 }
