@@ -300,17 +300,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             use mirrorcap::flows::report::*;
             let filter = parse_filter(filter.as_deref().unwrap_or(""))?;
-            let mut records = Vec::new();
+            let mut talkers = Talkers::new(&by, &filter);
             // As in `replay`: an input that cannot be read to its end is
             // reported, what was read of it counts, and the exit code is 1.
             let mut failed = false;
             for i in &inputs {
-                if let Err(e) = read_records(i, &mut records) {
+                if let Err(e) = read_records(i, &mut talkers) {
                     eprintln!("mirrorcap: {e}");
                     failed = true;
                 }
             }
-            let groups = top_talkers(&records, &by, &filter, top);
+            let groups = talkers.top(top);
             let text = if format == "json" {
                 render_json(&by, &groups)
             } else {

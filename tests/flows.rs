@@ -1056,3 +1056,24 @@ fn flows_report_reads_gzip_compressed_parquet_as_aws_writes_it() {
         "{stdout}"
     );
 }
+
+/// Hostile run of issue 18: a foreign Parquet file whose `bytes` are not
+/// whole numbers (DOUBLE) is an error naming the file, the row and the
+/// value, exit 1; it used to be summed as 0 without a word.
+#[test]
+fn flows_report_refuses_bytes_that_are_not_whole_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("doubles.parquet");
+    duckdb(&[format!(
+        "COPY (SELECT '10.0.0.1' AS srcaddr, 2::BIGINT AS packets, b AS bytes, 'OK' AS log_status FROM (VALUES (100.0::DOUBLE), (1.5::DOUBLE)) t(b)) TO '{}' (FORMAT parquet)",
+        file.display()
+    )]);
+    let (code, _, stderr) = mirrorcap(&["flows", "--by", "srcaddr", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(file.to_str().unwrap())
+            && stderr.contains("row 1: bytes = \"100.0\"")
+            && stderr.contains("is not a whole number of bytes"),
+        "{stderr}"
+    );
+}

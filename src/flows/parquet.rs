@@ -318,9 +318,13 @@ impl ParquetFile {
                 let sink = Sink(Some(part));
                 match SerializedFileWriter::new(sink, self.schema.clone(), self.props.clone()) {
                     Ok(w) => w,
-                    // The sink is gone with the writer: its descriptor is
-                    // closed, the `.part` stays (with at most the magic).
-                    Err(e) => return Err(io_error(e)),
+                    // The sink is gone with the writer (its descriptor
+                    // closed): the `.part`, at most the magic, goes by
+                    // its path, as the file it would have become does.
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&self.part_path);
+                        return Err(io_error(e));
+                    }
                 }
             }
             State::Writing(w) => w,

@@ -43,10 +43,11 @@ pub enum ReportError {
 pub type FlowRecord = HashMap<String, String>;
 
 /// Reads flow records from a flow file or, when `input` is a capture,
-/// computes them, appending to `out`. On an error (a truncated capture, a
-/// bad line) the records read before it are in `out` already, as `replay`
-/// writes every record before a cut: the caller reports them and exits 1.
-pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), ReportError> {
+/// computes them, counting each in `out`. On an error (a truncated
+/// capture, a bad line) the records read before it are counted already, as
+/// `replay` writes every record before a cut: the caller reports them and
+/// exits 1.
+pub fn read_records(input: &str, out: &mut Talkers) -> Result<(), ReportError> {
     let raw = std::fs::read(input).map_err(|e| ReportError::Io(input.into(), e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -101,13 +102,16 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
                 ),
             });
         }
-        out.push(
-            names
-                .iter()
-                .cloned()
-                .zip(values.iter().map(|v| v.to_string()))
-                .collect(),
-        );
+        let record = names
+            .iter()
+            .cloned()
+            .zip(values.iter().map(|v| v.to_string()))
+            .collect();
+        out.add(&record).map_err(|why| ReportError::Bad {
+            input: input.into(),
+            line: i + 2,
+            why,
+        })?;
     }
     Ok(())
 }
@@ -117,7 +121,7 @@ pub fn read_records(input: &str, out: &mut Vec<FlowRecord>) -> Result<(), Report
 fn records_from_json_lines(
     input: &str,
     bytes: &[u8],
-    out: &mut Vec<FlowRecord>,
+    out: &mut Talkers,
 ) -> Result<(), ReportError> {
     for (i, line) in bytes.lines().enumerate() {
         let line = line.map_err(|e| ReportError::Io(input.into(), e))?;
@@ -131,17 +135,17 @@ fn records_from_json_lines(
         };
         let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
             .map_err(|e| bad(format!("not a JSON object of flow record fields: {e}")))?;
-        out.push(
-            obj.into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })
-                .collect(),
-        );
+        let record = obj
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        out.add(&record).map_err(bad)?;
     }
     Ok(())
 }
@@ -149,11 +153,7 @@ fn records_from_json_lines(
 /// Reads a Parquet flow file: one record per row, its columns the fields
 /// (`log_status` is `log-status`), a null `-`, numbers in decimal as the
 /// text has them.
-fn records_from_parquet(
-    input: &str,
-    bytes: Vec<u8>,
-    out: &mut Vec<FlowRecord>,
-) -> Result<(), ReportError> {
+fn records_from_parquet(input: &str, bytes: Vec<u8>, out: &mut Talkers) -> Result<(), ReportError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field as V;
     let bad = |e: parquet::errors::ParquetError| ReportError::Parquet {
@@ -161,7 +161,7 @@ fn records_from_parquet(
         why: e.to_string(),
     };
     let file = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(bad)?;
-    for row in file.get_row_iter(None).map_err(bad)? {
+    for (i, row) in file.get_row_iter(None).map_err(bad)?.enumerate() {
         let row = row.map_err(bad)?;
         let record = row
             .get_column_iter()
@@ -174,7 +174,10 @@ fn records_from_parquet(
                 (super::parquet::field_name(column), v)
             })
             .collect();
-        out.push(record);
+        out.add(&record).map_err(|why| ReportError::Parquet {
+            input: input.into(),
+            why: format!("row {}: {why}", i + 1),
+        })?;
     }
     Ok(())
 }
@@ -187,11 +190,7 @@ const VXLAN_PORTS: &[u16] = &[4789];
 /// Computes records from a capture: every kept inner IP packet, per session
 /// (endpoint, source, VNI) and 5-tuple, over one window covering the whole capture (up to the
 /// error, when it cannot be read to its end).
-fn records_from_capture(
-    input: &str,
-    bytes: &[u8],
-    out: &mut Vec<FlowRecord>,
-) -> Result<(), ReportError> {
+fn records_from_capture(input: &str, bytes: &[u8], out: &mut Talkers) -> Result<(), ReportError> {
     let cfg = crate::flows::FlowConfig {
         enabled: true,
         interval_s: u64::MAX / 4_000_000_000,
@@ -245,13 +244,13 @@ fn records_from_capture(
     let names = cfg.format.names.clone();
     for batch in rx {
         for line in batch.lines.lines() {
-            out.push(
-                names
-                    .iter()
-                    .map(|n| n.to_string())
-                    .zip(line.split_whitespace().map(String::from))
-                    .collect(),
-            );
+            let record = names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(line.split_whitespace().map(String::from))
+                .collect();
+            // Rendered here from whole numbers: cannot fail.
+            let _ = out.add(&record);
         }
     }
     result
@@ -279,44 +278,68 @@ pub struct Group {
 }
 
 /// Sums `bytes` and `packets` by the `by` fields over the records that match
-/// `filter`; the `top` groups with the most bytes (then packets, then key).
-pub fn top_talkers(
-    records: &[FlowRecord],
-    by: &[String],
-    filter: &[(String, String)],
-    top: usize,
-) -> Vec<Group> {
-    let mut groups: HashMap<Vec<String>, Group> = HashMap::new();
-    for r in records {
+/// `filter`, one record at a time as the inputs are read (memory holds the
+/// groups, not the records); [`Talkers::top`] gives the groups with the
+/// most bytes (then packets, then key).
+pub struct Talkers {
+    by: Vec<String>,
+    filter: Vec<(String, String)>,
+    groups: HashMap<Vec<String>, Group>,
+}
+
+impl Talkers {
+    pub fn new(by: &[String], filter: &[(String, String)]) -> Talkers {
+        Talkers {
+            by: by.to_vec(),
+            filter: filter.to_vec(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Counts one record; `bytes` or `packets` that is neither a whole
+    /// number nor `-` is an error (a foreign file with another type).
+    pub fn add(&mut self, r: &FlowRecord) -> Result<(), String> {
         if r.get("log-status").is_some_and(|s| s != "OK") {
-            continue;
+            return Ok(());
         }
-        if !filter.iter().all(|(k, v)| r.get(k) == Some(v)) {
-            continue;
+        if !self.filter.iter().all(|(k, v)| r.get(k) == Some(v)) {
+            return Ok(());
         }
-        let key: Vec<String> = by
+        let num = |f: &str| match r.get(f).map(String::as_str) {
+            None | Some("-") => Ok(0),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| format!("{f} = {v:?} is not a whole number of {f}")),
+        };
+        let (bytes, packets) = (num("bytes")?, num("packets")?);
+        let key: Vec<String> = self
+            .by
             .iter()
             .map(|f| r.get(f).cloned().unwrap_or_else(|| "-".into()))
             .collect();
-        let num = |f: &str| r.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let g = groups.entry(key.clone()).or_insert(Group {
-            key,
+        let g = self.groups.entry(key).or_insert_with_key(|key| Group {
+            key: key.clone(),
             bytes: 0,
             packets: 0,
             records: 0,
         });
-        g.bytes += num("bytes");
-        g.packets += num("packets");
+        g.bytes += bytes;
+        g.packets += packets;
         g.records += 1;
+        Ok(())
     }
-    let mut v: Vec<Group> = groups.into_values().collect();
-    v.sort_by(|a, b| {
-        (b.bytes, b.packets)
-            .cmp(&(a.bytes, a.packets))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    v.truncate(top);
-    v
+
+    /// The `top` groups with the most bytes (then packets, then key).
+    pub fn top(self, top: usize) -> Vec<Group> {
+        let mut v: Vec<Group> = self.groups.into_values().collect();
+        v.sort_by(|a, b| {
+            (b.bytes, b.packets)
+                .cmp(&(a.bytes, a.packets))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        v.truncate(top);
+        v
+    }
 }
 
 /// The report as an aligned table.

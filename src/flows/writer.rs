@@ -239,12 +239,14 @@ impl FlowFile {
     }
 
     /// Syncs and renames the file to its final name; one with no batch in
-    /// it is removed instead. Returns the final path and size when
-    /// published.
+    /// it is removed instead, and so is one that cannot be synced or
+    /// renamed (flow `.part`s are never recovered: its records are counted
+    /// as lost by the caller, and its space is freed). Returns the final
+    /// path and size when published.
     fn close(self) -> Result<Option<(PathBuf, u64)>, FlowFileError> {
         let path = self.0.part_path();
         self.0
-            .close()
+            .close_or_discard()
             .map_err(|source| FlowFileError::Close { path, source })
     }
 }
@@ -268,11 +270,12 @@ impl RecordFile {
             .map_err(|source| FlowFileError::Create { path, source })
     }
 
-    /// As [`FlowFile::close`]; with the records lost if it fails (a
-    /// Parquet file's, whose footer it could not write).
-    fn close(self) -> (Result<Option<(PathBuf, u64)>, FlowFileError>, u64) {
+    /// As [`FlowFile::close`]; with the records lost if it fails: the
+    /// `text_records` appended to a text file, or a Parquet file's, whose
+    /// footer it could not write.
+    fn close(self, text_records: u64) -> (Result<Option<(PathBuf, u64)>, FlowFileError>, u64) {
         match self {
-            RecordFile::Text(f) => (f.close(), 0),
+            RecordFile::Text(f) => (f.close(), text_records),
             RecordFile::Parquet(f) => {
                 let (path, records) = (f.part_path(), f.records());
                 let r = f.close();
@@ -292,6 +295,8 @@ struct OpenFlowFile {
     /// Its folder under `flows/` ([`super::FlowLayout::folder`]).
     folder: String,
     records: RecordFile,
+    /// Records in the text file (lost with it if it cannot be published).
+    text_records: u64,
     json: Option<FlowFile>,
 }
 
@@ -373,6 +378,9 @@ impl FlowFiles {
         let r = self.append(false, text.as_bytes());
         if let Err(e) = r {
             return self.fail(&e, batch.records);
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.text_records += batch.records;
         }
         if self.cfg.json
             && let Err(e) = self.append(true, batch.json.as_bytes())
@@ -468,6 +476,7 @@ impl FlowFiles {
                 partition,
                 folder,
                 records,
+                text_records: 0,
                 json,
             });
         }
@@ -476,7 +485,7 @@ impl FlowFiles {
     fn close(&mut self, f: OpenFlowFile) {
         let json_folder = format!("{JSON_DIR}/{}", f.folder);
         let json = f.json.map(|j| (j.close(), 0, json_folder.as_str()));
-        let records = std::iter::once((f.records.close(), f.folder.as_str()));
+        let records = std::iter::once((f.records.close(f.text_records), f.folder.as_str()));
         for (closed, lost, folder) in records.map(|((c, l), d)| (c, l, d)).chain(json) {
             match closed {
                 // A file retention cannot delete is logged and counted
@@ -703,5 +712,41 @@ mod tests {
             ["record of 3600", "record of 3660"]
         );
         assert_eq!(std::fs::read_dir(base.join("hour=01")).unwrap().count(), 1);
+    }
+
+    /// Review of issue 18: a text flow file that cannot be renamed to its
+    /// final name is never published (flow `.part`s are not recovered):
+    /// its records are counted as lost, and its `.part` is deleted, as a
+    /// Parquet file's is.
+    #[test]
+    fn a_text_file_that_cannot_be_published_counts_its_records_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(FlowConfig {
+            enabled: true,
+            ..Default::default()
+        });
+        let counters = Arc::new(Counters::default());
+        let w = FlowWriter::spawn(tmp.path(), cfg, None, counters.clone());
+        let tx = w.sender();
+        let mut b = batch(0);
+        b.records = 3;
+        tx.send(b).unwrap();
+        let day = tmp
+            .path()
+            .join("flows/AWSLogs/unknown/vpcflowlogs/unknown/1970/01/01");
+        let name = day.join("mirrorcap_flows_19700101T000000Z-000000.log");
+        wait_for(&day.join("mirrorcap_flows_19700101T000000Z-000000.log.part"));
+        // The final name taken by a directory that is not empty.
+        std::fs::create_dir(&name).unwrap();
+        std::fs::write(name.join("x"), b"").unwrap();
+        drop(tx);
+        w.finish();
+        assert_eq!(counters.flow_records_lost.load(Relaxed), 3);
+        assert_eq!(counters.flow_write_errors.load(Relaxed), 1);
+        let left: Vec<_> = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [name.file_name().unwrap()], "the .part was left");
     }
 }
