@@ -545,29 +545,18 @@ fn set_filters(counters: &Counters, cfg: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Write;
 
     /// A loopback metadata stand-in that answers every request with
     /// `body` (a token for the `PUT`, the document for the `GET`).
     fn metadata_answering(body: &'static str) -> String {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for c in l.incoming().take(2) {
-                let mut c = c.unwrap();
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
-                    head.push(b[0]);
-                }
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        format!("http://{addr}")
+        crate::output::upload::imds::tests::stand_in(move |mut c, _| {
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        })
     }
 
     fn config(endpoint: &str, flows: &str) -> Config {

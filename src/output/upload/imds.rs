@@ -193,13 +193,13 @@ pub fn key_safe(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::TcpListener;
 
     /// A loopback stand-in for instance metadata that reads two requests'
     /// heads and lets `answer` write each answer; its endpoint.
-    fn stand_in(answer: impl Fn(TcpStream, Vec<u8>) + Send + 'static) -> String {
+    pub(crate) fn stand_in(answer: impl Fn(TcpStream, Vec<u8>) + Send + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let ep = format!("http://{}", l.local_addr().unwrap());
         std::thread::spawn(move || {
