@@ -14,7 +14,8 @@
 //! same object again. In: paths and keys. Out: entries on disk. Entries
 //! that cannot be read are logged, counted and left alone.
 
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -80,7 +81,13 @@ impl Journal {
     /// created if missing.
     pub fn open(root: &Path) -> io::Result<Journal> {
         let dir = root.join(JOURNAL_DIR);
-        std::fs::create_dir_all(&dir)?;
+        // As the output's folders and files: no other user reads the
+        // paths and keys, whatever the umask (0022 outside the unit).
+        std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            crate::output::files::DIR_MODE,
+        )
+        .create(&dir)?;
         Ok(Journal {
             root: root.to_path_buf(),
             dir,
@@ -117,8 +124,19 @@ impl Journal {
         })
         .map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{id}.tmp"));
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, self.dir.join(&id))?;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::output::files::FILE_MODE)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&body))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(&id)));
+        if let Err(e) = written {
+            // A full disk: the cut `.tmp` goes now, not at the next start.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         Ok(Entry {
             id,
             path: self.root.join(rel),
@@ -216,6 +234,22 @@ mod tests {
         j2.remove(&a.id).unwrap();
         j2.remove(&a.id).unwrap();
         assert_eq!(j2.list().0, vec![b]);
+    }
+
+    /// Hostile run of issue 16 (left then, mended since): the journal's
+    /// folder and entries have the output's modes (0750, 0640) whatever
+    /// the umask; they were 0755 and 0644 outside the unit.
+    #[test]
+    fn journal_entries_are_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let old = unsafe { libc::umask(0o022) };
+        let j = Journal::open(tmp.path()).unwrap();
+        let e = j.add(&tmp.path().join("7/a.pcap"), "k/a").unwrap();
+        unsafe { libc::umask(old) };
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(j.dir()), 0o750);
+        assert_eq!(mode(&j.dir().join(&e.id)), 0o640);
     }
 
     /// Hostile run of issue 16: an entry naming `../secret.txt` made the
