@@ -930,3 +930,69 @@ fn s3_a_missing_bucket_shows_in_healthz_at_once() {
     let objects = bucket_objects_of(&moto.endpoint(), "not-made-yet", tmp.path());
     assert_eq!(frames_under(&objects, "", tmp.path()), want);
 }
+
+/// Hostile run of issue 16 (left then): no credentials anywhere (no keys
+/// in the environment, no profile file, and instance metadata that has
+/// no role) is a refusal an operator must mend, not a transient failure:
+/// `/healthz` is 503 at once, saying so, not after `unhealthy_after`; the
+/// files stay on disk, journaled, for the next start.
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own (unshare -n)"]
+fn s3_missing_credentials_show_in_healthz_at_once() {
+    let (tmp, moto, imds, _) = setup();
+    let dir = tmp.path().join("cap");
+    let cfg = tmp.path().join("cap.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &moto.endpoint(),
+            "host_id = \"t1\"",
+            "rotate_packets = 10",
+            "",
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&cfg);
+    for v in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", tmp.path())
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            tmp.path().join("no-such-file"),
+        )
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds);
+    let d = Daemon::start_command(cmd);
+    send(&[d.addr], &[("127.0.0.2", 5)], 100, 200, 10, None);
+    let t = Instant::now();
+    let body = loop {
+        let (code, body) = get(&d, "/healthz");
+        if code == 503 {
+            break body;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still healthy: {body}\n{}",
+            d.stderr_now()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("S3 refuses them"), "{body}");
+    assert!(body.to_lowercase().contains("credential"), "{body}");
+    let (code, _, err) = d.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(!captures(&dir).is_empty());
+    assert_eq!(journal(&dir).len(), captures(&dir).len(), "{err}");
+}

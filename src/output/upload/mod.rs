@@ -941,6 +941,12 @@ const REFUSALS: [&str; 9] = [
     "ExpiredToken",
 ];
 
+/// The instance metadata paths of the S3 client's credential requests.
+const CREDENTIAL_PATHS: [&str; 2] = [
+    "/latest/meta-data/iam/security-credentials",
+    "/latest/api/token",
+];
+
 impl From<object_store::Error> for Failure {
     fn from(e: object_store::Error) -> Failure {
         use object_store::Error as E;
@@ -950,6 +956,12 @@ impl From<object_store::Error> for Failure {
                 Failure::Refused(text)
             }
             _ if REFUSALS.iter().any(|code| text.contains(code)) => Failure::Refused(text),
+            // The credential chain's last link, instance metadata, failed:
+            // no keys in the environment or profile, and no role (or no
+            // metadata service). Off EC2 or without a role it never mends.
+            _ if CREDENTIAL_PATHS.iter().any(|p| text.contains(p)) => Failure::Refused(format!(
+                "no credentials: no AWS keys in the environment or ~/.aws/credentials, and instance metadata gave none (has the instance a role?): {text}"
+            )),
             _ => Failure::Other(text),
         }
     }
