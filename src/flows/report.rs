@@ -161,7 +161,24 @@ fn records_from_parquet(input: &str, bytes: Vec<u8>, out: &mut Talkers) -> Resul
         why: e.to_string(),
     };
     let file = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(bad)?;
-    for (i, row) in file.get_row_iter(None).map_err(bad)?.enumerate() {
+    // Only the columns the report uses are decoded (Parquet's point):
+    // the grouping and filter fields, bytes, packets and log-status.
+    let schema = file.metadata().file_metadata().schema();
+    let used: Vec<_> = schema
+        .get_fields()
+        .iter()
+        .filter(|c| out.uses(&super::parquet::field_name(c.name())))
+        .cloned()
+        .collect();
+    // None of them in the file: every row still counts, as a record of
+    // `-` values (decoding all columns gives the same report).
+    let projection = if used.is_empty() {
+        None
+    } else {
+        let group = parquet::schema::types::Type::group_type_builder(schema.name());
+        Some(group.with_fields(used).build().map_err(bad)?)
+    };
+    for (i, row) in file.get_row_iter(projection).map_err(bad)?.enumerate() {
         let row = row.map_err(bad)?;
         let record = row
             .get_column_iter()
@@ -294,6 +311,14 @@ impl Talkers {
             filter: filter.to_vec(),
             groups: HashMap::new(),
         }
+    }
+
+    /// Whether a record's `field` matters to the report (grouped by,
+    /// filtered on, summed, or `log-status`).
+    pub fn uses(&self, field: &str) -> bool {
+        matches!(field, "bytes" | "packets" | "log-status")
+            || self.by.iter().any(|f| f == field)
+            || self.filter.iter().any(|(f, _)| f == field)
     }
 
     /// Counts one record; `bytes` or `packets` that is neither a whole
