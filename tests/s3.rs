@@ -882,6 +882,24 @@ fn s3_restart_within_the_same_second_never_reuses_a_key() {
     assert_eq!(got, want);
 }
 
+/// The `/healthz` body once it answers 503, polled every 100 ms for at
+/// most `secs` seconds.
+fn unhealthy_within(d: &Daemon, secs: u64) -> String {
+    let t = Instant::now();
+    loop {
+        let (code, body) = get(d, "/healthz");
+        if code == 503 {
+            return body;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "still healthy: {body}\n{}",
+            d.stderr_now()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Review of issue 16: S3 refusing for a reason retries alone do not mend
 /// (here: no such bucket) turns `/healthz` to 503 at once, naming the
 /// bucket and the refusal, not after `unhealthy_after` (5 min by
@@ -903,18 +921,7 @@ fn s3_a_missing_bucket_shows_in_healthz_at_once() {
     );
     let (d, dir) = start_daemon(tmp.path(), "cap", &imds, &cfg);
     let want = send(&[d.addr], &[("127.0.0.2", 5)], 100, 200, 10, None);
-    let t = Instant::now();
-    let body = loop {
-        let (code, body) = get(&d, "/healthz");
-        if code == 503 {
-            break body;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "still healthy: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let body = unhealthy_within(&d, 10);
     assert!(
         body.contains("S3 refuses them")
             && body.contains("s3://not-made-yet/")
@@ -976,19 +983,7 @@ fn s3_missing_credentials_show_in_healthz_at_once() {
         .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds);
     let d = Daemon::start_command(cmd);
     send(&[d.addr], &[("127.0.0.2", 5)], 100, 200, 10, None);
-    let t = Instant::now();
-    let body = loop {
-        let (code, body) = get(&d, "/healthz");
-        if code == 503 {
-            break body;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "still healthy: {body}\n{}",
-            d.stderr_now()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let body = unhealthy_within(&d, 15);
     assert!(body.contains("S3 refuses them"), "{body}");
     assert!(body.to_lowercase().contains("credential"), "{body}");
     let (code, _, err) = d.stop();

@@ -216,29 +216,19 @@ fn bucket(
 }
 
 /// The longest key a flow file of `flows` can have under `prefix` (0
-/// with flows off): an account or region not given at its longest (64
-/// bytes: it may come from instance metadata), the JSON copy's folder,
-/// a 64-byte `{host}`, the longest run ID and file name.
+/// with flows off): the writer's longest folder and name
+/// ([`crate::flows::writer::longest_path`]), a 64-byte `{host}`, the
+/// longest run ID.
 fn longest_flow_key(prefix: &str, flows: &FlowConfig) -> usize {
     if !flows.enabled {
         return 0;
     }
-    let mut layout = flows.layout.clone();
-    let longest = "x".repeat(64);
-    layout.account_id.get_or_insert_with(|| longest.clone());
-    layout.region.get_or_insert_with(|| longest.clone());
-    // 9999-12-31T23:59:59Z: every date part at its widest.
-    let folder = format!(
-        "{}/{}",
-        crate::flows::writer::JSON_DIR,
-        layout.folder(253_402_300_799)
-    );
+    let (folder, name) = crate::flows::writer::longest_path(&flows.layout);
     let cx = KeyContext {
         prefix: prefix.to_owned(),
-        host: longest,
+        host: "h".repeat(64),
         run: format!("99991231T235959Z-{}", u32::MAX),
     };
-    let name = format!("mirrorcap_flows_99991231T235959Z-{}.jsonl.gz", u32::MAX);
     flow_key(&cx, &folder, &name).len()
 }
 

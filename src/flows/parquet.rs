@@ -362,7 +362,7 @@ impl ParquetFile {
                         return Err(io_error(e));
                     }
                 };
-                part.expect("the sink holds the file").close_or_discard()
+                part.expect("the sink holds the file").close()
             }
             State::Failed => Err(io::Error::other("an earlier write failed")),
         }

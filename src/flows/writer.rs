@@ -43,6 +43,32 @@ pub const FLOWS_DIR: &str = "flows";
 /// as in AWS's folders.
 pub const JSON_DIR: &str = "jsonl";
 
+/// A flow file's name: `mirrorcap_flows_<start, UTC>-<seq><ext>`.
+pub fn file_name(start_s: u64, seq: u32, ext: &str) -> String {
+    let t = crate::output::template::UtcTime::from_unix(start_s);
+    format!(
+        "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z-{seq:06}{ext}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// The longest folder and name a flow file of `layout` can have (under
+/// `flows/`, and after the prefix in S3), for the key length check: an
+/// account or region not given at its longest (64 bytes: it may come
+/// from instance metadata), the JSON copy's folder, every date part at
+/// its widest (9999-12-31T23:59:59Z), the largest `seq`.
+pub fn longest_path(layout: &super::FlowLayout) -> (String, String) {
+    let mut layout = layout.clone();
+    let longest = "x".repeat(64);
+    layout.account_id.get_or_insert_with(|| longest.clone());
+    layout.region.get_or_insert(longest);
+    let end = 253_402_300_799;
+    (
+        format!("{JSON_DIR}/{}", layout.folder(end)),
+        file_name(end, u32::MAX, ".jsonl.gz"),
+    )
+}
+
 /// The flow writer shared by a set of sibling pipelines (workers): the
 /// last one to finish ends the writer thread.
 pub struct FlowShared {
@@ -246,7 +272,7 @@ impl FlowFile {
     fn close(self) -> Result<Option<(PathBuf, u64)>, FlowFileError> {
         let path = self.0.part_path();
         self.0
-            .close_or_discard()
+            .close()
             .map_err(|source| FlowFileError::Close { path, source })
     }
 }
@@ -433,7 +459,6 @@ impl FlowFiles {
         let gz = if self.cfg.gzip { ".gz" } else { "" };
         let ext = if self.cfg.parquet { ".parquet" } else { ".log" };
         let start = (slot * self.cfg.file_interval_s).max(partition);
-        let t = crate::output::template::UtcTime::from_unix(start);
         let folder = self.cfg.layout.folder(start);
         let open_dir = |sub: &str| {
             let rel = Path::new(FLOWS_DIR).join(sub).join(&folder);
@@ -445,15 +470,11 @@ impl FlowFiles {
         } else {
             None
         };
-        let base = format!(
-            "mirrorcap_flows_{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            t.year, t.month, t.day, t.hour, t.minute, t.second
-        );
         loop {
             let seq = self.seq;
             self.seq += 1;
-            let text = format!("{base}-{seq:06}{ext}{gz}");
-            let json = format!("{base}-{seq:06}.jsonl{gz}");
+            let text = file_name(start, seq, &format!("{ext}{gz}"));
+            let json = file_name(start, seq, &format!(".jsonl{gz}"));
             // An error looking (EIO, EACCES) is a failure, not a name taken.
             let taken = |dir: &Dir, n: &str| {
                 name_taken(dir, n.as_ref()).map_err(|source| FlowFileError::Create {
@@ -466,10 +487,7 @@ impl FlowFiles {
             {
                 continue;
             }
-            let json = match &json_dir {
-                Some(_) => Some(FlowFile::create(open_dir(JSON_DIR)?, json)?),
-                None => None,
-            };
+            let json = json_dir.map(|d| FlowFile::create(d, json)).transpose()?;
             let records = RecordFile::create(dir, text, &self.cfg)?;
             return Ok(OpenFlowFile {
                 slot,
@@ -485,8 +503,9 @@ impl FlowFiles {
     fn close(&mut self, f: OpenFlowFile) {
         let json_folder = format!("{JSON_DIR}/{}", f.folder);
         let json = f.json.map(|j| (j.close(), 0, json_folder.as_str()));
-        let records = std::iter::once((f.records.close(f.text_records), f.folder.as_str()));
-        for (closed, lost, folder) in records.map(|((c, l), d)| (c, l, d)).chain(json) {
+        let (closed, lost) = f.records.close(f.text_records);
+        for (closed, lost, folder) in std::iter::once((closed, lost, f.folder.as_str())).chain(json)
+        {
             match closed {
                 // A file retention cannot delete is logged and counted
                 // there (`mirrorcap_errors_total{kind="retention"}`).

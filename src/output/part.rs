@@ -110,10 +110,12 @@ impl PartFile {
         let _ = self.dir.unlink(&part_name(&self.name));
     }
 
-    /// As [`PartFile::close`], but a file that cannot be synced or renamed
-    /// is deleted too (a Parquet flow file, whose records are then all
-    /// counted as lost: its `.part` would only hold space).
-    pub fn close_or_discard(self) -> io::Result<Option<(PathBuf, u64)>> {
+    /// Syncs the data and publishes the file under its final name; one
+    /// with no record in it is deleted instead, and so is one that cannot
+    /// be synced or renamed (its users, the flow files, count its records
+    /// as lost and never recover a `.part`: it would only hold space).
+    /// Returns the final path and size when published.
+    pub fn close(self) -> io::Result<Option<(PathBuf, u64)>> {
         if self.good_len == 0 {
             self.discard();
             return Ok(None);
@@ -129,19 +131,6 @@ impl PartFile {
                 Err(e)
             }
         }
-    }
-
-    /// Syncs the data and publishes the file under its final name; one
-    /// with no record in it is deleted instead. Returns the final path and
-    /// size when published.
-    pub fn close(self) -> io::Result<Option<(PathBuf, u64)>> {
-        if self.good_len == 0 {
-            self.discard();
-            return Ok(None);
-        }
-        self.file.sync_data()?;
-        publish(&self.dir, &self.name)?;
-        Ok(Some((self.path(), self.good_len)))
     }
 }
 
