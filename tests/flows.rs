@@ -1077,3 +1077,52 @@ fn flows_report_refuses_bytes_that_are_not_whole_numbers() {
         "{stderr}"
     );
 }
+
+/// Hostile run 2 of issue 18: sums past `u64::MAX` (three records of
+/// `i64::MAX` bytes, which DuckDB sums to 27670116110564327421) are an
+/// error naming the file, exit 1; they used to wrap to 9223372036854775805
+/// without a word.
+#[test]
+fn flows_report_refuses_sums_past_u64_max() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("huge.parquet");
+    duckdb(&[format!(
+        "COPY (SELECT '10.0.0.1' AS srcaddr, 1::BIGINT AS packets, 9223372036854775807::BIGINT AS bytes, 'OK' AS log_status FROM range(3)) TO '{}' (FORMAT parquet)",
+        file.display()
+    )]);
+    let (code, stdout, stderr) = mirrorcap(&["flows", "--by", "srcaddr", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(file.to_str().unwrap())
+            && stderr.contains("row 3")
+            && stderr.contains("sum(bytes)")
+            && stderr.contains("18446744073709551615"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("9223372036854775805"), "{stdout}");
+}
+
+/// Hostile run 2 of issue 18: a value wider than 65535 characters (a
+/// foreign file's long field) is printed in the table; the alignment
+/// used to panic ("Formatting argument out of range", exit 101).
+#[test]
+fn flows_report_prints_values_wider_than_65535_characters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("long.txt");
+    let long = "b".repeat(70_000);
+    std::fs::write(
+        &file,
+        format!("srcaddr dstaddr bytes packets\na {long} 5 1\nc d 1 1\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = mirrorcap(&["flows", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[1].starts_with(&format!("a        {long}  5 ")),
+        "{}",
+        &lines[1][..80]
+    );
+    assert!(lines[2].starts_with("c        d"), "{}", &lines[2][..20]);
+}

@@ -348,8 +348,18 @@ impl Talkers {
             packets: 0,
             records: 0,
         });
-        g.bytes += bytes;
-        g.packets += packets;
+        // A sum past `u64::MAX` is refused, not wrapped to a wrong total
+        // (the record is not counted).
+        let sum = |f: &str, total: u64, v: u64| {
+            total
+                .checked_add(v)
+                .ok_or_else(|| format!("sum({f}) of the group exceeds {}", u64::MAX))
+        };
+        let (b, p) = (
+            sum("bytes", g.bytes, bytes)?,
+            sum("packets", g.packets, packets)?,
+        );
+        (g.bytes, g.packets) = (b, p);
         g.records += 1;
         Ok(())
     }
@@ -396,7 +406,8 @@ pub fn render_table(by: &[String], groups: &[Group]) -> String {
         let cells: Vec<String> = r
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            // Padded by hand: `format!`'s width stops at 65535.
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.len())))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
