@@ -82,7 +82,8 @@ impl Journal {
     pub fn open(root: &Path) -> io::Result<Journal> {
         let dir = root.join(JOURNAL_DIR);
         // As the output's folders and files: no other user reads the
-        // paths and keys, whatever the umask (0022 outside the unit).
+        // paths and keys: at most 0750/0640, as they (a stricter umask still
+        // applies; a folder made by an older version keeps its mode).
         std::os::unix::fs::DirBuilderExt::mode(
             std::fs::DirBuilder::new().recursive(true),
             crate::output::files::DIR_MODE,
@@ -237,8 +238,8 @@ mod tests {
     }
 
     /// Hostile run of issue 16 (left then, mended since): the journal's
-    /// folder and entries have the output's modes (0750, 0640) whatever
-    /// the umask; they were 0755 and 0644 outside the unit.
+    /// folder and entries have the output's modes (0750, 0640) under the
+    /// usual umask 022; they were 0755 and 0644 outside the unit.
     #[test]
     fn journal_entries_are_not_world_readable() {
         use std::os::unix::fs::PermissionsExt;
